@@ -1,0 +1,73 @@
+//! Management API errors: `{"error":{"code":"...","message":"..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::metadata::MetaError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "management request failed");
+        }
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        use tcr_raft::Refusal;
+        match e {
+            MetaError::Refused(r @ Refusal::NamespaceExists(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", r.to_string())
+            }
+            MetaError::Refused(r) => ApiError::not_found(r.to_string()),
+            MetaError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
+            }
+            MetaError::Storage(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", m)
+            }
+        }
+    }
+}
+
+impl From<tcr_raft::ReadError> for ApiError {
+    fn from(e: tcr_raft::ReadError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+    }
+}
+
+/// Parse a JSON body ourselves, so malformed input gets our error shape.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}

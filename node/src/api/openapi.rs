@@ -1,0 +1,110 @@
+//! The OpenAPI 3 document of the management API.
+
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+pub fn spec() -> Value {
+    let ns_param =
+        json!({"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}});
+    let page_params = json!([
+        {"name": "n", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+        {"name": "last", "in": "query", "required": false, "schema": {"type": "string"}}
+    ]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "tcr management API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {
+            "/v1/container-registries/namespaces": {
+                "get": {
+                    "operationId": "listNamespaces",
+                    "parameters": page_params,
+                    "responses": {
+                        "200": {"description": "namespaces in name order", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["namespaces"],
+                            "properties": {"namespaces": {"type": "array", "items": {"$ref": "#/components/schemas/Namespace"}}}}}}},
+                        "400": error_response("bad pagination"),
+                        "401": error_response("missing or wrong credentials")
+                    }
+                },
+                "post": {
+                    "operationId": "createNamespace",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateNamespace"}}}},
+                    "responses": {
+                        "201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                        "400": error_response("invalid name or body"),
+                        "401": error_response("missing or wrong credentials"),
+                        "409": error_response("namespace exists")
+                    }
+                }
+            },
+            "/v1/container-registries/namespaces/{ns}": {
+                "get": {
+                    "operationId": "getNamespace",
+                    "parameters": [ns_param],
+                    "responses": {
+                        "200": {"description": "the namespace", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                        "401": error_response("missing or wrong credentials"),
+                        "404": error_response("no such namespace")
+                    }
+                },
+                "patch": {
+                    "operationId": "updateNamespace",
+                    "parameters": [ns_param],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["visibility"], "additionalProperties": false,
+                        "properties": {"visibility": {"$ref": "#/components/schemas/Visibility"}}}}}},
+                    "responses": {
+                        "200": {"description": "updated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Namespace"}}}},
+                        "400": error_response("invalid body"),
+                        "401": error_response("missing or wrong credentials"),
+                        "404": error_response("no such namespace")
+                    }
+                }
+            },
+            "/v1/container-registries/namespaces/{ns}/repositories": {
+                "get": {
+                    "operationId": "listRepositories",
+                    "parameters": [ns_param, page_params[0], page_params[1]],
+                    "responses": {
+                        "200": {"description": "repositories in name order", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["repositories", "more"],
+                            "properties": {
+                                "repositories": {"type": "array", "items": {"$ref": "#/components/schemas/Repository"}},
+                                "more": {"type": "boolean"}}}}}},
+                        "400": error_response("bad pagination"),
+                        "401": error_response("missing or wrong credentials"),
+                        "404": error_response("no such namespace")
+                    }
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Visibility": {"type": "string", "enum": ["public", "private"]},
+                "CreateNamespace": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*$", "maxLength": 64},
+                    "visibility": {"$ref": "#/components/schemas/Visibility"}}},
+                "Namespace": {"type": "object", "required": ["name", "visibility", "createdAt"], "properties": {
+                    "name": {"type": "string"},
+                    "visibility": {"$ref": "#/components/schemas/Visibility"},
+                    "createdAt": {"type": "integer", "description": "seconds since the Unix epoch"}}},
+                "Repository": {"type": "object", "required": ["name", "createdAt"], "properties": {
+                    "name": {"type": "string"}, "createdAt": {"type": "integer"}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
+            }
+        },
+        "security": [{"bearer": []}]
+    })
+}
+
+pub async fn document() -> impl IntoResponse {
+    Json(spec())
+}

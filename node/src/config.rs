@@ -1,0 +1,115 @@
+//! Command line and environment (`TCR_<FLAG>`) configuration of a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadConsistency {
+    /// Every tag/manifest read confirms leadership (read index) first.
+    Linearizable,
+    /// Serve reads from the local state machine without confirmation.
+    Stale,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "tcr-node",
+    version,
+    about = "A tcr registry node",
+    args_override_self = true
+)]
+pub struct Config {
+    /// This node's id in the cluster (stable for the node's lifetime).
+    #[arg(long, env = "TCR_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+    /// Where metadata (Raft, RocksDB) and blobs live.
+    #[arg(long, env = "TCR_DATA_DIR", default_value = "./tcr-data")]
+    pub data_dir: PathBuf,
+    /// HTTP listener: the OCI API, management API, token endpoint, metrics.
+    #[arg(long, env = "TCR_HTTP_ADDR", default_value = "127.0.0.1:5000")]
+    pub http_addr: SocketAddr,
+    /// RPC listener for other nodes.
+    #[arg(long, env = "TCR_RPC_ADDR", default_value = "127.0.0.1:5001")]
+    pub rpc_addr: SocketAddr,
+    /// The HTTP address other nodes and redirects use (default: --http-addr).
+    #[arg(long, env = "TCR_ADVERTISE_HTTP_ADDR")]
+    pub advertise_http_addr: Option<String>,
+    /// The RPC address other nodes use (default: --rpc-addr).
+    #[arg(long, env = "TCR_ADVERTISE_RPC_ADDR")]
+    pub advertise_rpc_addr: Option<String>,
+    /// Settings file (TOML); flags and env vars override it.
+    #[arg(long, env = "TCR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Join an existing cluster through any member's RPC address.
+    #[arg(long, env = "TCR_JOIN")]
+    pub join: Option<String>,
+    /// Do not initialise a new cluster on an empty data dir; wait to be added.
+    #[arg(long, env = "TCR_NO_INIT")]
+    pub no_init: bool,
+    /// File holding the bootstrap admin token (alternative to TCR_ADMIN_TOKEN).
+    #[arg(long, env = "TCR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Consistency of tag and manifest reads.
+    #[arg(long, env = "TCR_READ_CONSISTENCY", value_enum, default_value_t = ReadConsistency::Linearizable)]
+    pub read_consistency: ReadConsistency,
+    /// Largest accepted manifest, in bytes.
+    #[arg(long, env = "TCR_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_manifest_bytes: usize,
+    /// Largest accepted blob, in bytes.
+    #[arg(long, env = "TCR_MAX_BLOB_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
+    pub max_blob_bytes: u64,
+    /// Take a Raft snapshot after this many log entries since the last one.
+    #[arg(long, env = "TCR_SNAPSHOT_LOGS", default_value_t = 20_000)]
+    pub snapshot_logs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["tcr-node"])
+    }
+}
+
+impl Config {
+    /// Flags and env vars, over the TOML file named by `--config`, over defaults.
+    pub fn load() -> anyhow::Result<Config> {
+        let from_args = Config::parse();
+        let Some(path) = from_args.config.clone() else {
+            return Ok(from_args);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        let file: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing config {}: {e}", path.display()))?;
+        // Turn the file into arguments placed before the real ones, so that
+        // flags and env vars given explicitly win.
+        let mut args = vec!["tcr-node".to_string()];
+        for (k, v) in file {
+            let env = format!("TCR_{}", k.to_uppercase().replace('-', "_"));
+            if std::env::var_os(env).is_some() {
+                continue;
+            }
+            match v {
+                toml::Value::Boolean(true) => args.push(format!("--{k}")),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => args.push(format!("--{k}={s}")),
+                other => args.push(format!("--{k}={other}")),
+            }
+        }
+        args.extend(std::env::args().skip(1));
+        Ok(Config::try_parse_from(args)?)
+    }
+
+    pub fn advertise_http(&self) -> String {
+        self.advertise_http_addr
+            .clone()
+            .unwrap_or_else(|| self.http_addr.to_string())
+    }
+
+    pub fn advertise_rpc(&self) -> String {
+        self.advertise_rpc_addr
+            .clone()
+            .unwrap_or_else(|| self.rpc_addr.to_string())
+    }
+}

@@ -1,0 +1,42 @@
+//! `tcr-node`: one node of a tcr registry cluster.
+
+mod api;
+mod auth;
+mod config;
+mod metadata;
+mod metrics;
+mod oci;
+mod server;
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_env("TCR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TCR_LOG_FORMAT").is_ok_and(|f| f == "json");
+    if json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let cfg = match config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tcr-node: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match server::run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tcr-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

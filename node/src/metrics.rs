@@ -1,0 +1,131 @@
+//! Prometheus metrics: request counts and latencies per route class, Raft
+//! progress, served at `/metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::oci::route::{self, Route};
+use crate::server::AppState;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    raft_term: IntGauge,
+    raft_last_log: IntGauge,
+    raft_applied: IntGauge,
+    raft_is_leader: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tcr_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("tcr_http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+                ]),
+            &["method", "route"],
+        )
+        .expect("metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("metric");
+        let m = Metrics {
+            requests,
+            latency,
+            raft_term: gauge("tcr_raft_term", "current Raft term"),
+            raft_last_log: gauge("tcr_raft_last_log_index", "last Raft log index"),
+            raft_applied: gauge("tcr_raft_applied_index", "last applied Raft log index"),
+            raft_is_leader: gauge("tcr_raft_is_leader", "1 when this node is the leader"),
+            registry,
+        };
+        m.registry
+            .register(Box::new(m.requests.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.latency.clone()))
+            .expect("register");
+        for g in [
+            &m.raft_term,
+            &m.raft_last_log,
+            &m.raft_applied,
+            &m.raft_is_leader,
+        ] {
+            m.registry.register(Box::new(g.clone())).expect("register");
+        }
+        m
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// A low-cardinality name for the route (never the repository name).
+fn route_class(path: &str) -> &'static str {
+    if path.starts_with("/v1/") {
+        return "management";
+    }
+    match route::parse(path) {
+        Some(Route::Base) => "base",
+        Some(Route::Catalog) => "catalog",
+        Some(Route::Tags { .. }) => "tags",
+        Some(Route::Manifest { .. }) => "manifest",
+        Some(Route::Blob { .. }) => "blob",
+        Some(Route::UploadStart { .. }) | Some(Route::Upload { .. }) => "upload",
+        Some(Route::Referrers { .. }) => "referrers",
+        None => "other",
+    }
+}
+
+pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let class = route_class(req.uri().path());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .latency
+        .with_label_values(&[method.as_str(), class])
+        .observe(started.elapsed().as_secs_f64());
+    st.metrics
+        .requests
+        .with_label_values(&[method.as_str(), class, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+pub async fn render(State(st): State<Arc<AppState>>) -> Response {
+    let m = &st.metrics;
+    {
+        let rm = st.meta.raft.metrics();
+        let rm = rm.borrow();
+        m.raft_term.set(rm.current_term as i64);
+        m.raft_last_log.set(rm.last_log_index.unwrap_or(0) as i64);
+        m.raft_applied
+            .set(rm.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+        m.raft_is_leader
+            .set(i64::from(rm.current_leader == Some(st.node_id)));
+    }
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buf) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}

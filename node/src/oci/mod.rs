@@ -1,0 +1,137 @@
+//! The OCI Distribution API (`/v2/`), one module per resource.
+
+pub mod blobs;
+pub mod errors;
+pub mod manifest_format;
+pub mod manifests;
+pub mod names;
+pub mod referrers;
+pub mod route;
+pub mod tags;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::server::AppState;
+use errors::{OciError, OciResult};
+use route::Route;
+
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn query(req: &Request) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn check_name(name: &str) -> OciResult<()> {
+    names::check_repository(name).map_err(OciError::name_invalid)
+}
+
+/// A push needs its namespace to exist; say which one is missing.
+pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()> {
+    let ns = name.split('/').next().unwrap_or(name);
+    if st.meta.read().await?.namespace(ns)?.is_none() {
+        return Err(OciError::name_unknown(format!(
+            "namespace '{ns}' does not exist; create it first (POST /v1/container-registries/namespaces)"
+        )));
+    }
+    Ok(())
+}
+
+/// Everything under `/v2`: parse the path, then hand over to the resource.
+pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let result = match route::parse(req.uri().path()) {
+        None => Err(OciError::not_found(format!(
+            "no OCI resource at {}",
+            req.uri().path().chars().take(200).collect::<String>()
+        ))),
+        Some(route) => handle(&st, route, &method, req).await,
+    };
+    let mut resp = result.unwrap_or_else(|e| e.into_response());
+    resp.headers_mut().insert(
+        API_VERSION_HEADER,
+        header::HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn handle(st: &AppState, route: Route, method: &Method, req: Request) -> OciResult {
+    match (route, method.clone()) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
+        (Route::Catalog, Method::GET) => tags::catalog(st, req).await,
+        (Route::Tags { name }, Method::GET) => tags::list(st, &name, req).await,
+        (Route::Manifest { name, reference }, Method::GET) => {
+            manifests::get(st, &name, &reference, req, false).await
+        }
+        (Route::Manifest { name, reference }, Method::HEAD) => {
+            manifests::get(st, &name, &reference, req, true).await
+        }
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(st, &name, &reference, req).await
+        }
+        (Route::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(st, &name, &reference).await
+        }
+        (Route::Blob { name, digest }, Method::GET) => {
+            blobs::get(st, &name, &digest, req, false).await
+        }
+        (Route::Blob { name, digest }, Method::HEAD) => {
+            blobs::get(st, &name, &digest, req, true).await
+        }
+        (Route::Blob { name, digest }, Method::DELETE) => blobs::delete(st, &name, &digest).await,
+        (Route::UploadStart { name }, Method::POST) => uploads::start(st, &name, req).await,
+        (Route::Upload { name, id }, Method::PATCH) => uploads::patch(st, &name, &id, req).await,
+        (Route::Upload { name, id }, Method::PUT) => uploads::put(st, &name, &id, req).await,
+        (Route::Upload { name, id }, Method::GET) => uploads::status(st, &name, &id).await,
+        (Route::Upload { name, id }, Method::DELETE) => uploads::cancel(st, &name, &id).await,
+        (Route::Referrers { name, digest }, Method::GET) => {
+            referrers::list(st, &name, &digest, req).await
+        }
+        (_, m) => Err(OciError::unsupported(format!(
+            "method {m} is not supported on this resource"
+        ))),
+    }
+}
+
+fn base() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from("{}"),
+    )
+        .into_response()
+}
+
+/// The `Link` header for the next page of a listing.
+pub(crate) fn next_link(path: &str, n: usize, last: &str) -> String {
+    let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.to_string())])
+        .unwrap_or_default();
+    format!("<{path}?{q}>; rel=\"next\"")
+}
+
+/// `n` from a listing query: absent means "all" (bounded by `cap`).
+pub(crate) fn page_size(q: &HashMap<String, String>, cap: usize) -> OciResult<usize> {
+    match q.get("n") {
+        None => Ok(cap),
+        Some(n) => n.parse::<usize>().map(|n| n.min(cap)).map_err(|_| {
+            OciError::pagination_invalid(format!("n={n} is not a non-negative integer"))
+        }),
+    }
+}

@@ -1,0 +1,222 @@
+//! Blob upload sessions: POST (open, monolithic, cross-repository mount),
+//! PATCH (streamed or chunked), PUT (finish), GET (status), DELETE (cancel).
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use tcr_raft::Command;
+use tcr_storage::{Digest, UploadError};
+
+use super::errors::{OciError, OciResult};
+use super::{check_name, now_secs, query, require_namespace};
+use crate::server::AppState;
+
+impl From<UploadError> for OciError {
+    fn from(e: UploadError) -> Self {
+        match &e {
+            UploadError::Unknown(_) => OciError::blob_upload_unknown(e.to_string()),
+            UploadError::OutOfOrder { expected, .. } => OciError::range_invalid(e.to_string())
+                .with_header("range", format!("0-{}", expected.saturating_sub(1))),
+            UploadError::TooLarge { .. } => OciError::too_large(e.to_string()),
+            UploadError::DigestMismatch { .. } => OciError::digest_invalid(e.to_string()),
+            UploadError::Body(_) => OciError::blob_upload_invalid(e.to_string()),
+            UploadError::Io(_) => OciError::internal(e.to_string()),
+        }
+    }
+}
+
+fn session_headers(name: &str, id: &str, size: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let location = format!("/v2/{name}/blobs/uploads/{id}");
+    h.insert(header::LOCATION, location.parse().expect("validated name"));
+    h.insert("docker-upload-uuid", id.parse().expect("ascii id"));
+    h.insert(
+        header::RANGE,
+        format!("0-{}", size.saturating_sub(1))
+            .parse()
+            .expect("ascii"),
+    );
+    h.insert(header::CONTENT_LENGTH, 0.into());
+    h
+}
+
+fn blob_created(name: &str, d: &Digest) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::LOCATION,
+        format!("/v2/{name}/blobs/{d}")
+            .parse()
+            .expect("validated name"),
+    );
+    h.insert(
+        "docker-content-digest",
+        d.to_string().parse().expect("ascii"),
+    );
+    h.insert(header::CONTENT_LENGTH, 0.into());
+    (StatusCode::CREATED, h).into_response()
+}
+
+fn body_stream(
+    req: Request,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin {
+    Box::pin(req.into_body().into_data_stream().map_err(|e| e))
+}
+
+/// The start offset of a PATCH, from `Content-Range: <start>-<end>`.
+fn content_range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| OciError::range_invalid("Content-Range is not ASCII"))?;
+    let s = s.trim().strip_prefix("bytes ").unwrap_or(s.trim());
+    let (a, b) = s.split_once('-').ok_or_else(|| {
+        OciError::range_invalid(format!("Content-Range '{s}' is not <start>-<end>"))
+    })?;
+    let start: u64 = a.parse().map_err(|_| {
+        OciError::range_invalid(format!("Content-Range '{s}' is not <start>-<end>"))
+    })?;
+    let end: u64 = b.split('/').next().unwrap_or("").parse().map_err(|_| {
+        OciError::range_invalid(format!("Content-Range '{s}' is not <start>-<end>"))
+    })?;
+    if end < start {
+        return Err(OciError::range_invalid(format!(
+            "Content-Range '{s}' ends before it starts"
+        )));
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len != end - start + 1 {
+            return Err(OciError::range_invalid(format!(
+                "Content-Range '{s}' does not match Content-Length {len}"
+            )));
+        }
+    }
+    Ok(Some(start))
+}
+
+fn new_upload_id(st: &AppState) -> String {
+    format!("{}-{}", st.node_id, uuid::Uuid::new_v4().simple())
+}
+
+async fn commit_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
+    st.meta
+        .write(Command::CommitBlob {
+            repo: name.to_string(),
+            digest: d.to_string(),
+            size,
+            created_at: now_secs(),
+        })
+        .await?;
+    Ok(())
+}
+
+pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
+    check_name(name)?;
+    require_namespace(st, name).await?;
+    let q = query(&req);
+    if let Some(mount) = q.get("mount") {
+        let d: Digest = mount.parse()?;
+        if let Some(from) = q.get("from") {
+            if check_name(from).is_ok()
+                && st
+                    .meta
+                    .read()
+                    .await?
+                    .linked_blob(from, &d.to_string())?
+                    .is_some()
+            {
+                st.meta
+                    .write(Command::MountBlob {
+                        repo: name.to_string(),
+                        from: from.clone(),
+                        digest: d.to_string(),
+                        created_at: now_secs(),
+                    })
+                    .await?;
+                return Ok(blob_created(name, &d));
+            }
+        }
+        // Not mountable: fall back to a regular upload, as the spec says.
+    }
+    let id = new_upload_id(st);
+    st.uploads.create(&id, name).await?;
+    if let Some(digest) = q.get("digest") {
+        let d: Digest = match digest.parse() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = st.uploads.cancel(&id).await;
+                return Err(e.into());
+            }
+        };
+        let appended = st
+            .uploads
+            .append(&id, None, body_stream(req), st.max_blob_bytes)
+            .await;
+        if let Err(e) = appended {
+            let _ = st.uploads.cancel(&id).await;
+            return Err(e.into());
+        }
+        let size = st.uploads.finish(&id, &d).await?;
+        commit_blob(st, name, &d, size).await?;
+        return Ok(blob_created(name, &d));
+    }
+    let mut h = session_headers(name, &id, 0);
+    h.insert(header::RANGE, "0-0".parse().expect("static"));
+    Ok((StatusCode::ACCEPTED, h).into_response())
+}
+
+async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
+    check_name(name)?;
+    let (info, size) = st.uploads.status(id).await?;
+    if info.repo != name {
+        return Err(OciError::blob_upload_unknown(format!(
+            "upload '{id}' does not belong to repository '{name}'"
+        )));
+    }
+    Ok(size)
+}
+
+pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
+    owned_session(st, name, id).await?;
+    let start = content_range_start(req.headers())?;
+    let size = st
+        .uploads
+        .append(id, start, body_stream(req), st.max_blob_bytes)
+        .await?;
+    Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
+}
+
+pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
+    owned_session(st, name, id).await?;
+    let q = query(&req);
+    let Some(digest) = q.get("digest") else {
+        return Err(OciError::digest_invalid(
+            "PUT to finish an upload needs ?digest=",
+        ));
+    };
+    let d: Digest = digest.parse()?;
+    let start = content_range_start(req.headers())?;
+    st.uploads
+        .append(id, start, body_stream(req), st.max_blob_bytes)
+        .await?;
+    let size = st.uploads.finish(id, &d).await?;
+    commit_blob(st, name, &d, size).await?;
+    Ok(blob_created(name, &d))
+}
+
+pub async fn status(st: &AppState, name: &str, id: &str) -> OciResult {
+    let size = owned_session(st, name, id).await?;
+    Ok((StatusCode::NO_CONTENT, session_headers(name, id, size)).into_response())
+}
+
+pub async fn cancel(st: &AppState, name: &str, id: &str) -> OciResult {
+    owned_session(st, name, id).await?;
+    st.uploads.cancel(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

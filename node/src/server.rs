@@ -1,0 +1,188 @@
+//! Starting a node: open the stores, start Raft (initialising a one-node
+//! cluster on an empty data dir), then serve HTTP until SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use axum::Router;
+use tcr_raft::{network::Network, NodeInfo, Raft};
+use tcr_storage::{BlobStore, Uploads};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::metadata::Metadata;
+use crate::metrics::Metrics;
+use crate::{api, auth, metrics, oci};
+
+pub struct AppState {
+    pub node_id: u64,
+    pub meta: Metadata,
+    pub blobs: BlobStore,
+    pub uploads: Uploads,
+    pub max_manifest_bytes: usize,
+    pub max_blob_bytes: u64,
+    pub metrics: Metrics,
+    pub auth: Auth,
+    pub ready: AtomicBool,
+}
+
+fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("TCR_ADMIN_TOKEN") {
+        return Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()));
+    }
+    match &cfg.admin_token_file {
+        None => Ok(None),
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading admin token file {}", p.display()))?;
+            Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()))
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v2", any(oci::dispatch))
+        .route("/v2/", any(oci::dispatch))
+        .route("/v2/{*rest}", any(oci::dispatch))
+        .merge(api::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    let public = Router::new()
+        .route("/metrics", get(metrics::render))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    protected
+        .merge(public)
+        .fallback(|| async { api::errors::ApiError::not_found("no such endpoint").into_response() })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if st.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let auth = Auth::new(admin_token(&cfg)?);
+    if auth.is_open() && !(cfg.http_addr.ip().is_loopback() && cfg.rpc_addr.ip().is_loopback()) {
+        bail!(
+            "refusing to run without authentication on a non-loopback address ({}, {}): \
+             set TCR_ADMIN_TOKEN or --admin-token-file, or listen on 127.0.0.1",
+            cfg.http_addr,
+            cfg.rpc_addr
+        );
+    }
+    if cfg.join.is_some() {
+        bail!("--join needs the inter-node RPC transport, which this build does not have yet");
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let stores = tcr_raft::open(&cfg.data_dir.join("raft"))?;
+    let raft_config = openraft::Config {
+        cluster_name: "tcr".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config),
+        Network,
+        stores.log,
+        stores.state_machine,
+    )
+    .await?;
+    if !raft.is_initialized().await? && !cfg.no_init {
+        let me = NodeInfo {
+            rpc_addr: cfg.advertise_rpc(),
+            http_addr: cfg.advertise_http(),
+        };
+        raft.initialize(BTreeMap::from([(cfg.node_id, me)]))
+            .await
+            .context("initialising a one-node cluster")?;
+        tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
+    }
+    let blobs = BlobStore::open(&cfg.data_dir)?;
+    let uploads = Uploads::open(blobs.clone())?;
+    let state = Arc::new(AppState {
+        node_id: cfg.node_id,
+        meta: Metadata::new(raft.clone(), stores.reader, cfg.read_consistency),
+        blobs,
+        uploads,
+        max_manifest_bytes: cfg.max_manifest_bytes,
+        max_blob_bytes: cfg.max_blob_bytes,
+        metrics: Metrics::new(),
+        auth,
+        ready: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.http_addr))?;
+    tracing::info!(
+        http = %cfg.http_addr,
+        data_dir = %cfg.data_dir.display(),
+        open = state.auth.is_open(),
+        "tcr-node listening"
+    );
+    let ready_state = state.clone();
+    tokio::spawn(async move {
+        // Ready once a leader is known (at once on a restarted single node
+        // after one election timeout).
+        let waited = ready_state
+            .meta
+            .raft
+            .wait(Some(Duration::from_secs(3600)))
+            .metrics(|m| m.current_leader.is_some(), "leader known")
+            .await;
+        if waited.is_ok() {
+            ready_state.ready.store(true, Ordering::Relaxed);
+        }
+    });
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    state.ready.store(false, Ordering::Relaxed);
+    raft.shutdown().await.ok();
+    tracing::info!("tcr-node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,43 @@
+//! tcr's metadata replication: openraft with its log and state machine in
+//! one RocksDB instance (column families per table).
+//!
+//! Why openraft 0.9 (`=0.9.25`, `storage-v2`): it is the stable line, its
+//! storage traits let the log store acknowledge appends from a group-commit
+//! fsync thread, and `Raft::ensure_linearizable` gives read-index reads on
+//! the leader. 0.10's follower read-index is attractive, but it is an alpha;
+//! revisit when it is released.
+
+pub mod command;
+pub mod log_store;
+pub mod network;
+pub mod read;
+pub mod snapshot;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+
+use std::path::Path;
+
+pub use command::{Command, CommandResult, ManifestPut, Refusal, Visibility};
+pub use log_store::LogStore;
+pub use read::{Page, ReadError, StateReader};
+pub use state_machine::StateMachineStore;
+pub use store::{BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord};
+pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
+
+/// The three handles onto one node's metadata store.
+pub struct Stores {
+    pub log: LogStore,
+    pub state_machine: StateMachineStore,
+    pub reader: StateReader,
+}
+
+/// Open (or create) the metadata store under `dir`.
+pub fn open(dir: &Path) -> Result<Stores, OpenError> {
+    let db = store::open_db(&dir.join("db"))?;
+    Ok(Stores {
+        log: LogStore::new(db.clone()),
+        state_machine: StateMachineStore::new(db.clone(), dir.join("snapshots")),
+        reader: StateReader::new(db),
+    })
+}

@@ -1,0 +1,230 @@
+//! Queries over the applied state. Reads go straight to RocksDB; callers
+//! decide how fresh they must be (see `tcr-node`'s read-index path).
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, DB};
+use sha2::{Digest, Sha256};
+
+use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
+use crate::store::{
+    cf, decode, key2, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord, CF_BLOBS,
+    CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS, CF_REPO_BLOBS,
+    CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
+};
+use crate::types::{LogId, StoredMembership};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("corrupt record: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// A page of names in key order, and whether more follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+#[derive(Clone)]
+pub struct StateReader {
+    db: Arc<DB>,
+}
+
+impl StateReader {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        StateReader { db }
+    }
+
+    fn get<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        table: &str,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>, ReadError> {
+        match self.db.get_pinned_cf(cf(&self.db, table), key)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn last_applied(&self) -> Result<Option<LogId>, ReadError> {
+        Ok(self
+            .get::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?
+            .flatten())
+    }
+
+    pub fn membership(&self) -> Result<StoredMembership, ReadError> {
+        Ok(self.get(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default())
+    }
+
+    pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>, ReadError> {
+        self.get(CF_NAMESPACES, name)
+    }
+
+    pub fn namespaces(
+        &self,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<NamespaceRecord>, ReadError> {
+        let names = self.scan_names(CF_NAMESPACES, b"", after.unwrap_or(""), n)?;
+        names
+            .items
+            .iter()
+            .filter_map(|name| self.namespace(name).transpose())
+            .collect()
+    }
+
+    pub fn repository(&self, repo: &str) -> Result<Option<RepositoryRecord>, ReadError> {
+        self.get(CF_REPOS, repo)
+    }
+
+    pub fn repository_exists(&self, repo: &str) -> Result<bool, ReadError> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_REPOS), repo)?
+            .is_some())
+    }
+
+    pub fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, ReadError> {
+        self.get(CF_BLOBS, digest)
+    }
+
+    /// The blob's record if it is committed and linked to `repo`.
+    pub fn linked_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>, ReadError> {
+        if self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_REPO_BLOBS), key2(repo, digest))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.blob(digest)
+    }
+
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<String>, ReadError> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_TAGS), key2(repo, tag))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn manifest_record(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestRecord>, ReadError> {
+        self.get(CF_MANIFESTS, key2(repo, digest))
+    }
+
+    pub fn manifest_bytes(&self, repo: &str, digest: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.db, CF_MANIFEST_BYTES), key2(repo, digest))?)
+    }
+
+    /// Tags of `repo` in lexical order after `last`: a range scan, so a page
+    /// costs the same however many tags the repository has.
+    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Page, ReadError> {
+        let mut prefix = repo.as_bytes().to_vec();
+        prefix.push(0);
+        self.scan_names(CF_TAGS, &prefix, last.unwrap_or(""), n)
+    }
+
+    pub fn tags_of_digest(&self, repo: &str, digest: &str) -> Result<Vec<String>, ReadError> {
+        let mut prefix = key2(repo, digest);
+        prefix.push(0);
+        Ok(self
+            .scan_names(CF_TAGS_BY_DIGEST, &prefix, "", usize::MAX)?
+            .items)
+    }
+
+    /// Repositories in lexical order after `last`, optionally only those
+    /// under `namespace/`.
+    pub fn repositories(
+        &self,
+        namespace: Option<&str>,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, ReadError> {
+        match namespace {
+            None => self.scan_names(CF_REPOS, b"", last.unwrap_or(""), n),
+            Some(ns) => {
+                let prefix = format!("{ns}/");
+                let mut page = self.scan_names(
+                    CF_REPOS,
+                    prefix.as_bytes(),
+                    last.and_then(|l| l.strip_prefix(&prefix)).unwrap_or(""),
+                    n,
+                )?;
+                for item in &mut page.items {
+                    item.insert_str(0, &prefix);
+                }
+                Ok(page)
+            }
+        }
+    }
+
+    /// Digests of the manifests in `repo` whose subject is `subject`.
+    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<String>, ReadError> {
+        let mut prefix = key2(repo, subject);
+        prefix.push(0);
+        Ok(self
+            .scan_names(CF_REFERRERS, &prefix, "", usize::MAX)?
+            .items)
+    }
+
+    /// Up to `n` key suffixes (after `prefix`) strictly greater than `after`.
+    fn scan_names(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        after: &str,
+        n: usize,
+    ) -> Result<Page, ReadError> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(after.as_bytes());
+        if !after.is_empty() {
+            // The smallest key strictly after `prefix+after`.
+            start.push(0);
+        }
+        let it = self.db.iterator_cf(
+            cf(&self.db, table),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut items = Vec::new();
+        for item in it {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(prefix) else {
+                break;
+            };
+            if items.len() >= n {
+                return Ok(Page { items, more: true });
+            }
+            items.push(String::from_utf8_lossy(rest).into_owned());
+        }
+        Ok(Page { items, more: false })
+    }
+
+    /// SHA-256 over every data table in key order (Raft bookkeeping excluded):
+    /// two replicas that applied the same commands have the same digest.
+    pub fn state_digest(&self) -> Result<String, ReadError> {
+        let mut h = Sha256::new();
+        for table in SM_CFS.iter().filter(|t| **t != CF_SM_META) {
+            h.update(table.as_bytes());
+            for item in self
+                .db
+                .iterator_cf(cf(&self.db, table), IteratorMode::Start)
+            {
+                let (k, v) = item?;
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}

@@ -1,0 +1,127 @@
+//! The RocksDB instance shared by the log store and the state machine: one
+//! column family per table, so a single WAL orders log appends and applies.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::command::Visibility;
+
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_RAFT_META: &str = "raft_meta";
+pub(crate) const CF_SM_META: &str = "sm_meta";
+pub(crate) const CF_NAMESPACES: &str = "namespaces";
+pub(crate) const CF_REPOS: &str = "repos";
+pub(crate) const CF_TAGS: &str = "tags";
+pub(crate) const CF_TAGS_BY_DIGEST: &str = "tags_by_digest";
+pub(crate) const CF_MANIFESTS: &str = "manifests";
+pub(crate) const CF_MANIFEST_BYTES: &str = "manifest_bytes";
+pub(crate) const CF_BLOBS: &str = "blobs";
+pub(crate) const CF_REPO_BLOBS: &str = "repo_blobs";
+pub(crate) const CF_REFERRERS: &str = "referrers";
+
+/// The state machine's tables, in the fixed order used by snapshots and the
+/// state digest. `sm_meta` comes first so its keys are installed with the rest.
+pub(crate) const SM_CFS: [&str; 10] = [
+    CF_SM_META,
+    CF_NAMESPACES,
+    CF_REPOS,
+    CF_TAGS,
+    CF_TAGS_BY_DIGEST,
+    CF_MANIFESTS,
+    CF_MANIFEST_BYTES,
+    CF_BLOBS,
+    CF_REPO_BLOBS,
+    CF_REFERRERS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening RocksDB at {path}: {source}")]
+    RocksDb {
+        path: String,
+        source: rocksdb::Error,
+    },
+}
+
+pub(crate) fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Metadata is small; keep background work modest on 2-core machines.
+    opts.increase_parallelism(2);
+    let cfs = [CF_LOGS, CF_RAFT_META]
+        .into_iter()
+        .chain(SM_CFS)
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenError::RocksDb {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Arc::new(db))
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("column family is created when the database is opened")
+}
+
+/// `a \0 b`: NUL never occurs in names, tags or digests, and sorts before
+/// every other byte so a repository's keys are contiguous and ordered.
+pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+pub(crate) fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
+    let mut k = key2(a, b);
+    k.push(0);
+    k.extend_from_slice(c.as_bytes());
+    k
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub name: String,
+    pub visibility: Visibility,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryRecord {
+    pub name: String,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub pushed_at: u64,
+    pub blobs: Vec<String>,
+    pub manifests: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}

@@ -1,0 +1,401 @@
+//! Upload sessions: a staging file per session under `uploads/<id>/`, written
+//! as bytes arrive while SHA-256 runs over them. Sessions live on disk, so
+//! they survive a restart; the hash state is rebuilt from the file then.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+
+use crate::blob_store::BlobStore;
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload session '{0}' is not known")]
+    Unknown(String),
+    #[error("chunk starts at {got} but the upload holds {expected} bytes")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("upload would exceed the size limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("uploaded content has digest {actual}, not the expected {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub repo: String,
+    pub started_at: u64,
+}
+
+struct Session {
+    info: SessionInfo,
+    /// Bytes in the staging file, and their hash so far. `None` after a
+    /// restart or a failed write, until rebuilt from the file.
+    progress: Option<(u64, Sha256)>,
+}
+
+/// All upload sessions of this node.
+pub struct Uploads {
+    dir: PathBuf,
+    blobs: BlobStore,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+const WRITE_BUFFER: usize = 1 << 20;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl Uploads {
+    pub fn open(blobs: BlobStore) -> io::Result<Uploads> {
+        let dir = blobs.root().join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Uploads {
+            dir,
+            blobs,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(id).join("data")
+    }
+
+    /// Open a new session for `repo`; `id` is chosen by the caller (it names
+    /// the node holding the staging file).
+    pub async fn create(&self, id: &str, repo: &str) -> Result<SessionInfo, UploadError> {
+        let info = SessionInfo {
+            id: id.to_string(),
+            repo: repo.to_string(),
+            started_at: now_secs(),
+        };
+        let dir = self.dir.join(id);
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::File::create(dir.join("data")).await?;
+        tokio::fs::write(
+            dir.join("info.json"),
+            serde_json::to_vec(&info).map_err(io::Error::other)?,
+        )
+        .await?;
+        let session = Session {
+            info: info.clone(),
+            progress: Some((0, Sha256::new())),
+        };
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(id.to_string(), Arc::new(tokio::sync::Mutex::new(session)));
+        Ok(info)
+    }
+
+    async fn session(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>, UploadError> {
+        if !valid_id(id) {
+            return Err(UploadError::Unknown(id.to_string()));
+        }
+        if let Some(s) = self.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(s.clone());
+        }
+        // Not in memory: a session from before a restart, if its files exist.
+        let info_bytes = match tokio::fs::read(self.dir.join(id).join("info.json")).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(UploadError::Unknown(id.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let info: SessionInfo = serde_json::from_slice(&info_bytes)
+            .map_err(|_| UploadError::Unknown(id.to_string()))?;
+        let mut map = self.sessions.lock().expect("sessions lock");
+        Ok(map
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Session {
+                    info,
+                    progress: None,
+                }))
+            })
+            .clone())
+    }
+
+    /// Rebuild (size, hash) from the staging file.
+    async fn progress(&self, s: &mut Session) -> Result<(u64, Sha256), UploadError> {
+        if let Some(p) = s.progress.take() {
+            return Ok(p);
+        }
+        let mut f = tokio::fs::File::open(self.data_path(&s.info.id)).await?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; WRITE_BUFFER];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((size, h))
+    }
+
+    /// Session info and the number of bytes received so far.
+    pub async fn status(&self, id: &str) -> Result<(SessionInfo, u64), UploadError> {
+        let s = self.session(id).await?;
+        let mut s = s.lock().await;
+        let (size, h) = self.progress(&mut s).await?;
+        s.progress = Some((size, h));
+        Ok((s.info.clone(), size))
+    }
+
+    /// Append a body to the session. With `start`, the chunk must begin
+    /// exactly where the upload ends. Returns the new size.
+    pub async fn append<S, E>(
+        &self,
+        id: &str,
+        start: Option<u64>,
+        body: S,
+        limit: u64,
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let s = self.session(id).await?;
+        let mut s = s.lock().await;
+        let (size, hasher) = self.progress(&mut s).await?;
+        if let Some(start) = start {
+            if start != size {
+                s.progress = Some((size, hasher));
+                return Err(UploadError::OutOfOrder {
+                    expected: size,
+                    got: start,
+                });
+            }
+        }
+        match self.write_body(&s.info.id, size, hasher, body, limit).await {
+            Ok((size, hasher)) => {
+                s.progress = Some((size, hasher));
+                Ok(size)
+            }
+            Err(e) => {
+                // Keep what reached the file consistent with what the next
+                // request sees: cut back to the last acknowledged size.
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(self.data_path(&s.info.id))
+                    .await?;
+                f.set_len(size).await?;
+                s.progress = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_body<S, E>(
+        &self,
+        id: &str,
+        mut size: u64,
+        mut hasher: Sha256,
+        mut body: S,
+        limit: u64,
+    ) -> Result<(u64, Sha256), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data_path(id))
+            .await?;
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(UploadError::TooLarge { limit });
+            }
+            hasher.update(&chunk);
+            w.write_all(&chunk).await?;
+        }
+        w.flush().await?;
+        Ok((size, hasher))
+    }
+
+    /// Verify the upload against `expected`, make it durable and move it into
+    /// the blob store. Returns the blob size. The session ends either way,
+    /// except on I/O errors.
+    pub async fn finish(&self, id: &str, expected: &Digest) -> Result<u64, UploadError> {
+        let s = self.session(id).await?;
+        let mut s = s.lock().await;
+        let (size, hasher) = self.progress(&mut s).await?;
+        let actual = Digest::from_sha256_bytes(&hasher.finalize());
+        if &actual != expected {
+            drop(s);
+            self.cancel(id).await?;
+            return Err(UploadError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let data = self.data_path(id);
+        tokio::fs::File::open(&data).await?.sync_all().await?;
+        self.blobs.install(&data, expected).await?;
+        drop(s);
+        self.cancel(id).await?;
+        Ok(size)
+    }
+
+    /// Remove the session and its staging file.
+    pub async fn cancel(&self, id: &str) -> Result<(), UploadError> {
+        if !valid_id(id) {
+            return Err(UploadError::Unknown(id.to_string()));
+        }
+        let existed = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(id)
+            .is_some();
+        match tokio::fs::remove_dir_all(self.dir.join(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && existed => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(UploadError::Unknown(id.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    async fn store() -> (tempfile::TempDir, Uploads, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        (dir, Uploads::open(blobs.clone()).unwrap(), blobs)
+    }
+
+    #[tokio::test]
+    async fn chunks_in_order_make_the_blob() {
+        let (_d, up, blobs) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        assert_eq!(
+            up.append("u1", Some(0), body(&[b"hello "]), 100)
+                .await
+                .unwrap(),
+            6
+        );
+        assert_eq!(
+            up.append("u1", Some(6), body(&[b"world"]), 100)
+                .await
+                .unwrap(),
+            11
+        );
+        let d = Digest::of(b"hello world");
+        assert_eq!(up.finish("u1", &d).await.unwrap(), 11);
+        assert_eq!(std::fs::read(blobs.path(&d)).unwrap(), b"hello world");
+        assert!(matches!(
+            up.status("u1").await,
+            Err(UploadError::Unknown(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn out_of_order_chunk_is_refused_and_upload_unchanged() {
+        let (_d, up, _b) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        up.append("u1", None, body(&[b"abc"]), 100).await.unwrap();
+        let err = up
+            .append("u1", Some(10), body(&[b"x"]), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            UploadError::OutOfOrder {
+                expected: 3,
+                got: 10
+            }
+        ));
+        assert_eq!(up.status("u1").await.unwrap().1, 3);
+    }
+
+    #[tokio::test]
+    async fn digest_mismatch_leaves_no_blob() {
+        let (_d, up, blobs) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        up.append("u1", None, body(&[b"abc"]), 100).await.unwrap();
+        let wrong = Digest::of(b"abd");
+        assert!(matches!(
+            up.finish("u1", &wrong).await,
+            Err(UploadError::DigestMismatch { .. })
+        ));
+        assert!(!blobs.path(&wrong).exists());
+        assert!(!blobs.path(&Digest::of(b"abc")).exists());
+    }
+
+    #[tokio::test]
+    async fn size_limit_cuts_back_to_last_good_size() {
+        let (_d, up, _b) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        up.append("u1", None, body(&[b"12345"]), 8).await.unwrap();
+        let err = up
+            .append("u1", None, body(&[b"67", b"890"]), 8)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::TooLarge { limit: 8 }));
+        assert_eq!(up.status("u1").await.unwrap().1, 5);
+    }
+
+    #[tokio::test]
+    async fn session_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let up = Uploads::open(BlobStore::open(dir.path()).unwrap()).unwrap();
+            up.create("u1", "ns/r").await.unwrap();
+            up.append("u1", None, body(&[b"first "]), 100)
+                .await
+                .unwrap();
+        }
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let up = Uploads::open(blobs.clone()).unwrap();
+        let (info, size) = up.status("u1").await.unwrap();
+        assert_eq!((info.repo.as_str(), size), ("ns/r", 6));
+        up.append("u1", Some(6), body(&[b"second"]), 100)
+            .await
+            .unwrap();
+        let d = Digest::of(b"first second");
+        up.finish("u1", &d).await.unwrap();
+        assert_eq!(std::fs::read(blobs.path(&d)).unwrap(), b"first second");
+    }
+}

@@ -1,0 +1,247 @@
+//! Start, wait for, kill and restart real `tcr-node` processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are: `TCR_BIN_DIR`, or `target/debug`.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TCR_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root")
+                .join("target")
+                .join("debug")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (or set TCR_BIN_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free a moment ago (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Poll `cond` until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub http_port: u16,
+    pub rpc_port: u16,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Start a node with its data in `dir` (created if needed) and wait
+    /// until it is ready.
+    pub async fn start(dir: &Path) -> Node {
+        Node::start_with_env(dir, &[]).await
+    }
+
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Node {
+        let mut node = Node {
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            rpc_port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        };
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("create node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .expect("open node log");
+        let mut cmd = Command::new(bin("tcr-node"));
+        cmd.arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--rpc-addr")
+            .arg(format!("127.0.0.1:{}", self.rpc_port))
+            .env_remove("TCR_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn tcr-node"));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// `127.0.0.1:<port>`, as image references want it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let url = format!("{}/readyz", self.url());
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "tcr-node exited with {status} while starting:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tcr-node not ready in 60 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Peak resident memory of the node process so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc status")
+            * 1024
+    }
+
+    /// Create a namespace through the management API.
+    pub async fn create_namespace(&self, name: &str, visibility: &str) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/container-registries/namespaces", self.url()))
+            .json(&serde_json::json!({"name": name, "visibility": visibility}))
+            .send()
+            .await
+            .expect("create namespace request");
+        assert_eq!(
+            resp.status(),
+            201,
+            "create namespace {name}: {:?}",
+            resp.text().await
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run a program to completion; panic with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    run_env(program, args, &[])
+}
+
+pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {program} (is it installed? .ci/run installs it): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{program} {} failed ({}):\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,6 @@
+//! Shared pieces of tcr's integration tests: real `tcr-node` processes on
+//! loopback ports (`harness`) and OCI images the tests build themselves
+//! (`images`).
+
+pub mod harness;
+pub mod images;

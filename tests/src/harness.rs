@@ -245,3 +245,10 @@ pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fresh node with namespace `acme`, for client tests.
+pub async fn node_with_namespace(dir: &Path) -> Node {
+    let node = Node::start(dir).await;
+    node.create_namespace("acme", "private").await;
+    node
+}

@@ -9,13 +9,16 @@ use tcr_tests::harness::{wait_for, Node};
 use tcr_tests::images::{digest, Image, OCI_MANIFEST};
 use tcr_tests::oci::Oci;
 
+/// (repository, tag, manifest bytes) of a push that got its 201.
+type Acked = (String, String, Vec<u8>);
+
 #[tokio::test]
 async fn kill9_under_pushes_loses_no_acknowledged_push() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path()).await;
     node.create_namespace("acme", "private").await;
     let url = node.url();
-    let acked: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
 
     let mut writers = Vec::new();
     for w in 0..4 {

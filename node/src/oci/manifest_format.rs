@@ -194,9 +194,7 @@ mod tests {
             s1.as_bytes()
         )
         .is_err());
-        let m = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:zz","size":1}},"layers":[]}}"#
-        );
+        let m = r#"{"schemaVersion":2,"config":{"digest":"sha256:zz","size":1},"layers":[]}"#;
         assert!(parse(None, m.as_bytes()).is_err());
     }
 

@@ -1,0 +1,214 @@
+//! Property tests of the state machine: applying the same commands on two
+//! fresh stores gives the same state; a snapshot installed elsewhere gives
+//! the same state; reopening the database keeps it; and tags never point
+//! at manifests that are gone.
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use proptest::prelude::*;
+use tcr_raft::{Command, CommandResult, ManifestPut, StateReader, TypeConfig, Visibility};
+
+const NAMESPACES: [&str; 2] = ["a", "b"];
+const REPOS: [&str; 3] = ["a/x", "a/y", "b/z"];
+const TAGS: [&str; 3] = ["t1", "t2", "latest"];
+
+fn digest(i: u8) -> String {
+    format!("sha256:{}", format!("{i:02x}").repeat(32))
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let repo = proptest::sample::select(REPOS.to_vec()).prop_map(String::from);
+    let tag = proptest::option::of(proptest::sample::select(TAGS.to_vec()).prop_map(String::from));
+    prop_oneof![
+        (proptest::sample::select(NAMESPACES.to_vec()), any::<bool>()).prop_map(|(n, p)| {
+            Command::CreateNamespace {
+                name: n.into(),
+                visibility: if p {
+                    Visibility::Public
+                } else {
+                    Visibility::Private
+                },
+                created_at: 1,
+            }
+        }),
+        (repo.clone(), 0u8..4).prop_map(|(r, d)| Command::CommitBlob {
+            repo: r,
+            digest: digest(d),
+            size: 10,
+            created_at: 2
+        }),
+        (repo.clone(), repo.clone(), 0u8..4).prop_map(|(r, f, d)| Command::MountBlob {
+            repo: r,
+            from: f,
+            digest: digest(d),
+            created_at: 3
+        }),
+        (repo.clone(), 0u8..4).prop_map(|(r, d)| Command::UnlinkBlob {
+            repo: r,
+            digest: digest(d)
+        }),
+        (
+            repo.clone(),
+            10u8..14,
+            tag,
+            proptest::collection::vec(0u8..4, 0..3),
+            proptest::option::of(10u8..14)
+        )
+            .prop_map(|(r, m, tag, blobs, subject)| Command::PutManifest(Box::new(
+                ManifestPut {
+                    repo: r,
+                    digest: digest(m),
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    bytes: vec![m; 16],
+                    tag,
+                    blobs: blobs.into_iter().map(digest).collect(),
+                    manifests: vec![],
+                    subject: subject.map(digest),
+                    artifact_type: None,
+                    annotations: None,
+                    pushed_at: 4,
+                }
+            ))),
+        (repo.clone(), 10u8..14).prop_map(|(r, m)| Command::DeleteManifest {
+            repo: r,
+            digest: digest(m)
+        }),
+        (repo, proptest::sample::select(TAGS.to_vec())).prop_map(|(r, t)| Command::DeleteTag {
+            repo: r,
+            tag: t.into()
+        }),
+    ]
+}
+
+fn entries(cmds: &[Command]) -> Vec<Entry<TypeConfig>> {
+    cmds.iter()
+        .enumerate()
+        .map(|(i, c)| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+            payload: EntryPayload::Normal(c.clone()),
+        })
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every tag names a manifest that exists in its repository.
+fn tags_point_at_manifests(r: &StateReader) {
+    for repo in r.repositories(None, None, usize::MAX).unwrap().items {
+        for tag in r.tags(&repo, None, usize::MAX).unwrap().items {
+            let d = r.tag(&repo, &tag).unwrap().unwrap();
+            assert!(
+                r.manifest_record(&repo, &d).unwrap().is_some(),
+                "{repo}:{tag} -> {d} dangles"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn replicas_agree_and_snapshots_restore(cmds in proptest::collection::vec(command(), 1..60)) {
+        rt().block_on(async {
+            let (d1, d2, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut s1 = tcr_raft::open(d1.path()).unwrap();
+            let mut s2 = tcr_raft::open(d2.path()).unwrap();
+            let r1 = s1.state_machine.apply(entries(&cmds)).await.unwrap();
+            let r2 = s2.state_machine.apply(entries(&cmds)).await.unwrap();
+            assert_eq!(r1, r2, "replicas decided differently");
+            assert_eq!(r1.len(), cmds.len());
+            let digest1 = s1.reader.state_digest().unwrap();
+            assert_eq!(digest1, s2.reader.state_digest().unwrap());
+            tags_point_at_manifests(&s1.reader);
+
+            let snap = s1.state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            let mut s3 = tcr_raft::open(d3.path()).unwrap();
+            // Give the target some state of its own, which the install must replace.
+            s3.state_machine.apply(entries(&cmds[..1])).await.unwrap();
+            s3.state_machine.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+            assert_eq!(s3.reader.state_digest().unwrap(), digest1);
+            let (applied, _) = s3.state_machine.applied_state().await.unwrap();
+            assert_eq!(applied.map(|l| l.index), Some(cmds.len() as u64));
+        });
+    }
+}
+
+#[test]
+fn refusals_are_results_not_errors() {
+    rt().block_on(async {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        let cmds = vec![
+            Command::CommitBlob {
+                repo: "a/x".into(),
+                digest: digest(1),
+                size: 1,
+                created_at: 1,
+            },
+            Command::CreateNamespace {
+                name: "a".into(),
+                visibility: Visibility::Private,
+                created_at: 1,
+            },
+            Command::CreateNamespace {
+                name: "a".into(),
+                visibility: Visibility::Private,
+                created_at: 1,
+            },
+            Command::CommitBlob {
+                repo: "a/x".into(),
+                digest: digest(1),
+                size: 1,
+                created_at: 1,
+            },
+        ];
+        let r = s.state_machine.apply(entries(&cmds)).await.unwrap();
+        assert!(matches!(
+            r[0],
+            CommandResult::Refused(tcr_raft::Refusal::NamespaceUnknown(_))
+        ));
+        assert_eq!(r[1], CommandResult::Ok);
+        assert!(matches!(
+            r[2],
+            CommandResult::Refused(tcr_raft::Refusal::NamespaceExists(_))
+        ));
+        assert_eq!(r[3], CommandResult::Ok);
+    });
+}
+
+#[test]
+fn state_survives_reopening_the_database() {
+    let d = tempfile::tempdir().unwrap();
+    let cmds = vec![
+        Command::CreateNamespace {
+            name: "a".into(),
+            visibility: Visibility::Public,
+            created_at: 1,
+        },
+        Command::CommitBlob {
+            repo: "a/x".into(),
+            digest: digest(1),
+            size: 1,
+            created_at: 1,
+        },
+    ];
+    let before = rt().block_on(async {
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        s.state_machine.apply(entries(&cmds)).await.unwrap();
+        s.reader.state_digest().unwrap()
+    });
+    // Everything above is dropped, so the database is closed and reopened.
+    rt().block_on(async {
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        assert_eq!(s.reader.state_digest().unwrap(), before);
+        let (applied, _) = s.state_machine.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        assert!(s.reader.linked_blob("a/x", &digest(1)).unwrap().is_some());
+    });
+}

@@ -60,6 +60,9 @@ pub struct Config {
     /// Largest accepted blob, in bytes.
     #[arg(long, env = "TCR_MAX_BLOB_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_blob_bytes: u64,
+    /// Remove upload sessions idle for this many seconds.
+    #[arg(long, env = "TCR_UPLOAD_IDLE_SECS", default_value_t = 24 * 3600)]
+    pub upload_idle_secs: u64,
     /// Take a Raft snapshot after this many log entries since the last one.
     #[arg(long, env = "TCR_SNAPSHOT_LOGS", default_value_t = 20_000)]
     pub snapshot_logs: u64,

@@ -145,6 +145,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         open = state.auth.is_open(),
         "tcr-node listening"
     );
+    let janitor = state.clone();
+    let idle = Duration::from_secs(cfg.upload_idle_secs);
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(idle.clamp(Duration::from_secs(1), Duration::from_secs(600)));
+        loop {
+            tick.tick().await;
+            match janitor.uploads.expire(idle).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired idle upload sessions"),
+                Err(e) => tracing::warn!("expiring upload sessions: {e}"),
+            }
+        }
+    });
     let ready_state = state.clone();
     tokio::spawn(async move {
         // Ready once a leader is known (at once on a restarted single node

@@ -41,15 +41,62 @@ impl BlobStore {
         }
     }
 
-    pub async fn open_blob(&self, d: &Digest) -> io::Result<Option<(tokio::fs::File, u64)>> {
-        match tokio::fs::File::open(self.path(d)).await {
-            Ok(f) => {
-                let len = f.metadata().await?.len();
-                Ok(Some((f, len)))
+    /// Stream `len` bytes from `start` of the local copy: one blocking
+    /// reader per download filling 1 MiB chunks, at most a few chunks ahead
+    /// of the client (bounded memory, and it stops when the client goes).
+    pub fn read_stream(
+        &self,
+        d: &Digest,
+        start: u64,
+        len: u64,
+    ) -> impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+        const CHUNK: usize = 1 << 20;
+        let path = self.path(d);
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if let Err(e) = f.seek(std::io::SeekFrom::Start(start)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+            let mut left = len;
+            while left > 0 {
+                let want = (left as usize).min(CHUNK);
+                let mut buf = bytes::BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    match f.read(&mut buf[filled..]) {
+                        Ok(0) => {
+                            let _ = tx.blocking_send(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "blob shorter than its record",
+                            )));
+                            return;
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                left -= want as u64;
+                if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
     }
 
     /// Move a verified, fsynced staging file into place and fsync the

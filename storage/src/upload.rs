@@ -265,6 +265,46 @@ impl Uploads {
         Ok(size)
     }
 
+    /// Remove sessions whose staging file has not been written for `idle`
+    /// (abandoned uploads would otherwise hold disk forever). Returns how
+    /// many were removed.
+    pub async fn expire(&self, idle: std::time::Duration) -> Result<usize, UploadError> {
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !valid_id(&id) {
+                continue;
+            }
+            let last_write = match tokio::fs::metadata(self.data_path(&id))
+                .await
+                .and_then(|m| m.modified())
+            {
+                Ok(t) => t,
+                // A session dir without data is a half-created session.
+                Err(_) => entry.metadata().await?.modified()?,
+            };
+            if last_write.elapsed().unwrap_or_default() < idle {
+                continue;
+            }
+            // Skip sessions busy right now (a request holds their lock).
+            let busy = self
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .get(&id)
+                .is_some_and(|s| s.try_lock().is_err());
+            if busy {
+                continue;
+            }
+            match self.cancel(&id).await {
+                Ok(()) | Err(UploadError::Unknown(_)) => removed += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Remove the session and its staging file.
     pub async fn cancel(&self, id: &str) -> Result<(), UploadError> {
         if !valid_id(id) {
@@ -375,6 +415,22 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, UploadError::TooLarge { limit: 8 }));
         assert_eq!(up.status("u1").await.unwrap().1, 5);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire_and_active_ones_stay() {
+        let (_d, up, _b) = store().await;
+        up.create("old", "ns/r").await.unwrap();
+        up.append("old", None, body(&[b"x"]), 100).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        up.create("new", "ns/r").await.unwrap();
+        let removed = up.expire(std::time::Duration::from_secs(1)).await.unwrap();
+        assert_eq!(removed, 1);
+        assert!(matches!(
+            up.status("old").await,
+            Err(UploadError::Unknown(_))
+        ));
+        assert_eq!(up.status("new").await.unwrap().1, 0);
     }
 
     #[tokio::test]

@@ -6,14 +6,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use tcr_raft::Command;
 use tcr_storage::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::check_name;
 use super::errors::{OciError, OciResult};
 use crate::server::AppState;
-
-const READ_CHUNK: usize = 256 * 1024;
 
 /// A parsed `Range: bytes=...` header: inclusive (start, end).
 pub(crate) fn parse_range(h: &str, size: u64) -> Result<(u64, u64), ()> {
@@ -73,7 +69,7 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
             "blob {d} is not known in repository '{name}'"
         )));
     }
-    let Some((mut file, size)) = st.blobs.open_blob(&d).await? else {
+    let Some(size) = st.blobs.stat(&d).await? else {
         return Err(OciError::blob_unknown(format!(
             "blob {d} is committed but this node holds no copy"
         )));
@@ -105,10 +101,7 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     if head {
         return Ok((status, headers).into_response());
     }
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), READ_CHUNK));
+    let body = Body::from_stream(st.blobs.read_stream(&d, start, len));
     Ok((status, headers, body).into_response())
 }
 

@@ -60,6 +60,9 @@ pub struct Config {
     /// Largest accepted blob, in bytes.
     #[arg(long, env = "TCR_MAX_BLOB_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_blob_bytes: u64,
+    /// Abort an upload whose body sends nothing for this long (seconds).
+    #[arg(long, env = "TCR_BODY_IDLE_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub body_idle_timeout_secs: f64,
     /// Remove upload sessions idle for this many seconds.
     #[arg(long, env = "TCR_UPLOAD_IDLE_SECS", default_value_t = 24 * 3600)]
     pub upload_idle_secs: u64,

@@ -344,3 +344,54 @@ async fn upload_session_survives_a_restart() {
     let got = oci.get(&format!("/v2/acme/app/blobs/{d}")).await;
     assert_eq!(got.bytes().await.unwrap().as_ref(), whole.as_slice());
 }
+
+#[tokio::test]
+async fn a_stalled_upload_body_is_aborted_and_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_env(dir.path(), &[("TCR_BODY_IDLE_TIMEOUT_SECS", "1")]).await;
+    node.create_namespace("acme", "private").await;
+    let oci = Oci::new(&node.url());
+    let resp = oci
+        .http
+        .post(oci.url("/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap().to_string();
+    oci.http
+        .patch(oci.url(&loc))
+        .body(b"kept".to_vec())
+        .send()
+        .await
+        .unwrap();
+
+    // Ten bytes, then silence for longer than the idle timeout.
+    let body = futures::stream::unfold(0, |step| async move {
+        match step {
+            0 => Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789")),
+                1,
+            )),
+            1 => {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                None
+            }
+            _ => None,
+        }
+    });
+    let resp = oci
+        .http
+        .patch(oci.url(&loc))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(resp).await, "BLOB_UPLOAD_INVALID");
+    let status = oci.get(&loc).await;
+    assert_eq!(
+        status.headers()["range"],
+        "0-3",
+        "the stalled chunk was not kept"
+    );
+}

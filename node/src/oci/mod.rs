@@ -62,7 +62,15 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
             "no OCI resource at {}",
             req.uri().path().chars().take(200).collect::<String>()
         ))),
-        Some(route) => handle(&st, route, &method, req).await,
+        Some(route) if streams(&route, &method) => handle(&st, route, &method, req).await,
+        Some(route) => tokio::time::timeout(REQUEST_TIMEOUT, handle(&st, route, &method, req))
+            .await
+            .unwrap_or_else(|_| {
+                Err(OciError::unavailable(format!(
+                    "request did not complete within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                )))
+            }),
     };
     let mut resp = result.unwrap_or_else(|e| e.into_response());
     resp.headers_mut().insert(
@@ -70,6 +78,20 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
         header::HeaderValue::from_static("registry/2.0"),
     );
     resp
+}
+
+/// Deadline of every request that does not stream a blob.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Blob bodies may take as long as the bytes take (uploads have an idle
+/// timeout instead, `--body-idle-timeout-secs`).
+fn streams(route: &Route, method: &Method) -> bool {
+    matches!(
+        (route, method),
+        (Route::Blob { .. }, &Method::GET)
+            | (Route::UploadStart { .. }, &Method::POST)
+            | (Route::Upload { .. }, &Method::PATCH | &Method::PUT)
+    )
 }
 
 async fn handle(st: &AppState, route: Route, method: &Method, req: Request) -> OciResult {

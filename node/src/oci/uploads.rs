@@ -4,7 +4,9 @@
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
 use tcr_raft::Command;
 use tcr_storage::{Digest, UploadError};
 
@@ -57,10 +59,35 @@ fn blob_created(name: &str, d: &Digest) -> Response {
     (StatusCode::CREATED, h).into_response()
 }
 
+/// The request body as a stream that fails when the client sends nothing
+/// for `idle` (the upload is then cut back to its last good size).
 fn body_stream(
     req: Request,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin {
-    Box::pin(req.into_body().into_data_stream().map_err(|e| e))
+    idle: Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, String>> + Unpin {
+    let body = req
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| e.to_string());
+    Box::pin(futures::stream::unfold(
+        (Box::pin(body), false),
+        move |(mut body, failed)| async move {
+            if failed {
+                return None;
+            }
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(item)) => Some((item, (body, false))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(format!(
+                        "no data for {}s; upload aborted",
+                        idle.as_secs_f64()
+                    )),
+                    (body, true),
+                )),
+            }
+        },
+    ))
 }
 
 /// The start offset of a PATCH, from `Content-Range: <start>-<end>`.
@@ -156,7 +183,12 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
         };
         let appended = st
             .uploads
-            .append(&id, None, body_stream(req), st.max_blob_bytes)
+            .append(
+                &id,
+                None,
+                body_stream(req, st.body_idle_timeout),
+                st.max_blob_bytes,
+            )
             .await;
         if let Err(e) = appended {
             let _ = st.uploads.cancel(&id).await;
@@ -187,7 +219,12 @@ pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResu
     let start = content_range_start(req.headers())?;
     let size = st
         .uploads
-        .append(id, start, body_stream(req), st.max_blob_bytes)
+        .append(
+            id,
+            start,
+            body_stream(req, st.body_idle_timeout),
+            st.max_blob_bytes,
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
 }
@@ -203,7 +240,12 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
     let d: Digest = digest.parse()?;
     let start = content_range_start(req.headers())?;
     st.uploads
-        .append(id, start, body_stream(req), st.max_blob_bytes)
+        .append(
+            id,
+            start,
+            body_stream(req, st.body_idle_timeout),
+            st.max_blob_bytes,
+        )
         .await?;
     let size = st.uploads.finish(id, &d).await?;
     commit_blob(st, name, &d, size).await?;

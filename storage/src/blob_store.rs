@@ -41,62 +41,46 @@ impl BlobStore {
         }
     }
 
-    /// Stream `len` bytes from `start` of the local copy: one blocking
-    /// reader per download filling 1 MiB chunks, at most a few chunks ahead
-    /// of the client (bounded memory, and it stops when the client goes).
-    pub fn read_stream(
+    /// Stream `len` bytes from `start` of the local copy. The file is
+    /// mapped, not read: chunks are handed to the socket straight from the
+    /// page cache (one copy fewer than read(2)). Blobs are immutable and
+    /// only ever replaced by rename or unlinked, which leaves a mapping valid.
+    pub async fn read_stream(
         &self,
         d: &Digest,
         start: u64,
         len: u64,
-    ) -> impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-        const CHUNK: usize = 1 << 20;
+    ) -> io::Result<impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static> {
+        const CHUNK: u64 = 1 << 20;
         let path = self.path(d);
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
-            let mut f = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            if let Err(e) = f.seek(std::io::SeekFrom::Start(start)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
+        let map = tokio::task::spawn_blocking(move || -> io::Result<Option<memmap2::Mmap>> {
+            let f = std::fs::File::open(&path)?;
+            if f.metadata()?.len() == 0 {
+                return Ok(None); // an empty file cannot be mapped
             }
-            let mut left = len;
-            while left > 0 {
-                let want = (left as usize).min(CHUNK);
-                let mut buf = bytes::BytesMut::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    match f.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            let _ = tx.blocking_send(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "blob shorter than its record",
-                            )));
-                            return;
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                left -= want as u64;
-                if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                    return; // the client went away
-                }
-            }
-        });
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+            // SAFETY: the file is never written or truncated once in place
+            // (see above), so the mapped bytes cannot change under us.
+            let map = unsafe { memmap2::Mmap::map(&f)? };
+            let _ = map.advise(memmap2::Advice::Sequential);
+            Ok(Some(map))
         })
+        .await
+        .map_err(io::Error::other)??;
+        let map = map.map(std::sync::Arc::new);
+        let have = map.as_ref().map_or(0, |m| m.len() as u64);
+        if start.saturating_add(len) > have {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob is shorter than the requested range",
+            ));
+        }
+        let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+            let from = (start + i * CHUNK) as usize;
+            let to = (start + ((i + 1) * CHUNK).min(len)) as usize;
+            let map = map.clone().expect("non-empty when len > 0");
+            Ok(bytes::Bytes::from_owner(MappedRange { map, from, to }))
+        });
+        Ok(futures::stream::iter(chunks))
     }
 
     /// Move a verified, fsynced staging file into place and fsync the
@@ -128,5 +112,35 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A slice of a mapped blob that keeps the mapping alive.
+struct MappedRange {
+    map: std::sync::Arc<memmap2::Mmap>,
+    from: usize,
+    to: usize,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.from..self.to]
+    }
+}
+
+impl Drop for MappedRange {
+    fn drop(&mut self) {
+        // Sent: release these pages from our mapping, so a download's
+        // resident memory stays at the chunks in flight.
+        // SAFETY: the mapping is a read-only shared file mapping, for which
+        // MADV_DONTNEED only drops page-table entries; any later access
+        // (an overlapping range) faults the same bytes back from the file.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.from,
+                self.to - self.from,
+            )
+        };
     }
 }

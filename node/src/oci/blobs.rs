@@ -101,7 +101,7 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     if head {
         return Ok((status, headers).into_response());
     }
-    let body = Body::from_stream(st.blobs.read_stream(&d, start, len));
+    let body = Body::from_stream(st.blobs.read_stream(&d, start, len).await?);
     Ok((status, headers, body).into_response())
 }
 

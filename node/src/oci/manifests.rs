@@ -32,6 +32,31 @@ fn parse_reference(reference: &str) -> OciResult<Reference> {
     Ok(Reference::Tag(reference.to_string()))
 }
 
+/// Bodies over the limit are still read (and dropped) up to this size, so the
+/// client gets its 413 instead of a broken pipe mid-send, as Go's net/http
+/// does for Distribution.
+const DRAIN_CAP: u64 = 64 << 20;
+
+/// The body if it is at most `limit` bytes, `None` if it is larger.
+async fn read_limited(body: axum::body::Body, limit: usize) -> OciResult<Option<bytes::Bytes>> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| OciError::manifest_invalid(format!("reading the manifest body: {e}")))?;
+        total += chunk.len() as u64;
+        if total > DRAIN_CAP {
+            break;
+        }
+        if total <= limit as u64 {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    Ok((total <= limit as u64).then(|| buf.freeze()))
+}
+
 pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> OciResult {
     check_name(name)?;
     let reference = parse_reference(reference)?;
@@ -43,7 +68,8 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Oc
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        if len > limit as u64 {
+        // Far too large to be worth draining: refuse before reading.
+        if len > DRAIN_CAP {
             return Err(too_large());
         }
     }
@@ -52,9 +78,9 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Oc
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = read_limited(req.into_body(), limit)
+        .await?
+        .ok_or_else(too_large)?;
     let digest = Digest::of(&bytes);
     if let Reference::Digest(d) = &reference {
         if d != &digest {

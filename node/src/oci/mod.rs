@@ -141,13 +141,6 @@ fn base() -> Response {
         .into_response()
 }
 
-/// The `Link` header for the next page of a listing.
-pub(crate) fn next_link(path: &str, n: usize, last: &str) -> String {
-    let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.to_string())])
-        .unwrap_or_default();
-    format!("<{path}?{q}>; rel=\"next\"")
-}
-
 /// `n` from a listing query: absent means "all" (bounded by `cap`).
 pub(crate) fn page_size(q: &HashMap<String, String>, cap: usize) -> OciResult<usize> {
     match q.get("n") {

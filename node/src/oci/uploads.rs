@@ -181,18 +181,9 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
                 return Err(e.into());
             }
         };
-        let appended = st
-            .uploads
-            .append(
-                &id,
-                None,
-                body_stream(req, st.body_idle_timeout),
-                st.max_blob_bytes,
-            )
-            .await;
-        if let Err(e) = appended {
+        if let Err(e) = append_body(st, &id, req).await {
             let _ = st.uploads.cancel(&id).await;
-            return Err(e.into());
+            return Err(e);
         }
         let size = st.uploads.finish(&id, &d).await?;
         commit_blob(st, name, &d, size).await?;
@@ -214,18 +205,19 @@ async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
     Ok(size)
 }
 
+/// Append the request body to the session, at its Content-Range if given.
+async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
+    let start = content_range_start(req.headers())?;
+    let body = body_stream(req, st.body_idle_timeout);
+    Ok(st
+        .uploads
+        .append(id, start, body, st.max_blob_bytes)
+        .await?)
+}
+
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
     owned_session(st, name, id).await?;
-    let start = content_range_start(req.headers())?;
-    let size = st
-        .uploads
-        .append(
-            id,
-            start,
-            body_stream(req, st.body_idle_timeout),
-            st.max_blob_bytes,
-        )
-        .await?;
+    let size = append_body(st, id, req).await?;
     Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
 }
 
@@ -238,15 +230,7 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
         ));
     };
     let d: Digest = digest.parse()?;
-    let start = content_range_start(req.headers())?;
-    st.uploads
-        .append(
-            id,
-            start,
-            body_stream(req, st.body_idle_timeout),
-            st.max_blob_bytes,
-        )
-        .await?;
+    append_body(st, id, req).await?;
     let size = st.uploads.finish(id, &d).await?;
     commit_blob(st, name, &d, size).await?;
     Ok(blob_created(name, &d))

@@ -19,6 +19,15 @@ impl Client {
         }
     }
 
+    /// The same credentials against another node.
+    pub fn at(&self, endpoint: &str) -> Client {
+        Client {
+            base: endpoint.trim_end_matches('/').to_string(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     pub async fn call(
         &self,
         method: Method,

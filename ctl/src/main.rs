@@ -39,6 +39,12 @@ enum Command {
     /// Repositories of a namespace.
     #[command(subcommand)]
     Repos(cmd::repos::ReposCmd),
+    /// Cluster status.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
+    /// Cluster membership: list, add, remove.
+    #[command(subcommand)]
+    Members(cmd::cluster::MembersCmd),
     /// Benchmark any OCI registry (push, pull, manifests, tag listing).
     Bench(bench::BenchArgs),
 }
@@ -51,6 +57,14 @@ async fn main() -> std::process::ExitCode {
         Command::Namespaces(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());
             cmd::namespaces::run(&client, c, cli.output).await
+        }
+        Command::Cluster(c) => {
+            let client = Client::new(&cli.endpoint, cli.token.clone());
+            cmd::cluster::run_cluster(&client, c, cli.output).await
+        }
+        Command::Members(c) => {
+            let client = Client::new(&cli.endpoint, cli.token.clone());
+            cmd::cluster::run_members(&client, c, cli.output).await
         }
         Command::Repos(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());

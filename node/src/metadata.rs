@@ -1,10 +1,14 @@
-//! The node's view of the replicated metadata: writes are Raft commands,
-//! reads are served from the local state machine after a read-index check.
+//! The node's view of the replicated metadata: writes are Raft commands
+//! (forwarded to the leader from followers), reads are served from the
+//! local state machine after a read-index check (asked of the leader when
+//! this node follows).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
-use tcr_raft::{Command, Raft, Refusal, StateReader};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tcr_raft::network::Network;
+use tcr_raft::rpc::{decode, encode, Leader, ReadIndexReply, WriteReply};
+use tcr_raft::{Command, CommandResult, Raft, Refusal, StateReader};
 
 use crate::config::ReadConsistency;
 
@@ -14,8 +18,6 @@ pub enum MetaError {
     Refused(Refusal),
     #[error("metadata is unavailable: {0}")]
     Unavailable(String),
-    #[error("metadata storage failed: {0}")]
-    Storage(String),
 }
 
 #[derive(Clone)]
@@ -23,49 +25,174 @@ pub struct Metadata {
     pub raft: Raft,
     reader: StateReader,
     consistency: ReadConsistency,
+    network: Network,
 }
 
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a leader (elections, leader changes) before
+/// it fails with 503 and Retry-After.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// What one attempt at a leader-only operation came to.
+enum Attempt<T> {
+    Done(T),
+    /// Not the leader here: try at this one (or wait for one).
+    Elsewhere(Leader),
+    Failed(String),
+}
 
 impl Metadata {
-    pub fn new(raft: Raft, reader: StateReader, consistency: ReadConsistency) -> Self {
+    pub fn new(
+        raft: Raft,
+        reader: StateReader,
+        consistency: ReadConsistency,
+        network: Network,
+    ) -> Self {
         Metadata {
             raft,
             reader,
             consistency,
+            network,
         }
+    }
+
+    /// Run `local` here if this node leads, else `remote` at the leader,
+    /// following leader changes until `LEADER_WAIT` has passed.
+    async fn at_leader<T, L, LF, R, RF>(
+        &self,
+        what: &str,
+        local: L,
+        remote: R,
+    ) -> Result<T, MetaError>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Attempt<T>>,
+        R: Fn(String) -> RF,
+        RF: std::future::Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut last = String::from("no leader is known");
+        let mut target: Leader = None;
+        loop {
+            let attempt = match &target {
+                Some((id, node)) if *id != self.raft_id() => remote(node.rpc_addr.clone()).await,
+                _ => local().await,
+            };
+            match attempt {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Elsewhere(l) => {
+                    if l.is_none() {
+                        last = "no leader is known".into();
+                    }
+                    target = l;
+                }
+                Attempt::Failed(e) => {
+                    last = e;
+                    target = None;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(MetaError::Unavailable(format!("{what}: {last}")));
+            }
+            if target.is_none() {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    fn raft_id(&self) -> u64 {
+        self.raft.metrics().borrow().id
     }
 
     /// Propose a command and wait until it is committed and applied.
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<(), MetaError> {
-        let res = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd))
-            .await
-            .map_err(|_| MetaError::Unavailable("timed out waiting for the Raft commit".into()))?;
-        match res {
-            Ok(resp) => resp.data.into_result().map_err(MetaError::Refused),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(MetaError::Unavailable(match f.leader_id {
-                    Some(id) => format!("this node is not the leader (node {id} is)"),
-                    None => "no leader is elected".into(),
-                }))
+        let cmd = &cmd;
+        let local = || async {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => Attempt::Done(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Attempt::Elsewhere(f.leader_id.zip(f.leader_node))
+                }
+                Err(e) => Attempt::Failed(e.to_string()),
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(MetaError::Unavailable(e.to_string()))
+        };
+        let remote = |addr: String| async move {
+            let Some(mut client) = self.network.cluster_client(&addr) else {
+                return Attempt::Failed(format!("leader address '{addr}' is invalid"));
+            };
+            let payload = match encode(cmd) {
+                Ok(p) => p,
+                Err(e) => return Attempt::Failed(e.to_string()),
+            };
+            match client
+                .write(payload)
+                .await
+                .map(|r| decode::<WriteReply>(r.get_ref()))
+            {
+                Ok(Ok(WriteReply::Applied(r))) => Attempt::Done(r),
+                Ok(Ok(WriteReply::NotLeader(l))) => Attempt::Elsewhere(l),
+                Ok(Ok(WriteReply::Failed(e))) => Attempt::Failed(e),
+                Ok(Err(e)) => Attempt::Failed(e.to_string()),
+                Err(s) => Attempt::Failed(format!(
+                    "forwarding to the leader at {addr}: {}",
+                    s.message()
+                )),
             }
-            Err(RaftError::Fatal(f)) => Err(MetaError::Storage(f.to_string())),
+        };
+        match self.at_leader("write", local, remote).await? {
+            CommandResult::Ok => Ok(()),
+            CommandResult::Refused(r) => Err(MetaError::Refused(r)),
         }
     }
 
     /// The local state, once it reflects every write acknowledged before this
     /// call (read index), or at once in stale mode.
     pub async fn read(&self) -> Result<&StateReader, MetaError> {
-        if self.consistency == ReadConsistency::Linearizable {
-            tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable())
-                .await
-                .map_err(|_| MetaError::Unavailable("timed out confirming leadership".into()))?
-                .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        if self.consistency == ReadConsistency::Stale {
+            return Ok(&self.reader);
         }
+        let local = || async {
+            match self.raft.ensure_linearizable().await {
+                Ok(log_id) => Attempt::Done(log_id.map(|l| l.index).unwrap_or(0)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Attempt::Elsewhere(f.leader_id.zip(f.leader_node))
+                }
+                Err(e) => Attempt::Failed(e.to_string()),
+            }
+        };
+        let remote = |addr: String| async move {
+            let Some(mut client) = self.network.cluster_client(&addr) else {
+                return Attempt::Failed(format!("leader address '{addr}' is invalid"));
+            };
+            let payload = encode(&()).expect("unit encodes");
+            match client
+                .read_index(payload)
+                .await
+                .map(|r| decode::<ReadIndexReply>(r.get_ref()))
+            {
+                Ok(Ok(ReadIndexReply::Index(i))) => Attempt::Done(i),
+                Ok(Ok(ReadIndexReply::NotLeader(l))) => Attempt::Elsewhere(l),
+                Ok(Ok(ReadIndexReply::Failed(e))) => Attempt::Failed(e),
+                Ok(Err(e)) => Attempt::Failed(e.to_string()),
+                Err(s) => Attempt::Failed(format!(
+                    "read index from the leader at {addr}: {}",
+                    s.message()
+                )),
+            }
+        };
+        let index = self.at_leader("read", local, remote).await?;
+        // A follower serves the read once it has applied up to the leader's
+        // read index: then it reflects every write acknowledged before.
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("catching up to the read index: {e}")))?;
         Ok(&self.reader)
+    }
+
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
     }
 }

@@ -13,7 +13,9 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
-use tcr_raft::{network::Network, NodeInfo, Raft};
+use tcr_raft::network::Network;
+use tcr_raft::rpc::{decode, encode, JoinReply, JoinRequest};
+use tcr_raft::{NodeInfo, Raft};
 use tcr_storage::{BlobStore, Uploads};
 use tower_http::trace::TraceLayer;
 
@@ -90,9 +92,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.rpc_addr
         );
     }
-    if cfg.join.is_some() {
-        bail!("--join needs the inter-node RPC transport, which this build does not have yet");
-    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let stores = tcr_raft::open(&cfg.data_dir.join("raft"))?;
@@ -103,32 +102,61 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         election_timeout_max: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
         max_in_snapshot_log_to_keep: 1000,
+        // Bounded batches: entries can carry manifests of up to 4 MiB.
+        max_payload_entries: 64,
         ..Default::default()
     }
     .validate()?;
+    let network = Network::default();
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
-        Network,
+        network.clone(),
         stores.log,
         stores.state_machine,
     )
     .await?;
-    if !raft.is_initialized().await? && !cfg.no_init {
-        let me = NodeInfo {
-            rpc_addr: cfg.advertise_rpc(),
-            http_addr: cfg.advertise_http(),
-        };
-        raft.initialize(BTreeMap::from([(cfg.node_id, me)]))
+    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.rpc_addr))?;
+    let (raft_svc, cluster_svc) = tcr_raft::rpc_server::services(raft.clone());
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(raft_svc)
+            .add_service(cluster_svc)
+            .serve_with_incoming(incoming)
             .await
-            .context("initialising a one-node cluster")?;
-        tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
+        {
+            tracing::error!("RPC server failed: {e}");
+        }
+    });
+    let me = NodeInfo {
+        rpc_addr: cfg.advertise_rpc(),
+        http_addr: cfg.advertise_http(),
+    };
+    if !raft.is_initialized().await? {
+        if let Some(seed) = &cfg.join {
+            let (raft, network, seed, me, id) = (
+                raft.clone(),
+                network.clone(),
+                seed.clone(),
+                me.clone(),
+                cfg.node_id,
+            );
+            tokio::spawn(async move { join(&network, &raft, id, me, &seed).await });
+        } else if !cfg.no_init {
+            raft.initialize(BTreeMap::from([(cfg.node_id, me)]))
+                .await
+                .context("initialising a one-node cluster")?;
+            tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
+        }
     }
     let blobs = BlobStore::open(&cfg.data_dir)?;
     let uploads = Uploads::open(blobs.clone())?;
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
-        meta: Metadata::new(raft.clone(), stores.reader, cfg.read_consistency),
+        meta: Metadata::new(raft.clone(), stores.reader, cfg.read_consistency, network),
         blobs,
         uploads,
         max_manifest_bytes: cfg.max_manifest_bytes,
@@ -182,6 +210,51 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raft.shutdown().await.ok();
     tracing::info!("tcr-node stopped");
     Ok(())
+}
+
+/// Ask the cluster (through `seed`, any member's RPC address) to add this
+/// node: as a learner first, then as a voter once it has caught up. Retries
+/// until it is a member, following redirects to the leader.
+async fn join(network: &Network, raft: &Raft, id: u64, me: NodeInfo, seed: &str) {
+    let mut target = seed.to_string();
+    loop {
+        if raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id)
+        {
+            tracing::info!(id, "joined the cluster as a voter");
+            return;
+        }
+        let req = JoinRequest {
+            id,
+            node: me.clone(),
+        };
+        let reply = match (network.cluster_client(&target), encode(&req)) {
+            (Some(mut c), Ok(p)) => c
+                .join(p)
+                .await
+                .map_err(|s| s.message().to_string())
+                .and_then(|r| decode::<JoinReply>(r.get_ref()).map_err(|e| e.to_string())),
+            _ => Err(format!("invalid join address '{target}'")),
+        };
+        match reply {
+            Ok(JoinReply::Joined) => {}
+            Ok(JoinReply::NotLeader(Some((_, leader)))) => {
+                target = leader.rpc_addr;
+                continue;
+            }
+            Ok(JoinReply::NotLeader(None)) => target = seed.to_string(),
+            Ok(JoinReply::Failed(e)) | Err(e) => {
+                tracing::warn!(%target, "joining the cluster: {e}");
+                target = seed.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! tcr's metadata replication: openraft with its log and state machine in
-//! one RocksDB instance (column families per table).
+//! one RocksDB instance (column families per table), and tonic RPC between
+//! nodes (`network` client side, `rpc_server` server side).
 //!
 //! Why openraft 0.9 (`=0.9.25`, `storage-v2`): it is the stable line, its
 //! storage traits let the log store acknowledge appends from a group-commit
@@ -15,6 +16,8 @@ pub mod command;
 pub mod log_store;
 pub mod network;
 pub mod read;
+pub mod rpc;
+pub mod rpc_server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;

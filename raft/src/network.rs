@@ -1,67 +1,164 @@
-//! Raft transport. A single-voter cluster never sends a Raft RPC; the tonic
-//! transport between nodes replaces this with real connections (issue 3).
-//! Until then any peer is reported unreachable, which openraft handles as a
-//! network fault (retries with backoff), never as a panic.
+//! openraft's network over tonic: one lazily connected channel per peer
+//! address, shared by Raft replication and by the node's forwarding.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use tonic::transport::{Channel, Endpoint};
 
+use crate::rpc::proto::cluster_service_client::ClusterServiceClient;
+use crate::rpc::proto::raft_service_client::RaftServiceClient;
+use crate::rpc::{decode, encode, MAX_MESSAGE};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    /// A channel to `addr` (host:port), connected on first use.
+    pub fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut map = self.channels.lock().expect("channels lock");
+        if let Some(c) = map.get(addr) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Some(channel)
+    }
+
+    pub fn cluster_client(&self, addr: &str) -> Option<ClusterServiceClient<Channel>> {
+        self.channel(addr).map(|c| {
+            ClusterServiceClient::new(c)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE)
+        })
+    }
+}
 
 pub struct PeerClient {
     target: NodeId,
+    addr: String,
+    client: Option<RaftServiceClient<Channel>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &NodeInfo) -> PeerClient {
-        PeerClient { target }
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.rpc_addr.clone(),
+            client: self.channel(&node.rpc_addr).map(|c| {
+                RaftServiceClient::new(c)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE)
+            }),
+        }
     }
 }
 
-impl PeerClient {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, NodeInfo, E> {
-        let e = std::io::Error::other(format!(
-            "node {} is not reachable: this build has no inter-node transport",
-            self.target
-        ));
-        RPCError::Network(NetworkError::new(&e))
-    }
+fn unreachable<E: std::error::Error>(msg: String) -> RPCError<NodeId, NodeInfo, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)))
+}
+
+fn network<E: std::error::Error>(
+    e: &(impl std::error::Error + 'static),
+) -> RPCError<NodeId, NodeInfo, E> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+/// Send one RPC: encode, call with the deadline openraft gave, decode the
+/// remote `Result`, and sort failures into openraft's error kinds (an
+/// unreachable peer is retried with backoff, a remote error is returned).
+macro_rules! call {
+    ($self:ident, $method:ident, $rpc:expr, $option:expr, $resp:ty, $err:ty) => {{
+        let Some(mut client) = $self.client.clone() else {
+            return Err(unreachable::<$err>(format!(
+                "node {} has an invalid address '{}'",
+                $self.target, $self.addr
+            )));
+        };
+        let payload = encode(&$rpc).map_err(|e| network::<$err>(&e))?;
+        let reply = tokio::time::timeout($option.hard_ttl(), client.$method(payload))
+            .await
+            .map_err(|_| {
+                unreachable::<$err>(format!("node {} at {} timed out", $self.target, $self.addr))
+            })?
+            .map_err(|s| {
+                unreachable::<$err>(format!(
+                    "node {} at {}: {}",
+                    $self.target,
+                    $self.addr,
+                    s.message()
+                ))
+            })?;
+        let res: Result<$resp, $err> = decode(reply.get_ref()).map_err(|e| network::<$err>(&e))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new($self.target, e)))
+    }};
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        call!(
+            self,
+            append_entries,
+            rpc,
+            option,
+            AppendEntriesResponse<NodeId>,
+            RaftError<NodeId>
+        )
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        call!(
+            self,
+            install_snapshot,
+            rpc,
+            option,
+            InstallSnapshotResponse<NodeId>,
+            RaftError<NodeId, InstallSnapshotError>
+        )
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        call!(
+            self,
+            vote,
+            rpc,
+            option,
+            VoteResponse<NodeId>,
+            RaftError<NodeId>
+        )
     }
 }

@@ -58,6 +58,7 @@ pub struct Node {
     pub http_port: u16,
     pub rpc_port: u16,
     pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -69,6 +70,11 @@ impl Node {
     }
 
     pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Node {
+        Node::start_with(dir, env, &[]).await
+    }
+
+    /// Start with extra environment and arguments (e.g. `--join`, `--node-id`).
+    pub async fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
         let mut node = Node {
             dir: dir.to_path_buf(),
             http_port: free_port(),
@@ -77,6 +83,7 @@ impl Node {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         node.spawn();
@@ -98,6 +105,7 @@ impl Node {
             .arg(format!("127.0.0.1:{}", self.http_port))
             .arg("--rpc-addr")
             .arg(format!("127.0.0.1:{}", self.rpc_port))
+            .args(&self.args)
             .env_remove("TCR_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -106,6 +114,11 @@ impl Node {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn tcr-node"));
+    }
+
+    /// `127.0.0.1:<rpc port>`, what `--join` takes.
+    pub fn rpc(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
     }
 
     pub fn url(&self) -> String {

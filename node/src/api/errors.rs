@@ -54,9 +54,6 @@ impl From<MetaError> for ApiError {
             MetaError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
             }
-            MetaError::Storage(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", m)
-            }
         }
     }
 }

@@ -1,32 +1,48 @@
 //! The management API under `/v1/container-registries`.
 
+pub mod cluster;
 pub mod errors;
 pub mod namespaces;
 pub mod openapi;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
 use axum::Router;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::server::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
+    const BASE: &str = "/v1/container-registries";
     Router::new()
         .route(
-            "/v1/container-registries/namespaces",
+            &format!("{BASE}/namespaces"),
             get(namespaces::list).post(namespaces::create),
         )
         .route(
-            "/v1/container-registries/namespaces/{ns}",
+            &format!("{BASE}/namespaces/{{ns}}"),
             get(namespaces::show).patch(namespaces::update),
         )
         .route(
-            "/v1/container-registries/namespaces/{ns}/repositories",
+            &format!("{BASE}/namespaces/{{ns}}/repositories"),
             get(namespaces::repositories),
         )
+        .route(&format!("{BASE}/openapi.json"), get(openapi::document))
+        .route(&format!("{BASE}/cluster"), get(cluster::status))
         .route(
-            "/v1/container-registries/openapi.json",
-            get(openapi::document),
+            &format!("{BASE}/cluster/members"),
+            post(cluster::add_member),
         )
+        .route(
+            &format!("{BASE}/cluster/members/{{id}}"),
+            delete(cluster::remove_member),
+        )
+        // Adding a member waits for it to catch up, which can take a while
+        // on a large state; everything else must be quick.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::oci::REQUEST_TIMEOUT * 10,
+        ))
 }

@@ -66,6 +66,46 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/container-registries/cluster": {
+                "get": {
+                    "operationId": "clusterStatus",
+                    "responses": {
+                        "200": {"description": "this node's view of the cluster", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClusterStatus"}}}},
+                        "401": error_response("missing or wrong credentials")
+                    }
+                }
+            },
+            "/v1/container-registries/cluster/members": {
+                "post": {
+                    "operationId": "addMember",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["id", "rpcAddr", "httpAddr"], "additionalProperties": false,
+                        "properties": {"id": {"type": "integer", "minimum": 1}, "rpcAddr": {"type": "string"}, "httpAddr": {"type": "string"}}}}}},
+                    "responses": {
+                        "200": {"description": "the node is a voter", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "307": {"description": "not the leader; Location names the leader"},
+                        "400": error_response("invalid body"),
+                        "401": error_response("missing or wrong credentials"),
+                        "409": error_response("the membership change failed"),
+                        "503": error_response("no leader")
+                    }
+                }
+            },
+            "/v1/container-registries/cluster/members/{id}": {
+                "delete": {
+                    "operationId": "removeMember",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {
+                        "200": {"description": "removed", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "307": {"description": "not the leader; Location names the leader"},
+                        "400": error_response("the last voter cannot be removed"),
+                        "401": error_response("missing or wrong credentials"),
+                        "404": error_response("not a member"),
+                        "409": error_response("the membership change failed"),
+                        "503": error_response("no leader")
+                    }
+                }
+            },
             "/v1/container-registries/namespaces/{ns}/repositories": {
                 "get": {
                     "operationId": "listRepositories",
@@ -94,6 +134,12 @@ pub fn spec() -> Value {
                     "name": {"type": "string"},
                     "visibility": {"$ref": "#/components/schemas/Visibility"},
                     "createdAt": {"type": "integer", "description": "seconds since the Unix epoch"}}},
+                "ClusterStatus": {"type": "object", "required": ["nodeId", "term", "members", "stateDigest"], "properties": {
+                    "nodeId": {"type": "integer"}, "state": {"type": "string"},
+                    "leader": {"type": "integer", "nullable": true}, "term": {"type": "integer"},
+                    "lastLogIndex": {"type": "integer", "nullable": true}, "appliedIndex": {"type": "integer", "nullable": true},
+                    "snapshotIndex": {"type": "integer", "nullable": true}, "stateDigest": {"type": "string"},
+                    "members": {"type": "array", "items": {"type": "object"}}}},
                 "Repository": {"type": "object", "required": ["name", "createdAt"], "properties": {
                     "name": {"type": "string"}, "createdAt": {"type": "integer"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {

@@ -94,7 +94,6 @@ impl From<crate::metadata::MetaError> for OciError {
                 Refusal::TagUnknown { .. } => OciError::manifest_unknown(r.to_string()),
             },
             MetaError::Unavailable(m) => OciError::unavailable(m).with_header("retry-after", "1"),
-            MetaError::Storage(m) => OciError::internal(m),
         }
     }
 }

@@ -1,0 +1,185 @@
+//! `tcr cluster status` and `tcr members list|add|remove`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::output::{table, Output};
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Leader, term, indexes, and every member's role, address, lag, health
+    /// and state digest.
+    Status,
+}
+
+#[derive(Subcommand)]
+pub enum MembersCmd {
+    /// List members.
+    List,
+    /// Add a node: learner first, voter once it has caught up.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        rpc_addr: String,
+        #[arg(long)]
+        http_addr: String,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+const BASE: &str = "/v1/container-registries/cluster";
+
+/// Ask every member for its own view (applied index, digest), so the
+/// status shows health and whether the replicas agree.
+async fn member_views(c: &Client, status: &Value) -> Vec<Value> {
+    let mut views = Vec::new();
+    for m in status["members"].as_array().cloned().unwrap_or_default() {
+        let addr = m["httpAddr"].as_str().unwrap_or_default();
+        let view = match c
+            .at(&format!("http://{addr}"))
+            .call(Method::GET, BASE, None)
+            .await
+        {
+            Ok(v) => {
+                json!({"healthy": true, "appliedIndex": v["appliedIndex"], "stateDigest": v["stateDigest"], "state": v["state"]})
+            }
+            Err(e) => json!({"healthy": false, "error": e.to_string()}),
+        };
+        let mut m = m.clone();
+        if let (Some(obj), Some(extra)) = (m.as_object_mut(), view.as_object()) {
+            obj.extend(extra.clone());
+        }
+        views.push(m);
+    }
+    views
+}
+
+pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
+    let ClusterCmd::Status = cmd;
+    let mut status = c.call(Method::GET, BASE, None).await?;
+    let members = member_views(c, &status).await;
+    status["members"] = Value::Array(members.clone());
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!(
+        "leader: {}  term: {}  last log: {}  applied: {}",
+        status["leader"], status["term"], status["lastLogIndex"], status["appliedIndex"]
+    );
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m["id"].to_string(),
+                m["role"].as_str().unwrap_or("").to_string(),
+                m["state"].as_str().unwrap_or("-").to_string(),
+                m["rpcAddr"].as_str().unwrap_or("").to_string(),
+                m["httpAddr"].as_str().unwrap_or("").to_string(),
+                m["lag"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if m["healthy"].as_bool() == Some(true) {
+                    "ok".into()
+                } else {
+                    "DOWN".into()
+                },
+                m["stateDigest"]
+                    .as_str()
+                    .map(|d| d[..12.min(d.len())].to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "ROLE", "STATE", "RPC", "HTTP", "LAG", "HEALTH", "DIGEST",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Result<()> {
+    let v = match cmd {
+        MembersCmd::List => {
+            let status = c.call(Method::GET, BASE, None).await?;
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&status["members"])?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = status["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    vec![
+                        m["id"].to_string(),
+                        m["role"].as_str().unwrap_or("").to_string(),
+                        m["rpcAddr"].as_str().unwrap_or("").to_string(),
+                        m["httpAddr"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "ROLE", "RPC", "HTTP"], &rows);
+            return Ok(());
+        }
+        MembersCmd::Add {
+            id,
+            rpc_addr,
+            http_addr,
+        } => {
+            let spinner = (out == Output::Human).then(|| {
+                let s = indicatif::ProgressBar::new_spinner();
+                s.set_message(format!(
+                    "adding node {id}: learner, catching up, then voter"
+                ));
+                s.enable_steady_tick(Duration::from_millis(120));
+                s
+            });
+            let r = c
+                .call(
+                    Method::POST,
+                    &format!("{BASE}/members"),
+                    Some(json!({"id": id, "rpcAddr": rpc_addr, "httpAddr": http_addr})),
+                )
+                .await;
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            r?
+        }
+        MembersCmd::Remove { id } => {
+            c.call(Method::DELETE, &format!("{BASE}/members/{id}"), None)
+                .await?
+        }
+    };
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if let Some(w) = v["warning"].as_str() {
+            eprintln!("warning: {w}");
+        }
+        if let Some(id) = v["removed"].as_u64() {
+            println!("removed node {id}; {} voter(s) remain", v["voters"]);
+        } else {
+            println!(
+                "node {} is a {}",
+                v["id"],
+                v["role"].as_str().unwrap_or("member")
+            );
+        }
+    }
+    Ok(())
+}

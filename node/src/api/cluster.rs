@@ -1,0 +1,178 @@
+//! Cluster status and membership. Membership changes run on the leader; a
+//! follower answers 307 with the leader's address (clients follow it).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::ChangeMembers;
+use serde::Deserialize;
+use serde_json::json;
+use tcr_raft::rpc::JoinReply;
+use tcr_raft::NodeInfo;
+
+use super::errors::{parse_json, ApiError, ApiResult};
+use crate::server::AppState;
+
+pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
+    let m = st.meta.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let members: Vec<_> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned())
+                .map(|l| l.map(|l| l.index).unwrap_or(0));
+            json!({
+                "id": id,
+                "role": if voters.contains(id) { "voter" } else { "learner" },
+                "rpcAddr": node.rpc_addr,
+                "httpAddr": node.http_addr,
+                "matchedIndex": matched,
+                "lag": matched.map(|i| last.saturating_sub(i)),
+            })
+        })
+        .collect();
+    let digest = st.meta.reader().state_digest()?;
+    Ok(Json(json!({
+        "nodeId": m.id,
+        "state": format!("{:?}", m.state),
+        "leader": m.current_leader,
+        "term": m.current_term,
+        "lastLogIndex": m.last_log_index,
+        "appliedIndex": m.last_applied.map(|l| l.index),
+        "snapshotIndex": m.snapshot.map(|l| l.index),
+        "stateDigest": digest,
+        "members": members,
+    }))
+    .into_response())
+}
+
+/// `None` when this node leads; otherwise a 307 to the leader (or 503).
+fn redirect_to_leader(st: &AppState, uri: &axum::http::Uri) -> Option<Response> {
+    let m = st.meta.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(l) if l == st.node_id => None,
+        Some(l) => {
+            let node = m.membership_config.membership().get_node(&l).cloned();
+            Some(match node {
+                Some(n) => {
+                    let to = format!("http://{}{}", n.http_addr, uri);
+                    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
+                }
+                None => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the leader's address is unknown",
+                )
+                .into_response(),
+            })
+        }
+        None => Some(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "no leader is elected",
+            )
+            .into_response(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddMember {
+    pub id: u64,
+    pub rpc_addr: String,
+    pub http_addr: String,
+}
+
+pub async fn add_member(
+    State(st): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> ApiResult {
+    let req: AddMember = parse_json(&body)?;
+    if req.id == 0 {
+        return Err(ApiError::invalid("member id must be a positive integer"));
+    }
+    if let Some(r) = redirect_to_leader(&st, &uri) {
+        return Ok(r);
+    }
+    let node = NodeInfo {
+        rpc_addr: req.rpc_addr,
+        http_addr: req.http_addr,
+    };
+    match tcr_raft::rpc_server::add_voter(&st.meta.raft, req.id, node).await {
+        JoinReply::Joined => {
+            Ok((StatusCode::OK, Json(json!({"id": req.id, "role": "voter"}))).into_response())
+        }
+        JoinReply::NotLeader(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "leadership changed; retry",
+        )),
+        JoinReply::Failed(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "MEMBERSHIP_CHANGE_FAILED",
+            e,
+        )),
+    }
+}
+
+pub async fn remove_member(
+    State(st): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<u64>,
+) -> ApiResult {
+    if let Some(r) = redirect_to_leader(&st, &uri) {
+        return Ok(r);
+    }
+    let membership = st
+        .meta
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let change = if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(ApiError::invalid(format!(
+                "node {id} is the last voter; a cluster cannot remove its last voter"
+            )));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else if membership.get_node(&id).is_some() {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    } else {
+        return Err(ApiError::not_found(format!("node {id} is not a member")));
+    };
+    let remaining = voters.len() - usize::from(voters.contains(&id));
+    st.meta
+        .raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "MEMBERSHIP_CHANGE_FAILED",
+                e.to_string(),
+            )
+        })?;
+    // A majority of n voters tolerates (n-1)/2 failures.
+    let tolerance = (remaining - 1) / 2;
+    let warning = (tolerance == 0).then(|| {
+        format!("{remaining} voter(s) left: the cluster no longer tolerates the loss of any node")
+    });
+    Ok(Json(json!({"removed": id, "voters": remaining, "faultTolerance": tolerance, "warning": warning})).into_response())
+}

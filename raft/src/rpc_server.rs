@@ -1,0 +1,140 @@
+//! The server side of node-to-node RPC: openraft's protocol, and what
+//! followers ask of the leader (writes, read index, joining).
+
+use std::collections::BTreeSet;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::command::Command;
+use crate::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceServer};
+use crate::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
+use crate::rpc::proto::Payload;
+use crate::rpc::{
+    decode, encode, JoinReply, JoinRequest, Leader, ReadIndexReply, WriteReply, MAX_MESSAGE,
+};
+use crate::types::{NodeId, NodeInfo, Raft};
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Payload>, Status> {
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn leader_of(f: &openraft::error::ForwardToLeader<NodeId, NodeInfo>) -> Leader {
+    f.leader_id.zip(f.leader_node.clone())
+}
+
+#[derive(Clone)]
+pub struct RaftRpc {
+    raft: Raft,
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[derive(Clone)]
+pub struct ClusterRpc {
+    raft: Raft,
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterRpc {
+    async fn write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let cmd: Command = decode(req.get_ref()).map_err(bad_request)?;
+        let span = tracing::debug_span!("forwarded_write", command = cmd.kind());
+        let r = match self.raft.client_write(cmd).instrument(span).await {
+            Ok(resp) => WriteReply::Applied(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                WriteReply::NotLeader(leader_of(&f))
+            }
+            Err(e) => WriteReply::Failed(e.to_string()),
+        };
+        reply(&r)
+    }
+
+    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let r = match self.raft.ensure_linearizable().await {
+            Ok(log_id) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                ReadIndexReply::NotLeader(leader_of(&f))
+            }
+            Err(e) => ReadIndexReply::Failed(e.to_string()),
+        };
+        reply(&r)
+    }
+
+    async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let join: JoinRequest = decode(req.get_ref()).map_err(bad_request)?;
+        reply(&add_voter(&self.raft, join.id, join.node).await)
+    }
+}
+
+/// Add `id` as a learner, wait until it has caught up, then make it a voter.
+/// Only the leader can; others answer with who the leader is.
+pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
+    tracing::info!(id, %node, "adding member");
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect::<BTreeSet<_>>();
+    if !voters.contains(&id) {
+        match raft.add_learner(id, node, true).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return JoinReply::NotLeader(leader_of(&f))
+            }
+            Err(e) => return JoinReply::Failed(e.to_string()),
+        }
+    }
+    let mut voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect::<BTreeSet<_>>();
+    voters.insert(id);
+    match raft.change_membership(voters, false).await {
+        Ok(_) => JoinReply::Joined,
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            JoinReply::NotLeader(leader_of(&f))
+        }
+        Err(e) => JoinReply::Failed(e.to_string()),
+    }
+}
+
+/// The two services, ready to mount on a tonic server.
+pub fn services(raft: Raft) -> (RaftServiceServer<RaftRpc>, ClusterServiceServer<ClusterRpc>) {
+    (
+        RaftServiceServer::new(RaftRpc { raft: raft.clone() })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        ClusterServiceServer::new(ClusterRpc { raft })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}

@@ -1,0 +1,194 @@
+//! A three-node cluster of real processes: formed with `--join`, writes on
+//! any node, linearizable reads on any node right after a write, and a new
+//! leader after the leader is killed with nothing acknowledged lost.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tcr_tests::harness::{bin, wait_for, Node};
+use tcr_tests::images::{Image, OCI_MANIFEST};
+use tcr_tests::oci::Oci;
+
+async fn status(node: &Node) -> Option<Value> {
+    let r = reqwest::get(format!("{}/v1/container-registries/cluster", node.url()))
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+async fn voters(node: &Node) -> usize {
+    status(node)
+        .await
+        .and_then(|s| {
+            s["members"]
+                .as_array()
+                .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
+        })
+        .unwrap_or(0)
+}
+
+async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
+    let first = Node::start_with(&dir.join("n1"), &[], &["--node-id", "1"]).await;
+    let join = first.rpc();
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        let n = Node::start_with(
+            &dir.join(format!("n{id}")),
+            &[],
+            &["--node-id", &id.to_string(), "--join", &join],
+        )
+        .await;
+        nodes.push(n);
+    }
+    for n in &nodes {
+        wait_for("three voters", Duration::from_secs(60), || async {
+            voters(n).await == 3
+        })
+        .await;
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn writes_anywhere_and_reads_anywhere_are_linearizable() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path()).await;
+    // Namespace created through a follower (forwarded to the leader).
+    nodes[2].create_namespace("acme", "private").await;
+    let (n1, n3) = (Oci::new(&nodes[0].url()), Oci::new(&nodes[2].url()));
+    let img = Image::new("cluster", "amd64");
+    n1.push_blob("acme/app", &img.layer).await;
+    n1.push_blob("acme/app", &img.config).await;
+    let mut stale = 0;
+    for i in 0..200 {
+        // Unique manifest per round, so a stale read is visible.
+        let mut m: Value = serde_json::from_slice(&img.manifest).unwrap();
+        m["annotations"] = serde_json::json!({"round": i.to_string()});
+        let body = serde_json::to_vec(&m).unwrap();
+        let resp = n1
+            .put_manifest("acme/app", "latest", OCI_MANIFEST, &body)
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let got = n3.get("/v2/acme/app/manifests/latest").await;
+        assert_eq!(got.status(), StatusCode::OK);
+        if got.bytes().await.unwrap().as_ref() != body.as_slice() {
+            stale += 1;
+        }
+    }
+    assert_eq!(stale, 0, "stale reads through a follower");
+
+    // Every node reports the same state digest once applied.
+    let digest = |s: Value| s["stateDigest"].as_str().unwrap().to_string();
+    let want = digest(status(&nodes[0]).await.unwrap());
+    for n in &nodes[1..] {
+        wait_for("same state digest", Duration::from_secs(10), || {
+            let want = want.clone();
+            async move { status(n).await.map(digest) == Some(want) }
+        })
+        .await;
+    }
+
+    // The CLI shows the three members, healthy.
+    let out = std::process::Command::new(bin("tcr"))
+        .args([
+            "--endpoint",
+            &nodes[1].url(),
+            "--output",
+            "json",
+            "cluster",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members
+        .iter()
+        .all(|m| m["healthy"] == true && m["role"] == "voter"));
+}
+
+#[tokio::test]
+async fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path()).await;
+    nodes[0].create_namespace("acme", "private").await;
+    let img = Image::new("failover", "amd64");
+    let first = Oci::new(&nodes[0].url());
+    first.push_blob("acme/app", &img.layer).await;
+    first.push_blob("acme/app", &img.config).await;
+    let leader = status(&nodes[0]).await.unwrap()["leader"].as_u64().unwrap() as usize;
+    let leader_idx = leader - 1;
+
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let oci = Oci::new(&nodes[i % 3].url());
+        let resp = oci
+            .put_manifest(
+                "acme/app",
+                &format!("before{i}"),
+                OCI_MANIFEST,
+                &img.manifest,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        acked.push(format!("before{i}"));
+    }
+    nodes[leader_idx].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader_idx).collect();
+    // Writes through the survivors succeed again once a new leader is up.
+    let mut first_ok = None;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let node = &nodes[survivors[i % 2]];
+        let tag = format!("after{i}");
+        let resp = client
+            .put(format!("{}/v2/acme/app/manifests/{tag}", node.url()))
+            .header("content-type", OCI_MANIFEST)
+            .body(img.manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::CREATED {
+            first_ok.get_or_insert(killed_at.elapsed());
+            acked.push(tag);
+        } else {
+            assert_eq!(
+                resp.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{:?}",
+                resp.text().await
+            );
+        }
+    }
+    let without_leader = first_ok.expect("no write succeeded after the leader was killed");
+    eprintln!("writes resumed {without_leader:?} after the leader was killed");
+    assert!(without_leader < Duration::from_secs(15));
+    let new_leader = status(&nodes[survivors[0]]).await.unwrap()["leader"].as_u64();
+    assert!(new_leader.is_some() && new_leader != Some(leader as u64));
+
+    // The old leader comes back and catches up: every acknowledged tag is on every node.
+    nodes[leader_idx].restart().await;
+    for n in &nodes {
+        let oci = Oci::new(&n.url());
+        for tag in &acked {
+            let resp = oci.get(&format!("/v2/acme/app/manifests/{tag}")).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{tag} missing on {}",
+                n.url()
+            );
+        }
+    }
+}

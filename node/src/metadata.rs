@@ -32,6 +32,9 @@ pub struct Metadata {
 /// it fails with 503 and Retry-After.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// One forwarded call may take this long before the leader is looked up
+/// again (a partitioned leader's connection hangs rather than fails).
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// What one attempt at a leader-only operation came to.
 enum Attempt<T> {
@@ -74,10 +77,17 @@ impl Metadata {
         let mut last = String::from("no leader is known");
         let mut target: Leader = None;
         loop {
+            // Every attempt is bounded: a leader cut off by a partition
+            // never commits, and a forwarded call can hang on a dead peer.
+            let left = deadline.saturating_duration_since(Instant::now());
             let attempt = match &target {
-                Some((id, node)) if *id != self.raft_id() => remote(node.rpc_addr.clone()).await,
-                _ => local().await,
-            };
+                Some((id, node)) if *id != self.raft_id() => {
+                    tokio::time::timeout(left.min(FORWARD_ATTEMPT), remote(node.rpc_addr.clone()))
+                        .await
+                }
+                _ => tokio::time::timeout(left, local()).await,
+            }
+            .unwrap_or_else(|_| Attempt::Failed("no answer in time".to_string()));
             match attempt {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Elsewhere(l) => {

@@ -59,6 +59,12 @@ pub struct Node {
     pub rpc_port: u16,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Address the node listens on (127.0.0.1, or its namespace's address).
+    pub ip: String,
+    /// Network namespace to run in, if any.
+    pub netns: Option<String>,
+    /// Admin token (required off loopback).
+    pub token: Option<String>,
     child: Option<Child>,
 }
 
@@ -84,11 +90,54 @@ impl Node {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            ip: "127.0.0.1".into(),
+            netns: None,
+            token: None,
             child: None,
         };
         node.spawn();
         node.wait_ready().await;
         node
+    }
+
+    /// Start host `i` of `net` inside its namespace, with an admin token.
+    pub async fn start_in(
+        net: &crate::netns::Net,
+        i: usize,
+        dir: &Path,
+        token: &str,
+        args: &[&str],
+    ) -> Node {
+        let mut node = Node {
+            dir: dir.to_path_buf(),
+            http_port: 5000,
+            rpc_port: 5001,
+            env: vec![("TCR_ADMIN_TOKEN".into(), token.into())],
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ip: net.ip(i),
+            netns: Some(net.ns(i)),
+            token: Some(token.into()),
+            child: None,
+        };
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    /// An HTTP client that sends this node's token, if any.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("token is ascii"),
+            );
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
     }
 
     fn spawn(&mut self) {
@@ -98,13 +147,20 @@ impl Node {
             .append(true)
             .open(self.dir.join("node.log"))
             .expect("open node log");
-        let mut cmd = Command::new(bin("tcr-node"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("tcr-node"));
+                c
+            }
+            None => Command::new(bin("tcr-node")),
+        };
         cmd.arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(format!("{}:{}", self.ip, self.http_port))
             .arg("--rpc-addr")
-            .arg(format!("127.0.0.1:{}", self.rpc_port))
+            .arg(format!("{}:{}", self.ip, self.rpc_port))
             .args(&self.args)
             .env_remove("TCR_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -116,18 +172,18 @@ impl Node {
         self.child = Some(cmd.spawn().expect("spawn tcr-node"));
     }
 
-    /// `127.0.0.1:<rpc port>`, what `--join` takes.
+    /// `<ip>:<rpc port>`, what `--join` takes.
     pub fn rpc(&self) -> String {
-        format!("127.0.0.1:{}", self.rpc_port)
+        format!("{}:{}", self.ip, self.rpc_port)
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.ip, self.http_port)
     }
 
-    /// `127.0.0.1:<port>`, as image references want it.
+    /// `<ip>:<port>`, as image references want it.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.http_port)
+        format!("{}:{}", self.ip, self.http_port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -213,7 +269,8 @@ impl Node {
 
     /// Create a namespace through the management API.
     pub async fn create_namespace(&self, name: &str, visibility: &str) {
-        let resp = reqwest::Client::new()
+        let resp = self
+            .client()
             .post(format!("{}/v1/container-registries/namespaces", self.url()))
             .json(&serde_json::json!({"name": name, "visibility": visibility}))
             .send()

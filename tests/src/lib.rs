@@ -4,4 +4,5 @@
 
 pub mod harness;
 pub mod images;
+pub mod netns;
 pub mod oci;

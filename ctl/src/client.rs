@@ -28,12 +28,35 @@ impl Client {
         }
     }
 
+    /// One management call. A 503 (no leader yet, leadership moving) is
+    /// retried for up to 30 s before it is reported.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match self.call_once(method.clone(), path, body.clone()).await? {
+                Reply::Unavailable(msg) if std::time::Instant::now() < deadline => {
+                    note_waiting(&msg);
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Reply::Unavailable(msg) => {
+                    return Err(anyhow!("{method} {path}: 503 Service Unavailable: {msg}"))
+                }
+                Reply::Done(v) => return Ok(v),
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = &self.token {
@@ -50,17 +73,34 @@ impl Client {
         let text = resp.text().await.unwrap_or_default();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(json);
+            return Ok(Reply::Done(json));
+        }
+        let msg = json["error"]["message"]
+            .as_str()
+            .unwrap_or(text.trim())
+            .to_string();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return Ok(Reply::Unavailable(msg));
         }
         if status == StatusCode::UNAUTHORIZED {
             return Err(anyhow!(
                 "{method} {path}: unauthorized; pass --token or set TCR_TOKEN"
             ));
         }
-        let msg = json["error"]["message"]
-            .as_str()
-            .unwrap_or(text.trim())
-            .to_string();
         Err(anyhow!("{method} {path}: {status}: {msg}"))
+    }
+}
+
+enum Reply {
+    Done(Value),
+    Unavailable(String),
+}
+
+/// Say once per wait why the CLI is waiting (stderr, so JSON output stays clean).
+fn note_waiting(msg: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!("waiting for the cluster: {msg}");
     }
 }

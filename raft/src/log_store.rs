@@ -43,19 +43,27 @@ fn decode_entry(b: &[u8]) -> Result<Entry, bincode::error::DecodeError> {
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        // Only a weak reference: the database must close when the stores are
+        // dropped (a reopen needs its lock, and RocksDB aborts if it is still
+        // open while the process exits).
+        let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let res = flush_db.flush_wal(true);
+                    let res = match flush_db.upgrade() {
+                        Some(db) => db
+                            .flush_wal(true)
+                            .map_err(|e| std::io::Error::other(e.to_string())),
+                        None => Err(std::io::Error::other("log store closed")),
+                    };
                     for cb in waiting {
                         cb.log_io_completed(
                             res.as_ref()
                                 .map(|_| ())
-                                .map_err(|e| std::io::Error::other(e.to_string())),
+                                .map_err(|e| std::io::Error::new(e.kind(), e.to_string())),
                         );
                     }
                 }

@@ -100,6 +100,31 @@ impl Node {
         node
     }
 
+    /// Start and return at once (for `--no-init` nodes, ready only once added).
+    pub fn start_unready(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
+        let mut node = Node {
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            rpc_port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ip: "127.0.0.1".into(),
+            netns: None,
+            token: None,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    /// Start again without waiting until it is ready.
+    pub fn restart_no_wait(&mut self) {
+        self.spawn();
+    }
+
     /// Start host `i` of `net` inside its namespace, with an admin token.
     pub async fn start_in(
         net: &crate::netns::Net,

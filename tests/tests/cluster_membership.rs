@@ -1,0 +1,218 @@
+//! Membership changes with `tcr`: grow 3 -> 5 on a state of 50,000 tags (the
+//! new members catch up through a snapshot, the log having been compacted),
+//! shrink 5 -> 3 (removing the leader among others), restart every node,
+//! and every node reports the same state digest.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tcr_tests::harness::{bin, wait_for, Node};
+use tcr_tests::images::{Image, OCI_MANIFEST};
+use tcr_tests::oci::Oci;
+
+const TAGS: usize = 50_000;
+
+fn tcr(endpoint: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--endpoint", endpoint, "--output", "json"];
+    all.extend_from_slice(args);
+    let out = Command::new(bin("tcr")).args(&all).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tcr {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn status(node: &Node) -> Option<Value> {
+    reqwest::get(format!("{}/v1/container-registries/cluster", node.url()))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+async fn voter_ids(node: &Node) -> Vec<u64> {
+    let s = status(node).await.unwrap_or_default();
+    let mut v: Vec<u64> = s["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["role"] == "voter")
+                .filter_map(|m| m["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TCR_SNAPSHOT_LOGS", "2000")];
+    let n1 = Node::start_with(&dir.path().join("n1"), &env, &["--node-id", "1"]).await;
+    let join = n1.rpc();
+    let mut nodes = vec![n1];
+    for id in 2..=3 {
+        let id_s = id.to_string();
+        nodes.push(
+            Node::start_with(
+                &dir.path().join(format!("n{id}")),
+                &env,
+                &["--node-id", &id_s, "--join", &join],
+            )
+            .await,
+        );
+    }
+    wait_for("three voters", Duration::from_secs(60), || async {
+        voter_ids(&nodes[0]).await == [1, 2, 3]
+    })
+    .await;
+
+    nodes[0].create_namespace("acme", "private").await;
+    let img = Image::new("membership", "amd64");
+    let oci = Oci::new(&nodes[0].url());
+    oci.push_blob("acme/app", &img.layer).await;
+    oci.push_blob("acme/app", &img.config).await;
+    let started = Instant::now();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let client = reqwest::Client::new();
+    futures::stream::iter(0..TAGS)
+        .map(|i| {
+            let (client, url, body) = (client.clone(), urls[i % 3].clone(), img.manifest.clone());
+            async move {
+                let r = client
+                    .put(format!("{url}/v2/acme/app/manifests/t{i:05}"))
+                    .header("content-type", OCI_MANIFEST)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!(
+        "pushed {TAGS} tags through 3 nodes in {:?}",
+        started.elapsed()
+    );
+
+    // Grow: nodes 4 and 5 start empty and wait to be added with `tcr members add`.
+    for id in 4..=5 {
+        let id_s = id.to_string();
+        nodes.push(Node::start_unready(
+            &dir.path().join(format!("n{id}")),
+            &env,
+            &["--node-id", &id_s, "--no-init"],
+        ));
+    }
+    for id in 4..=5usize {
+        let (rpc, http) = (nodes[id - 1].rpc(), nodes[id - 1].host());
+        // Through a node that may well be a follower: it redirects to the leader.
+        let v = tcr(
+            &nodes[1].url(),
+            &[
+                "members",
+                "add",
+                "--id",
+                &id.to_string(),
+                "--rpc-addr",
+                &rpc,
+                "--http-addr",
+                &http,
+            ],
+        );
+        assert_eq!(v["role"], "voter");
+    }
+    assert_eq!(voter_ids(&nodes[0]).await, [1, 2, 3, 4, 5]);
+    for id in 4..=5usize {
+        let s = status(&nodes[id - 1]).await.unwrap();
+        assert!(
+            s["snapshotIndex"].as_u64().unwrap_or(0) > 0,
+            "node {id} caught up without a snapshot: {s}"
+        );
+    }
+
+    // Shrink: remove node 1 (the first leader) and node 4.
+    for id in [1, 4] {
+        tcr(
+            &nodes[2].url(),
+            &["members", "remove", "--id", &id.to_string()],
+        );
+    }
+    wait_for("voters 2, 3, 5", Duration::from_secs(30), || async {
+        voter_ids(&nodes[2]).await == [2, 3, 5]
+    })
+    .await;
+    let leader = status(&nodes[2]).await.unwrap()["leader"].as_u64();
+    assert!(matches!(leader, Some(2 | 3 | 5)), "leader {leader:?}");
+    // A push after the shrink, through the survivors.
+    let extra = Oci::new(&nodes[4].url())
+        .put_manifest("acme/app", "after-shrink", OCI_MANIFEST, &img.manifest)
+        .await;
+    assert_eq!(extra.status(), StatusCode::CREATED);
+
+    // Restart every remaining voter.
+    for i in [1usize, 2, 4] {
+        nodes[i].kill9();
+    }
+    for i in [1usize, 2, 4] {
+        nodes[i].restart_no_wait();
+    }
+    for i in [1usize, 2, 4] {
+        nodes[i].wait_ready().await;
+    }
+    let status_all = tcr(&nodes[1].url(), &["cluster", "status"]);
+    let members = status_all["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    let digests: Vec<&str> = members
+        .iter()
+        .map(|m| m["stateDigest"].as_str().unwrap_or("unreachable"))
+        .collect();
+    wait_for(
+        "equal digests on all three",
+        Duration::from_secs(30),
+        || async {
+            let s = tcr(&nodes[1].url(), &["cluster", "status"]);
+            let d: Vec<String> = s["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["stateDigest"].as_str().unwrap_or("").to_string())
+                .collect();
+            d.len() == 3 && !d[0].is_empty() && d.iter().all(|x| x == &d[0])
+        },
+    )
+    .await;
+    eprintln!("digests after restart: {digests:?}");
+    // Every tag, counted page by page through a restarted node.
+    let oci = Oci::new(&nodes[4].url());
+    let (mut count, mut path) = (0, "/v2/acme/app/tags/list?n=10000".to_string());
+    loop {
+        let resp = oci.get(&path).await;
+        let next = resp.headers().get("link").map(|l| {
+            l.to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_matches(|c| c == '<' || c == '>' || c == ' ')
+                .to_string()
+        });
+        let v: Value = resp.json().await.unwrap();
+        count += v["tags"].as_array().unwrap().len();
+        match next {
+            Some(n) => path = n,
+            None => break,
+        }
+    }
+    assert_eq!(count, TAGS + 1);
+}

@@ -81,21 +81,7 @@ impl Node {
 
     /// Start with extra environment and arguments (e.g. `--join`, `--node-id`).
     pub async fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
-        let mut node = Node {
-            dir: dir.to_path_buf(),
-            http_port: free_port(),
-            rpc_port: free_port(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ip: "127.0.0.1".into(),
-            netns: None,
-            token: None,
-            child: None,
-        };
-        node.spawn();
+        let mut node = Node::start_unready(dir, env, args);
         node.wait_ready().await;
         node
     }

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub struct Client {
-    base: String,
+    pub base: String,
     token: Option<String>,
     http: reqwest::Client,
 }

@@ -104,6 +104,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_in_snapshot_log_to_keep: 1000,
         // Bounded batches: entries can carry manifests of up to 4 MiB.
         max_payload_entries: 64,
+        // The last snapshot chunk's RPC includes installing the whole state
+        // on the receiver; openraft's 200 ms default never completes for a
+        // large state, and the learner then retries forever.
+        install_snapshot_timeout: 60_000,
+        // openraft: must exceed the snapshot interval, or a snapshot may not
+        // cure a lagging follower.
+        replication_lag_threshold: cfg.snapshot_logs.saturating_mul(2).max(5000),
         ..Default::default()
     }
     .validate()?;

@@ -110,6 +110,51 @@ pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Re
     Ok(())
 }
 
+/// Show the new member's progress: its matched log index (as the leader
+/// sees it) against the leader's last index, until the add call returns.
+async fn watch_catch_up(c: Client, id: u64, bar: indicatif::ProgressBar) {
+    loop {
+        if let Ok(s) = c.call(Method::GET, BASE, None).await {
+            // Only the leader tracks replication; ask it directly.
+            let leader = s["leader"].as_u64();
+            let leader_http = s["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["id"].as_u64() == leader))
+                .and_then(|m| m["httpAddr"].as_str())
+                .map(str::to_string);
+            if let Some(addr) = leader_http {
+                if let Ok(ls) = c
+                    .at(&format!("http://{addr}"))
+                    .call(Method::GET, BASE, None)
+                    .await
+                {
+                    let last = ls["lastLogIndex"].as_u64().unwrap_or(0);
+                    let me = ls["members"]
+                        .as_array()
+                        .and_then(|m| m.iter().find(|m| m["id"].as_u64() == Some(id)).cloned());
+                    bar.set_length(last);
+                    if let Some(me) = me {
+                        let voter = me["role"] == "voter";
+                        // A voter has caught up (the leader's replication
+                        // entry restarts at a membership change).
+                        let matched = me["matchedIndex"].as_u64().unwrap_or(0);
+                        bar.set_position(if voter { last } else { matched.min(last) });
+                        let lag = me["lag"]
+                            .as_u64()
+                            .map(|l| l.to_string())
+                            .unwrap_or_else(|| "?".into());
+                        bar.set_message(match me["role"].as_str() {
+                            Some("voter") => "voter".to_string(),
+                            _ => format!("learner catching up, lag {lag}"),
+                        });
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Result<()> {
     let v = match cmd {
         MembersCmd::List => {
@@ -140,13 +185,20 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
             rpc_addr,
             http_addr,
         } => {
-            let spinner = (out == Output::Human).then(|| {
-                let s = indicatif::ProgressBar::new_spinner();
-                s.set_message(format!(
-                    "adding node {id}: learner, catching up, then voter"
-                ));
-                s.enable_steady_tick(Duration::from_millis(120));
-                s
+            let progress = (out == Output::Human).then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} node {prefix}: {msg} [{bar:30}] {pos}/{len} log entries",
+                    )
+                    .expect("static template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(id.to_string());
+                bar.set_message("joining as a learner");
+                bar.enable_steady_tick(Duration::from_millis(120));
+                let watcher = tokio::spawn(watch_catch_up(c.at(&c.base), id, bar.clone()));
+                (bar, watcher)
             });
             let r = c
                 .call(
@@ -155,8 +207,9 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
                     Some(json!({"id": id, "rpcAddr": rpc_addr, "httpAddr": http_addr})),
                 )
                 .await;
-            if let Some(s) = spinner {
-                s.finish_and_clear();
+            if let Some((bar, watcher)) = progress {
+                watcher.abort();
+                bar.finish_and_clear();
             }
             r?
         }

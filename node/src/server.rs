@@ -225,14 +225,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 async fn join(network: &Network, raft: &Raft, id: u64, me: NodeInfo, seed: &str) {
     let mut target = seed.to_string();
     loop {
-        if raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == id)
-        {
+        if tcr_raft::rpc_server::voters(raft).contains(&id) {
             tracing::info!(id, "joined the cluster as a voter");
             return;
         }

@@ -90,18 +90,21 @@ impl ClusterService for ClusterRpc {
     }
 }
 
-/// Add `id` as a learner, wait until it has caught up, then make it a voter.
-/// Only the leader can; others answer with who the leader is.
-pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
-    tracing::info!(id, %node, "adding member");
-    let voters = raft
-        .metrics()
+/// The current voters, as this node last saw the membership.
+pub fn voters(raft: &Raft) -> BTreeSet<NodeId> {
+    raft.metrics()
         .borrow()
         .membership_config
         .membership()
         .voter_ids()
-        .collect::<BTreeSet<_>>();
-    if !voters.contains(&id) {
+        .collect()
+}
+
+/// Add `id` as a learner, wait until it has caught up, then make it a voter.
+/// Only the leader can; others answer with who the leader is.
+pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
+    tracing::info!(id, %node, "adding member");
+    if !voters(raft).contains(&id) {
         match raft.add_learner(id, node, true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -110,13 +113,8 @@ pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
             Err(e) => return JoinReply::Failed(e.to_string()),
         }
     }
-    let mut voters = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect::<BTreeSet<_>>();
+    // Read again: the membership may have changed while the learner caught up.
+    let mut voters = voters(raft);
     voters.insert(id);
     match raft.change_membership(voters, false).await {
         Ok(_) => JoinReply::Joined,

@@ -323,10 +323,11 @@ impl Bench {
         &self,
         range: std::ops::Range<usize>,
         parts: &(String, usize, String, usize),
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
         let run: u64 = rand::random();
-        stream::iter(range)
+        let latencies = stream::iter(range)
             .map(|i| async move {
+                let t = Instant::now();
                 let m = json!({
                     "schemaVersion": 2,
                     "mediaType": MANIFEST_TYPE,
@@ -342,24 +343,33 @@ impl Bench {
                     .send()
                     .await?;
                 expect(resp, StatusCode::CREATED, "manifest put").await?;
-                anyhow::Ok(())
+                anyhow::Ok(t.elapsed().as_micros().max(1) as u64)
             })
             .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<u64>>()
             .await?;
-        Ok(())
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for l in latencies {
+            h.record(l)?;
+        }
+        Ok(h)
     }
 
     async fn manifest_put(&mut self) -> anyhow::Result<()> {
         let parts = self.manifest_parts().await?;
         let n = self.manifests;
         let started = Instant::now();
-        self.put_manifests(0..n, &parts).await?;
+        let h = self.put_manifests(0..n, &parts).await?;
         let secs = started.elapsed().as_secs_f64();
         self.record(
             &format!("manifest PUT ({} clients)", self.concurrency),
             n as f64 / secs,
             "ops/s",
+        );
+        self.record(
+            "manifest PUT p99",
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            "ms",
         );
         self.pushed_tags = n;
         Ok(())

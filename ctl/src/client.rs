@@ -15,7 +15,12 @@ impl Client {
         Client {
             base: endpoint.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            // Redirects (307 to the leader) are followed by hand: reqwest
+            // drops the Authorization header when the port changes.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a TLS-less HTTP client builds"),
         }
     }
 
@@ -57,18 +62,32 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Reply> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {} (is a node running there?)", self.base))?;
+        let mut url = format!("{}{}", self.base, path);
+        let mut redirects = 0;
+        let resp = loop {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url} (is a node running there?)"))?;
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            match location {
+                Some(l) if resp.status().is_redirection() && redirects < 5 => {
+                    url = l.to_string();
+                    redirects += 1;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -45,6 +45,9 @@ enum Command {
     /// Cluster membership: list, add, remove.
     #[command(subcommand)]
     Members(cmd::cluster::MembersCmd),
+    /// Leadership: transfer it to another voter.
+    #[command(subcommand)]
+    Leader(cmd::cluster::LeaderCmd),
     /// Benchmark any OCI registry (push, pull, manifests, tag listing).
     Bench(bench::BenchArgs),
 }
@@ -65,6 +68,10 @@ async fn main() -> std::process::ExitCode {
         Command::Members(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());
             cmd::cluster::run_members(&client, c, cli.output).await
+        }
+        Command::Leader(c) => {
+            let client = Client::new(&cli.endpoint, cli.token.clone());
+            cmd::cluster::run_leader(&client, c, cli.output).await
         }
         Command::Repos(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());

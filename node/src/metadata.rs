@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tcr_raft::network::Network;
 use tcr_raft::rpc::{decode, encode, Leader, ReadIndexReply, WriteReply};
-use tcr_raft::{Command, CommandResult, Raft, Refusal, StateReader};
+use tcr_raft::transfer::{transfer_leadership, TransferGate, TransferReply};
+use tcr_raft::{Command, CommandResult, Proposal, Raft, Refusal, StateReader};
 
 use crate::config::ReadConsistency;
 
@@ -26,6 +27,7 @@ pub struct Metadata {
     reader: StateReader,
     consistency: ReadConsistency,
     network: Network,
+    gate: TransferGate,
 }
 
 /// How long a request waits for a leader (elections, leader changes) before
@@ -50,13 +52,20 @@ impl Metadata {
         reader: StateReader,
         consistency: ReadConsistency,
         network: Network,
+        gate: TransferGate,
     ) -> Self {
         Metadata {
             raft,
             reader,
             consistency,
             network,
+            gate,
         }
+    }
+
+    /// Hand leadership to voter `to` (see `tcr_raft::transfer`).
+    pub async fn transfer_leadership(&self, to: u64) -> TransferReply {
+        transfer_leadership(&self.raft, &self.network, &self.gate, to).await
     }
 
     /// Run `local` here if this node leads, else `remote` at the leader,
@@ -114,11 +123,21 @@ impl Metadata {
         self.raft.metrics().borrow().id
     }
 
-    /// Propose a command and wait until it is committed and applied.
+    /// Propose a command and wait until it is committed and applied. Every
+    /// attempt carries the same request id, so a proposal whose first
+    /// attempt was in fact committed is applied once (see `Proposal`).
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<(), MetaError> {
-        let cmd = &cmd;
+        let proposal = Proposal {
+            request: uuid::Uuid::new_v4().as_u128(),
+            command: cmd,
+        };
+        let cmd = &proposal;
         let local = || async {
+            if self.gate.closed() {
+                // Handing leadership over: wait for the successor.
+                return Attempt::Elsewhere(None);
+            }
             match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => Attempt::Done(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -163,6 +182,9 @@ impl Metadata {
             return Ok(&self.reader);
         }
         let local = || async {
+            if self.gate.closed() {
+                return Attempt::Elsewhere(None);
+            }
             match self.raft.ensure_linearizable().await {
                 Ok(log_id) => Attempt::Done(log_id.map(|l| l.index).unwrap_or(0)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {

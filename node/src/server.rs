@@ -15,6 +15,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use tcr_raft::network::Network;
 use tcr_raft::rpc::{decode, encode, JoinReply, JoinRequest};
+use tcr_raft::transfer::TransferGate;
 use tcr_raft::{NodeInfo, Raft};
 use tcr_storage::{BlobStore, Uploads};
 use tower_http::trace::TraceLayer;
@@ -126,7 +127,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
         .await
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;
-    let (raft_svc, cluster_svc) = tcr_raft::rpc_server::services(raft.clone());
+    let gate = TransferGate::default();
+    let (raft_svc, cluster_svc) = tcr_raft::rpc_server::services(raft.clone(), gate.clone());
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
         if let Err(e) = tonic::transport::Server::builder()
@@ -163,7 +165,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let uploads = Uploads::open(blobs.clone())?;
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
-        meta: Metadata::new(raft.clone(), stores.reader, cfg.read_consistency, network),
+        meta: Metadata::new(
+            raft.clone(),
+            stores.reader,
+            cfg.read_consistency,
+            network,
+            gate,
+        ),
         blobs,
         uploads,
         max_manifest_bytes: cfg.max_manifest_bytes,

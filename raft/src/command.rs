@@ -72,6 +72,27 @@ pub enum Command {
     },
 }
 
+/// A command as proposed to the log. `request` names the client request
+/// that proposed it: a node that lost track of a forwarded proposal (a
+/// timeout, a leader change) proposes it again with the same id, and the
+/// state machine applies it once and answers the retry with the first
+/// result. Without it, a retried tag move could land after a newer write
+/// and undo it. 0 means no id (no deduplication).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request: u128,
+    pub command: Command,
+}
+
+impl From<Command> for Proposal {
+    fn from(command: Command) -> Self {
+        Proposal {
+            request: 0,
+            command,
+        }
+    }
+}
+
 impl Command {
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {

@@ -21,11 +21,12 @@ pub mod rpc_server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
+pub mod transfer;
 pub mod types;
 
 use std::path::Path;
 
-pub use command::{Command, CommandResult, ManifestPut, Refusal, Visibility};
+pub use command::{Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility};
 pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};
 pub use state_machine::StateMachineStore;
@@ -42,9 +43,11 @@ pub struct Stores {
 /// Open (or create) the metadata store under `dir`.
 pub fn open(dir: &Path) -> Result<Stores, OpenError> {
     let db = store::open_db(&dir.join("db"))?;
+    let snapshots = dir.join("snapshots");
+    snapshot::resume_install(&db, &snapshots)?;
     Ok(Stores {
         log: LogStore::new(db.clone()),
-        state_machine: StateMachineStore::new(db.clone(), dir.join("snapshots")),
+        state_machine: StateMachineStore::new(db.clone(), snapshots),
         reader: StateReader::new(db),
     })
 }

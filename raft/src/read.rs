@@ -10,7 +10,7 @@ use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::store::{
     cf, decode, key2, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord, CF_BLOBS,
     CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS, CF_REPO_BLOBS,
-    CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
+    CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
 };
 use crate::types::{LogId, StoredMembership};
 
@@ -35,6 +35,11 @@ pub struct StateReader {
 }
 
 impl StateReader {
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
     pub(crate) fn new(db: Arc<DB>) -> Self {
         StateReader { db }
     }
@@ -211,8 +216,18 @@ impl StateReader {
     /// SHA-256 over every data table in key order (Raft bookkeeping excluded):
     /// two replicas that applied the same commands have the same digest.
     pub fn state_digest(&self) -> Result<String, ReadError> {
+        self.digest_of(|t| t != CF_SM_META)
+    }
+
+    /// The digest of what users see: the state without the request ids the
+    /// state machine remembers to apply retried proposals once.
+    pub fn content_digest(&self) -> Result<String, ReadError> {
+        self.digest_of(|t| ![CF_SM_META, CF_REQUESTS, CF_REQUESTS_BY_INDEX].contains(&t))
+    }
+
+    fn digest_of(&self, include: impl Fn(&str) -> bool) -> Result<String, ReadError> {
         let mut h = Sha256::new();
-        for table in SM_CFS.iter().filter(|t| **t != CF_SM_META) {
+        for table in SM_CFS.iter().filter(|t| include(t)) {
             h.update(table.as_bytes());
             for item in self
                 .db

@@ -7,13 +7,14 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::command::Command;
+use crate::command::Proposal;
 use crate::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceServer};
 use crate::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::proto::Payload;
 use crate::rpc::{
     decode, encode, JoinReply, JoinRequest, Leader, ReadIndexReply, WriteReply, MAX_MESSAGE,
 };
+use crate::transfer::TransferGate;
 use crate::types::{NodeId, NodeInfo, Raft};
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -56,14 +57,19 @@ impl RaftService for RaftRpc {
 #[derive(Clone)]
 pub struct ClusterRpc {
     raft: Raft,
+    gate: TransferGate,
 }
 
 #[tonic::async_trait]
 impl ClusterService for ClusterRpc {
     async fn write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let cmd: Command = decode(req.get_ref()).map_err(bad_request)?;
-        let span = tracing::debug_span!("forwarded_write", command = cmd.kind());
-        let r = match self.raft.client_write(cmd).instrument(span).await {
+        let proposal: Proposal = decode(req.get_ref()).map_err(bad_request)?;
+        if self.gate.closed() {
+            // Handing leadership over: the caller retries at the successor.
+            return reply(&WriteReply::NotLeader(None));
+        }
+        let span = tracing::debug_span!("forwarded_write", command = proposal.command.kind());
+        let r = match self.raft.client_write(proposal).instrument(span).await {
             Ok(resp) => WriteReply::Applied(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 WriteReply::NotLeader(leader_of(&f))
@@ -74,6 +80,9 @@ impl ClusterService for ClusterRpc {
     }
 
     async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        if self.gate.closed() {
+            return reply(&ReadIndexReply::NotLeader(None));
+        }
         let r = match self.raft.ensure_linearizable().await {
             Ok(log_id) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -87,6 +96,12 @@ impl ClusterService for ClusterRpc {
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let join: JoinRequest = decode(req.get_ref()).map_err(bad_request)?;
         reply(&add_voter(&self.raft, join.id, join.node).await)
+    }
+
+    async fn elect(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        tracing::info!("campaigning at the leader's request (leadership transfer)");
+        let r: Result<(), String> = self.raft.trigger().elect().await.map_err(|e| e.to_string());
+        reply(&r)
     }
 }
 
@@ -126,12 +141,15 @@ pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
 }
 
 /// The two services, ready to mount on a tonic server.
-pub fn services(raft: Raft) -> (RaftServiceServer<RaftRpc>, ClusterServiceServer<ClusterRpc>) {
+pub fn services(
+    raft: Raft,
+    gate: TransferGate,
+) -> (RaftServiceServer<RaftRpc>, ClusterServiceServer<ClusterRpc>) {
     (
         RaftServiceServer::new(RaftRpc { raft: raft.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-        ClusterServiceServer::new(ClusterRpc { raft })
+        ClusterServiceServer::new(ClusterRpc { raft, gate })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

@@ -1,16 +1,30 @@
 //! Snapshots: every state-machine table, framed as `[table u8][klen u32][key]
 //! [vlen u32][value]` records, taken from a RocksDB snapshot so the image is
-//! consistent while applies continue. The current snapshot is kept on disk.
+//! consistent while applies continue.
+//!
+//! Snapshots live in files and are streamed, never held whole in memory:
+//! built record by record into `data-<index>-<n>`, sent and received by
+//! openraft in chunks straight from and into files, and installed by reading
+//! the file in bounded batches. `current.json` names the current snapshot's
+//! meta and data file (written atomically; it is the commit point).
+//!
+//! Installing replaces the state in several RocksDB writes, so it is not
+//! atomic by itself: a durable marker in `raft_meta` names the snapshot
+//! being installed before the state is touched, and opening the store
+//! finishes an install that a crash interrupted (`resume_install`).
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
-use crate::store::{cf, decode, CF_SM_META, SM_CFS};
+use crate::store::{cf, decode, CF_RAFT_META, CF_SM_META, SM_CFS};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +39,42 @@ pub enum SnapshotError {
     Json(#[from] serde_json::Error),
 }
 
+/// Key in `raft_meta` naming the snapshot whose install is under way.
+const KEY_INSTALLING: &[u8] = b"installing_snapshot";
+const CURRENT: &str = "current.json";
+/// Bytes of records per RocksDB write while installing.
+const BATCH_BYTES: usize = 4 << 20;
+/// Memtables are flushed to SST files after this many bytes, so an install
+/// holds at most this much of the state in memory.
+const FLUSH_BYTES: usize = 32 << 20;
+/// No key or value in the state is near this; a larger length is corruption.
+const MAX_FIELD: usize = 64 << 20;
+
+/// The current snapshot: its meta and the data file (in the snapshot dir).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Current {
+    meta: SnapshotMeta,
+    data: String,
+}
+
+/// A fresh file name for the data of a snapshot up to `index`; the index
+/// comes first so older snapshots can be recognised and removed.
+fn data_name(index: u64) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "data-{index:020}-{nanos}-{}",
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn index_of(name: &str) -> Option<u64> {
+    name.strip_prefix("data-")?.get(..20)?.parse().ok()
+}
+
 pub struct Builder {
     db: Arc<DB>,
     dir: PathBuf,
@@ -35,7 +85,7 @@ impl Builder {
         Builder { db, dir }
     }
 
-    pub(crate) fn build(&self) -> Result<Snapshot, SnapshotError> {
+    pub(crate) async fn build(&self) -> Result<Snapshot, SnapshotError> {
         // The state machine writes without fsync; make what this snapshot
         // covers durable before the log behind it may be purged.
         self.db.flush_wal(true)?;
@@ -49,120 +99,314 @@ impl Builder {
             Some(b) => decode(&b)?,
             None => StoredMembership::default(),
         };
-        let mut data = Vec::new();
+        let index = last_applied.map(|l| l.index).unwrap_or(0);
+        let name = data_name(index);
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         for (i, table) in SM_CFS.iter().enumerate() {
             for item in snap.iterator_cf(cf(&self.db, table), IteratorMode::Start) {
                 let (k, v) = item?;
-                write_record(&mut data, i as u8, &k, &v);
+                write_record(&mut out, i as u8, &k, &v)?;
             }
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, self.dir.join(&name))?;
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
-            snapshot_id: format!("{}-{}", last_applied.map(|l| l.index).unwrap_or(0), now),
+            snapshot_id: name.trim_start_matches("data-").to_string(),
         };
-        save(&self.dir, &meta, &data)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let current = Current { meta, data: name };
+        set_current(&self.dir, &current)?;
+        open_current(&self.dir, current).await
     }
 }
 
-fn write_record(out: &mut Vec<u8>, table: u8, k: &[u8], v: &[u8]) {
-    out.push(table);
-    out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-    out.extend_from_slice(k);
-    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-    out.extend_from_slice(v);
+fn write_record(out: &mut impl Write, table: u8, k: &[u8], v: &[u8]) -> std::io::Result<()> {
+    out.write_all(&[table])?;
+    out.write_all(&(k.len() as u32).to_be_bytes())?;
+    out.write_all(k)?;
+    out.write_all(&(v.len() as u32).to_be_bytes())?;
+    out.write_all(v)
 }
 
-fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], SnapshotError> {
-    if data.len() < n {
-        return Err(SnapshotError::Malformed("truncated record"));
+/// One record, or `None` at the end of the file.
+/// A snapshot record: table index, key, value.
+type Record = (usize, Vec<u8>, Vec<u8>);
+
+fn read_record(r: &mut impl Read) -> Result<Option<Record>, SnapshotError> {
+    let mut table = [0u8; 1];
+    if r.read(&mut table)? == 0 {
+        return Ok(None);
     }
-    let (head, rest) = data.split_at(n);
-    *data = rest;
-    Ok(head)
+    let mut field = || -> Result<Vec<u8>, SnapshotError> {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)
+            .map_err(|_| SnapshotError::Malformed("truncated record"))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FIELD {
+            return Err(SnapshotError::Malformed("field length out of range"));
+        }
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf)
+            .map_err(|_| SnapshotError::Malformed("truncated record"))?;
+        Ok(buf)
+    };
+    let k = field()?;
+    let v = field()?;
+    Ok(Some((table[0] as usize, k, v)))
 }
 
-fn take_len(data: &mut &[u8]) -> Result<usize, SnapshotError> {
-    let b = take(data, 4)?;
-    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-}
-
-/// Replace the whole state machine with the snapshot's tables, atomically.
-pub(crate) fn install(db: &DB, mut data: &[u8]) -> Result<(), SnapshotError> {
-    let mut batch = WriteBatch::default();
-    for table in SM_CFS {
-        let handle = cf(db, table);
-        for item in db.iterator_cf(handle, IteratorMode::Start) {
-            let (k, _) = item?;
-            batch.delete_cf(handle, k);
+/// Make `current` the current snapshot (atomically), then remove the data
+/// of older snapshots. A file being sent stays readable: it is open.
+fn set_current(dir: &Path, current: &Current) -> Result<(), SnapshotError> {
+    write_atomic(&dir.join(CURRENT), &serde_json::to_vec(current)?)?;
+    let index = index_of(&current.data).unwrap_or(0);
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let older = index_of(&name).is_some_and(|i| i < index) || name.ends_with(".tmp");
+        if older && name != current.data {
+            let _ = std::fs::remove_file(dir.join(&name));
         }
     }
-    while !data.is_empty() {
-        let t = take(&mut data, 1)?[0] as usize;
-        let table = SM_CFS
-            .get(t)
-            .ok_or(SnapshotError::Malformed("unknown table"))?;
-        let klen = take_len(&mut data)?;
-        let k = take(&mut data, klen)?;
-        let vlen = take_len(&mut data)?;
-        let v = take(&mut data, vlen)?;
-        batch.put_cf(cf(db, table), k, v);
-    }
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    db.write_opt(batch, &wo)?;
-    Ok(())
-}
-
-fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join("snapshot.bin")
-}
-
-/// Persist a snapshot as one file, `[meta_len u32][meta json][data]`, written
-/// to a temporary name and renamed, so meta and data never disagree.
-pub(crate) fn save(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SnapshotError> {
-    std::fs::create_dir_all(dir)?;
-    let meta_json = serde_json::to_vec(meta)?;
-    let mut file = Vec::with_capacity(4 + meta_json.len() + data.len());
-    file.extend_from_slice(&(meta_json.len() as u32).to_be_bytes());
-    file.extend_from_slice(&meta_json);
-    file.extend_from_slice(data);
-    write_atomic(&snapshot_path(dir), &file)?;
     Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+        File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
 
-pub(crate) fn load(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
-    let file = match std::fs::read(snapshot_path(dir)) {
+async fn open_current(dir: &Path, current: Current) -> Result<Snapshot, SnapshotError> {
+    let file = tokio::fs::File::open(dir.join(&current.data)).await?;
+    Ok(Snapshot {
+        meta: current.meta,
+        snapshot: Box::new(file),
+    })
+}
+
+pub(crate) async fn load(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+    let bytes = match std::fs::read(dir.join(CURRENT)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut rest = file.as_slice();
-    let meta_len = take_len(&mut rest)?;
-    let meta: SnapshotMeta = serde_json::from_slice(take(&mut rest, meta_len)?)?;
-    Ok(Some(Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(rest.to_vec())),
-    }))
+    let current: Current = serde_json::from_slice(&bytes)?;
+    open_current(dir, current).await.map(Some)
+}
+
+/// A new file to receive a snapshot into; files of abandoned transfers go.
+pub(crate) async fn incoming(dir: &Path) -> Result<(PathBuf, tokio::fs::File), SnapshotError> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if name.to_string_lossy().starts_with("incoming-") {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
+    let path = dir.join(format!("incoming-{}", data_name(0)));
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await?;
+    Ok((path, file))
+}
+
+/// Install the snapshot received into `received` (a file in `dir`): it
+/// becomes the current snapshot and replaces the state machine's tables.
+pub(crate) fn install(
+    db: &DB,
+    dir: &Path,
+    meta: &SnapshotMeta,
+    received: &Path,
+) -> Result<(), SnapshotError> {
+    let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+    let current = Current {
+        meta: meta.clone(),
+        data: data_name(index),
+    };
+    File::open(received)?.sync_all()?;
+    std::fs::rename(received, dir.join(&current.data))?;
+    File::open(dir)?.sync_all()?;
+    // Durable before the state is touched: from here a crash resumes.
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    db.put_cf_opt(
+        cf(db, CF_RAFT_META),
+        KEY_INSTALLING,
+        serde_json::to_vec(&current)?,
+        &sync,
+    )?;
+    finish_install(db, dir, &current, None)
+}
+
+/// Finish an install that a crash interrupted; called when the store opens.
+pub(crate) fn resume_install(db: &DB, dir: &Path) -> Result<(), SnapshotError> {
+    let Some(marker) = db.get_cf(cf(db, CF_RAFT_META), KEY_INSTALLING)? else {
+        return Ok(());
+    };
+    let current: Current = serde_json::from_slice(&marker)?;
+    tracing::warn!(snapshot = %current.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
+    finish_install(db, dir, &current, None)
+}
+
+/// Replace the tables with the records of `current`'s data file, in bounded
+/// batches, then make it the current snapshot and clear the marker.
+/// `fail_after` (tests) stops after that many batches, as a crash would.
+fn finish_install(
+    db: &DB,
+    dir: &Path,
+    current: &Current,
+    fail_after: Option<usize>,
+) -> Result<(), SnapshotError> {
+    clear_tables(db)?;
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(dir.join(&current.data))?);
+    let mut batch = WriteBatch::default();
+    let (mut batches, mut unflushed) = (0usize, 0usize);
+    while let Some((t, k, v)) = read_record(&mut reader)? {
+        let table = SM_CFS
+            .get(t)
+            .ok_or(SnapshotError::Malformed("unknown table"))?;
+        batch.put_cf(cf(db, table), &k, &v);
+        if batch.size_in_bytes() >= BATCH_BYTES {
+            unflushed += batch.size_in_bytes();
+            db.write(std::mem::take(&mut batch))?;
+            batches += 1;
+            if fail_after == Some(batches) {
+                return Err(SnapshotError::Malformed("install stopped (test)"));
+            }
+            if unflushed >= FLUSH_BYTES {
+                flush_tables(db)?;
+                unflushed = 0;
+            }
+        }
+    }
+    db.write(batch)?;
+    flush_tables(db)?;
+    set_current(dir, current)?;
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    db.delete_cf_opt(cf(db, CF_RAFT_META), KEY_INSTALLING, &sync)?;
+    Ok(())
+}
+
+/// Delete every key of the state machine's tables (range deletes: no need
+/// to read the old state).
+fn clear_tables(db: &DB) -> Result<(), SnapshotError> {
+    let mut batch = WriteBatch::default();
+    for table in SM_CFS {
+        let handle = cf(db, table);
+        let first = db.iterator_cf(handle, IteratorMode::Start).next();
+        let last = db.iterator_cf(handle, IteratorMode::End).next();
+        if let (Some(first), Some(last)) = (first, last) {
+            let (first, last) = (first?.0, last?.0);
+            batch.delete_range_cf(handle, &first, &last);
+            batch.delete_cf(handle, &last);
+        }
+    }
+    db.write(batch)?;
+    Ok(())
+}
+
+fn flush_tables(db: &DB) -> Result<(), SnapshotError> {
+    let handles: Vec<_> = SM_CFS.iter().map(|t| cf(db, t)).collect();
+    db.flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+
+    use crate::command::{Command, Visibility};
+    use crate::types::Entry;
+
+    fn entries(n: u64) -> Vec<Entry> {
+        (1..=n)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(
+                    Command::CreateNamespace {
+                        name: format!("ns{i:06}-{}", "x".repeat(200)),
+                        visibility: Visibility::Private,
+                        created_at: i,
+                    }
+                    .into(),
+                ),
+            })
+            .collect()
+    }
+
+    /// A crash in the middle of an install (after some batches are in the
+    /// tables) is finished when the store opens again: the state is the
+    /// snapshot's, not a mix of old and new.
+    #[tokio::test]
+    async fn an_interrupted_install_is_finished_on_open() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut source = crate::open(d1.path()).unwrap();
+        source.state_machine.apply(entries(60_000)).await.unwrap();
+        let want = source.reader.state_digest().unwrap();
+        let snap = source
+            .state_machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let data = d1
+            .path()
+            .join("snapshots")
+            .join(format!("data-{}", snap.meta.snapshot_id));
+
+        let dir = d2.path().join("snapshots");
+        {
+            let mut target = crate::open(d2.path()).unwrap();
+            // State of its own that the install must replace.
+            target.state_machine.apply(entries(10)).await.unwrap();
+            let before = target.reader.state_digest().unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            let current = Current {
+                meta: snap.meta.clone(),
+                data: data_name(60_000),
+            };
+            std::fs::copy(&data, dir.join(&current.data)).unwrap();
+            let db = target.reader.db();
+            db.put_cf(
+                cf(db, CF_RAFT_META),
+                KEY_INSTALLING,
+                serde_json::to_vec(&current).unwrap(),
+            )
+            .unwrap();
+            let crashed = finish_install(db, &dir, &current, Some(1));
+            assert!(crashed.is_err());
+            let partial = target.reader.state_digest().unwrap();
+            assert_ne!(partial, before, "the first batch reached the tables");
+            assert_ne!(partial, want, "the install stopped part way");
+        }
+        let mut reopened = crate::open(d2.path()).unwrap();
+        assert_eq!(reopened.reader.state_digest().unwrap(), want);
+        let (applied, _) = reopened.state_machine.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(60_000));
+        let current = reopened
+            .state_machine
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("the installed snapshot is current");
+        assert_eq!(current.meta.last_log_id, snap.meta.last_log_id);
+    }
 }

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::os::unix::fs::MetadataExt;
 
-use crate::command::{Command, CommandResult, ManifestPut, Refusal, Visibility};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::command::{Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility};
 use crate::read::StateReader;
 use crate::snapshot;
 use crate::store::{
-    cf, encode, key2, key3, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord,
+    cf, decode, encode, key2, key3, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord,
     CF_BLOBS, CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS,
-    CF_REPO_BLOBS, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST,
+    CF_REPO_BLOBS, CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST,
 };
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -24,10 +27,20 @@ use crate::types::{
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 
+/// How many log entries a request id is remembered for. A node retries a
+/// proposal for at most a few seconds (its leader wait), far fewer entries
+/// than this at any write rate the log sustains; the bound keeps the table
+/// small. Forgetting is by log index, so every replica forgets alike.
+pub const REQUEST_WINDOW: u64 = 200_000;
+/// Old request ids forgotten per applied entry (amortised pruning).
+const PRUNE_PER_APPLY: usize = 4;
+
 pub struct StateMachineStore {
     db: Arc<DB>,
     reader: StateReader,
     snapshot_dir: PathBuf,
+    /// The file the snapshot being received is written into.
+    receiving: Option<PathBuf>,
 }
 
 impl StateMachineStore {
@@ -36,6 +49,7 @@ impl StateMachineStore {
             reader: StateReader::new(db.clone()),
             db,
             snapshot_dir,
+            receiving: None,
         }
     }
 
@@ -49,17 +63,9 @@ impl StateMachineStore {
                 batch.put_cf(meta, KEY_MEMBERSHIP, encode(&stored));
                 CommandResult::Ok
             }
-            EntryPayload::Normal(cmd) => {
-                let staged = Staged {
-                    db: &self.db,
-                    reader: &self.reader,
-                    batch: &mut batch,
-                };
-                match staged.apply(cmd) {
-                    Ok(r) => r,
-                    Err(e) => return Err(StorageIOError::apply(entry.log_id, &e).into()),
-                }
-            }
+            EntryPayload::Normal(p) => self
+                .apply_proposal(p, entry.log_id.index, &mut batch)
+                .map_err(|e| StorageIOError::apply(entry.log_id, &e))?,
         };
         batch.put_cf(meta, KEY_LAST_APPLIED, encode(&Some(entry.log_id)));
         // No fsync here: the log is durable, and a state machine that loses its
@@ -72,11 +78,70 @@ impl StateMachineStore {
     }
 }
 
+impl StateMachineStore {
+    /// Apply a proposal once: a repeated request id gets the first result.
+    fn apply_proposal(
+        &self,
+        p: &Proposal,
+        index: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResult, ApplyError> {
+        let requests = cf(&self.db, CF_REQUESTS);
+        let id = p.request.to_be_bytes();
+        if p.request != 0 {
+            if let Some(v) = self.db.get_cf(requests, id).map_err(ApplyError::Db)? {
+                let (first, result): (u64, CommandResult) =
+                    decode(&v).map_err(ApplyError::Record)?;
+                tracing::debug!(first, index, "repeated request, applied once");
+                return Ok(result);
+            }
+        }
+        let staged = Staged {
+            db: &self.db,
+            reader: &self.reader,
+            batch,
+        };
+        let result = staged.apply(&p.command)?;
+        if p.request != 0 {
+            batch.put_cf(requests, id, encode(&(index, &result)));
+            let mut key = index.to_be_bytes().to_vec();
+            key.extend_from_slice(&id);
+            batch.put_cf(cf(&self.db, CF_REQUESTS_BY_INDEX), key, b"");
+        }
+        self.forget_old_requests(index, batch)?;
+        Ok(result)
+    }
+
+    fn forget_old_requests(&self, index: u64, batch: &mut WriteBatch) -> Result<(), ApplyError> {
+        let Some(horizon) = index.checked_sub(REQUEST_WINDOW) else {
+            return Ok(());
+        };
+        let by_index = cf(&self.db, CF_REQUESTS_BY_INDEX);
+        let iter = self.db.iterator_cf(by_index, rocksdb::IteratorMode::Start);
+        for item in iter.take(PRUNE_PER_APPLY) {
+            let (k, _) = item.map_err(ApplyError::Db)?;
+            let at = k
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            if at.is_none_or(|at| at >= horizon) {
+                break;
+            }
+            batch.delete_cf(cf(&self.db, CF_REQUESTS), &k[8..]);
+            batch.delete_cf(by_index, &k);
+        }
+        Ok(())
+    }
+}
+
 /// Errors while applying are storage faults (a refusal is a `CommandResult`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApplyError {
     #[error(transparent)]
     Read(#[from] crate::read::ReadError),
+    #[error("rocksdb: {0}")]
+    Db(rocksdb::Error),
+    #[error("request record: {0}")]
+    Record(serde_json::Error),
 }
 
 struct Staged<'a> {
@@ -333,27 +398,57 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot::Builder::new(self.db.clone(), self.snapshot_dir.clone())
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    /// Chunks from the leader go straight to a file, never to memory.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let (path, file) = snapshot::incoming(&self.snapshot_dir)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.receiving = Some(path);
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        snapshot::install(&self.db, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        snapshot::save(&self.snapshot_dir, meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let failed =
+            |e: snapshot::SnapshotError| StorageIOError::write_snapshot(Some(meta.signature()), &e);
+        // tokio's File completes writes in the background: wait for them.
+        snapshot.flush().await.map_err(|e| failed(e.into()))?;
+        // Usually the data is in the file `begin_receiving_snapshot` made;
+        // otherwise (a snapshot handed over in this process) copy it to one.
+        let same_file = match (&self.receiving, snapshot.metadata().await) {
+            (Some(p), Ok(m)) => {
+                std::fs::metadata(p).is_ok_and(|r| (r.dev(), r.ino()) == (m.dev(), m.ino()))
+            }
+            _ => false,
+        };
+        let path = match self.receiving.take().filter(|_| same_file) {
+            Some(p) => p,
+            None => {
+                let (path, mut file) = snapshot::incoming(&self.snapshot_dir)
+                    .await
+                    .map_err(&failed)?;
+                snapshot
+                    .seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                tokio::io::copy(&mut snapshot, &mut file)
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                file.flush().await.map_err(|e| failed(e.into()))?;
+                path
+            }
+        };
+        drop(snapshot);
+        snapshot::install(&self.db, &self.snapshot_dir, meta, &path).map_err(&failed)?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         snapshot::load(&self.snapshot_dir)
+            .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
@@ -361,6 +456,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for snapshot::Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         self.build()
+            .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 }

@@ -21,10 +21,14 @@ pub(crate) const CF_MANIFEST_BYTES: &str = "manifest_bytes";
 pub(crate) const CF_BLOBS: &str = "blobs";
 pub(crate) const CF_REPO_BLOBS: &str = "repo_blobs";
 pub(crate) const CF_REFERRERS: &str = "referrers";
+/// Request id -> (log index, result) of recently applied proposals.
+pub(crate) const CF_REQUESTS: &str = "requests";
+/// Log index ++ request id, to forget old request ids in order.
+pub(crate) const CF_REQUESTS_BY_INDEX: &str = "requests_by_index";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 10] = [
+pub(crate) const SM_CFS: [&str; 12] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -35,10 +39,14 @@ pub(crate) const SM_CFS: [&str; 10] = [
     CF_BLOBS,
     CF_REPO_BLOBS,
     CF_REFERRERS,
+    CF_REQUESTS,
+    CF_REQUESTS_BY_INDEX,
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("finishing an interrupted snapshot install: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("opening RocksDB at {path}: {source}")]
     RocksDb {
         path: String,

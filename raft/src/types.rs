@@ -1,11 +1,10 @@
 //! The openraft type configuration for tcr's metadata group.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandResult};
+use crate::command::{CommandResult, Proposal};
 
 pub type NodeId = u64;
 
@@ -25,12 +24,12 @@ impl fmt::Display for NodeInfo {
 openraft::declare_raft_types!(
     /// Type configuration of the metadata Raft group.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

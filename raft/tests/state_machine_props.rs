@@ -6,7 +6,9 @@
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
-use tcr_raft::{Command, CommandResult, ManifestPut, StateReader, TypeConfig, Visibility};
+use tcr_raft::{
+    Command, CommandResult, ManifestPut, Proposal, StateReader, TypeConfig, Visibility,
+};
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
 const REPOS: [&str; 3] = ["a/x", "a/y", "b/z"];
@@ -80,14 +82,45 @@ fn command() -> impl Strategy<Value = Command> {
     ]
 }
 
-fn entries(cmds: &[Command]) -> Vec<Entry<TypeConfig>> {
-    cmds.iter()
+fn entries<P: Clone + Into<Proposal>>(items: &[P]) -> Vec<Entry<TypeConfig>> {
+    items
+        .iter()
         .enumerate()
         .map(|(i, c)| Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
-            payload: EntryPayload::Normal(c.clone()),
+            payload: EntryPayload::Normal(c.clone().into()),
         })
         .collect()
+}
+
+/// A log as a node's retries produce it: proposals with request ids, some
+/// proposed again later (same id, same command) after an earlier copy was
+/// already committed. Also returns, per entry, the position of its first copy.
+fn log_with_retries() -> impl Strategy<Value = (Vec<Proposal>, Vec<usize>)> {
+    proptest::collection::vec(
+        (command(), proptest::option::weighted(0.3, any::<usize>())),
+        1..60,
+    )
+    .prop_map(|items| {
+        let (mut log, mut first): (Vec<Proposal>, Vec<usize>) = (Vec::new(), Vec::new());
+        for (i, (cmd, retry)) in items.into_iter().enumerate() {
+            match retry {
+                Some(k) if !log.is_empty() => {
+                    let k = first[k % log.len()];
+                    log.push(log[k].clone());
+                    first.push(k);
+                }
+                _ => {
+                    log.push(Proposal {
+                        request: i as u128 + 1,
+                        command: cmd,
+                    });
+                    first.push(log.len() - 1);
+                }
+            }
+        }
+        (log, first)
+    })
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -112,6 +145,33 @@ fn tags_point_at_manifests(r: &StateReader) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A retried proposal is applied once: it answers with the first
+    /// result, and the state is the one the log without the retries gives.
+    #[test]
+    fn retried_proposals_apply_once((log, first) in log_with_retries()) {
+        rt().block_on(async {
+            let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut with = tcr_raft::open(d1.path()).unwrap();
+            let mut without = tcr_raft::open(d2.path()).unwrap();
+            let r = with.state_machine.apply(entries(&log)).await.unwrap();
+            for (i, k) in first.iter().enumerate() {
+                assert_eq!(r[i], r[*k], "retry at {i} of the proposal at {k}");
+            }
+            let originals: Vec<Command> = log
+                .iter()
+                .zip(&first)
+                .enumerate()
+                .filter(|(i, (_, k))| *i == **k)
+                .map(|(_, (p, _))| p.command.clone())
+                .collect();
+            without.state_machine.apply(entries(&originals)).await.unwrap();
+            assert_eq!(
+                with.reader.content_digest().unwrap(),
+                without.reader.content_digest().unwrap()
+            );
+        });
+    }
 
     #[test]
     fn replicas_agree_and_snapshots_restore(cmds in proptest::collection::vec(command(), 1..60)) {

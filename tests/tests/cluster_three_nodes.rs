@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tcr_tests::harness::{bin, wait_for, Node};
@@ -29,13 +30,17 @@ async fn voters(node: &Node) -> usize {
 }
 
 async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
-    let first = Node::start_with(&dir.join("n1"), &[], &["--node-id", "1"]).await;
+    three_nodes_with(dir, &[]).await
+}
+
+async fn three_nodes_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Node> {
+    let first = Node::start_with(&dir.join("n1"), env, &["--node-id", "1"]).await;
     let join = first.rpc();
     let mut nodes = vec![first];
     for id in 2..=3 {
         let n = Node::start_with(
             &dir.join(format!("n{id}")),
-            &[],
+            env,
             &["--node-id", &id.to_string(), "--join", &join],
         )
         .await;
@@ -191,4 +196,181 @@ async fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
             );
         }
     }
+}
+
+fn tcr(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("tcr"))
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn leader_transfer_hands_over_without_failing_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path()).await;
+    nodes[0].create_namespace("acme", "private").await;
+    let img = Image::new("transfer", "amd64");
+    let oci = Oci::new(&nodes[0].url());
+    oci.push_blob("acme/app", &img.layer).await;
+    oci.push_blob("acme/app", &img.config).await;
+    let leader = status(&nodes[0]).await.unwrap()["leader"].as_u64().unwrap();
+    let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    // Asked through the node that is neither leader nor target: the CLI
+    // follows the 307 to the leader.
+    let (target, via) = (others[0], others[1]);
+
+    // Pushes through every node while leadership moves: none may fail.
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let manifest = img.manifest.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut acked = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let tag = format!("t{i}");
+                let resp = Oci::new(&urls[i % 3])
+                    .put_manifest("acme/app", &tag, OCI_MANIFEST, &manifest)
+                    .await;
+                assert_eq!(resp.status(), StatusCode::CREATED, "push of {tag}");
+                acked.push(tag);
+                i += 1;
+            }
+            acked
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let out = tcr(
+        &nodes[via as usize - 1].url(),
+        &["leader", "transfer", "--to", &target.to_string()],
+    );
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("node {target} leads")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!("leadership moved from node {leader} to node {target} in {took:?}");
+    for n in &nodes {
+        wait_for(
+            "every node follows the new leader",
+            Duration::from_secs(10),
+            || async { status(n).await.and_then(|s| s["leader"].as_u64()) == Some(target) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.expect("no push failed during the transfer");
+    assert!(acked.len() > 2);
+    for n in &nodes {
+        let oci = Oci::new(&n.url());
+        for tag in acked.iter().step_by(7).chain(acked.last()) {
+            let resp = oci.get(&format!("/v2/acme/app/manifests/{tag}")).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{tag} on {}", n.url());
+        }
+    }
+
+    // Refusals: a node that is not a voter, and a malformed id.
+    let out = tcr(&nodes[0].url(), &["leader", "transfer", "--to", "9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node 9 is not a voter"), "{err}");
+    // Back to the first leader, asked at the current leader itself.
+    let out = tcr(
+        &nodes[target as usize - 1].url(),
+        &[
+            "--output",
+            "json",
+            "leader",
+            "transfer",
+            "--to",
+            &leader.to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["leader"].as_u64(), Some(leader));
+}
+
+#[tokio::test]
+async fn a_node_down_while_the_log_is_compacted_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes_with(dir.path(), &[("TCR_SNAPSHOT_LOGS", "500")]).await;
+    nodes[0].create_namespace("acme", "private").await;
+    let img = Image::new("catch-up", "amd64");
+    let oci = Oci::new(&nodes[0].url());
+    oci.push_blob("acme/app", &img.layer).await;
+    oci.push_blob("acme/app", &img.config).await;
+    let leader = status(&nodes[0]).await.unwrap()["leader"].as_u64().unwrap() as usize;
+    let down = (0..3).find(|i| *i != leader - 1).unwrap();
+    nodes[down].kill9();
+
+    // Far more entries than the leader keeps behind its snapshots (1,000).
+    const TAGS: usize = 3000;
+    let up: Vec<String> = (0..3)
+        .filter(|i| *i != down)
+        .map(|i| nodes[i].url())
+        .collect();
+    let client = reqwest::Client::new();
+    futures::stream::iter(0..TAGS)
+        .map(|i| {
+            let (client, url, body) = (client.clone(), up[i % 2].clone(), img.manifest.clone());
+            async move {
+                let r = client
+                    .put(format!("{url}/v2/acme/app/manifests/t{i:04}"))
+                    .header("content-type", OCI_MANIFEST)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let leader_status = status(&nodes[leader - 1]).await.unwrap();
+    assert!(
+        leader_status["snapshotIndex"].as_u64().unwrap_or(0) > 1000,
+        "the leader compacted its log: {leader_status}"
+    );
+
+    nodes[down].restart().await;
+    let want = |s: &Value| s["stateDigest"].as_str().map(str::to_string);
+    wait_for(
+        "the restarted node has the same state",
+        Duration::from_secs(60),
+        || async {
+            let (l, d) = (status(&nodes[leader - 1]).await, status(&nodes[down]).await);
+            matches!((l, d), (Some(l), Some(d)) if want(&l).is_some() && want(&l) == want(&d))
+        },
+    )
+    .await;
+    let s = status(&nodes[down]).await.unwrap();
+    assert!(
+        s["snapshotIndex"].as_u64().unwrap_or(0) > 0,
+        "the restarted node caught up without a snapshot: {s}"
+    );
+    let tags: Value = Oci::new(&nodes[down].url())
+        .get("/v2/acme/app/tags/list?n=10000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"].as_array().map(Vec::len), Some(TAGS));
 }

@@ -272,3 +272,61 @@ async fn metrics_count_requests() {
     assert!(n >= 3.0, "{line}");
     assert!(text.contains("tcr_raft_is_leader 1"));
 }
+
+/// A management call sent to a follower is redirected to the leader with
+/// its credentials: the CLI follows the 307 itself, keeping the token that
+/// an HTTP client would drop when the port changes.
+#[tokio::test]
+async fn cli_keeps_the_token_across_the_redirect_to_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TCR_ADMIN_TOKEN", "s3cret-token")];
+    let n1 = Node::start_with(&dir.path().join("n1"), &env, &["--node-id", "1"]).await;
+    let n2 = Node::start_with(
+        &dir.path().join("n2"),
+        &env,
+        &["--node-id", "2", "--join", &n1.rpc()],
+    )
+    .await;
+    let tcr = |endpoint: &str, args: &[&str]| {
+        Command::new(bin("tcr"))
+            .args([
+                "--endpoint",
+                endpoint,
+                "--token",
+                "s3cret-token",
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Wait (bounded) until node 2 is a voter, as node 1 reports it.
+    tcr_tests::harness::wait_for(
+        "node 2 is a voter",
+        std::time::Duration::from_secs(60),
+        || async {
+            let out = tcr(&n1.url(), &["members", "list"]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v.as_array()
+                .is_some_and(|m| m.iter().filter(|m| m["role"] == "voter").count() == 2)
+        },
+    )
+    .await;
+    let status: Value =
+        serde_json::from_slice(&tcr(&n1.url(), &["cluster", "status"]).stdout).unwrap();
+    let leader = status["leader"].as_u64().unwrap();
+    let (follower, other) = if leader == 1 { (&n2, 2) } else { (&n1, 1) };
+    // Asked of the follower: 307 to the leader, which needs the token too.
+    let out = tcr(
+        &follower.url(),
+        &["leader", "transfer", "--to", &other.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["leader"].as_u64(), Some(other));
+}

@@ -22,10 +22,13 @@ async fn restart_from_snapshot_and_log_tail_keeps_every_tag() {
             .await;
         assert_eq!(resp.status(), 201);
     }
-    let snapshot = dir.path().join("data/raft/snapshots/snapshot.bin");
-    wait_for("a Raft snapshot on disk", Duration::from_secs(30), || {
-        let exists = snapshot.exists();
-        async move { exists }
+    let status = format!("{}/v1/container-registries/cluster", node.url());
+    wait_for("a Raft snapshot", Duration::from_secs(30), || async {
+        let s: Option<serde_json::Value> = match reqwest::get(&status).await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        s.and_then(|s| s["snapshotIndex"].as_u64()).unwrap_or(0) > 0
     })
     .await;
 

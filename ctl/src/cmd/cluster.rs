@@ -36,6 +36,16 @@ pub enum MembersCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum LeaderCmd {
+    /// Make another voter the leader (writes pause about one election
+    /// timeout while it happens).
+    Transfer {
+        #[arg(long)]
+        to: u64,
+    },
+}
+
 const BASE: &str = "/v1/container-registries/cluster";
 
 /// Ask every member for its own view (applied index, digest), so the
@@ -233,6 +243,35 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
                 v["role"].as_str().unwrap_or("member")
             );
         }
+    }
+    Ok(())
+}
+
+pub async fn run_leader(c: &Client, cmd: LeaderCmd, out: Output) -> anyhow::Result<()> {
+    let LeaderCmd::Transfer { to } = cmd;
+    let spinner = (out == Output::Human).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!(
+            "handing leadership to node {to} (waiting for the followers' lease to expire)"
+        ));
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let r = c
+        .call(
+            Method::POST,
+            &format!("{BASE}/leader/transfer"),
+            Some(json!({ "to": to })),
+        )
+        .await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let v = r?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("node {} leads (term {})", v["leader"], v["term"]);
     }
     Ok(())
 }

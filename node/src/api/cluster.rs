@@ -13,6 +13,7 @@ use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::json;
 use tcr_raft::rpc::JoinReply;
+use tcr_raft::transfer::TransferReply;
 use tcr_raft::NodeInfo;
 
 use super::errors::{parse_json, ApiError, ApiResult};
@@ -175,4 +176,45 @@ pub async fn remove_member(
         format!("{remaining} voter(s) left: the cluster no longer tolerates the loss of any node")
     });
     Ok(Json(json!({"removed": id, "voters": remaining, "faultTolerance": tolerance, "warning": warning})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeader {
+    pub to: u64,
+}
+
+/// Hand leadership to another voter (planned maintenance of the leader's
+/// host). Writes pause for about one election timeout while it happens.
+pub async fn transfer_leader(
+    State(st): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> ApiResult {
+    let req: TransferLeader = parse_json(&body)?;
+    if let Some(r) = redirect_to_leader(&st, &uri) {
+        return Ok(r);
+    }
+    let voters = tcr_raft::rpc_server::voters(&st.meta.raft);
+    if !voters.contains(&req.to) {
+        return Err(ApiError::not_found(format!(
+            "node {} is not a voter of this cluster",
+            req.to
+        )));
+    }
+    match st.meta.transfer_leadership(req.to).await {
+        TransferReply::Transferred { leader, term } => {
+            Ok(Json(json!({"leader": leader, "term": term})).into_response())
+        }
+        TransferReply::NotLeader(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "leadership changed; retry",
+        )),
+        TransferReply::Failed(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "LEADER_TRANSFER_FAILED",
+            e,
+        )),
+    }
 }

@@ -106,6 +106,24 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/container-registries/cluster/leader/transfer": {
+                "post": {
+                    "operationId": "transferLeader",
+                    "description": "Make another voter the leader; writes pause for about one election timeout.",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["to"], "additionalProperties": false,
+                        "properties": {"to": {"type": "integer", "minimum": 1}}}}}},
+                    "responses": {
+                        "200": {"description": "the node leads", "content": {"application/json": {"schema": {"type": "object", "properties": {"leader": {"type": "integer"}, "term": {"type": "integer"}}}}}},
+                        "307": {"description": "not the leader; Location names the leader"},
+                        "400": error_response("invalid body"),
+                        "401": error_response("missing or wrong credentials"),
+                        "404": error_response("not a voter"),
+                        "409": error_response("the transfer failed"),
+                        "503": error_response("no leader")
+                    }
+                }
+            },
             "/v1/container-registries/namespaces/{ns}/repositories": {
                 "get": {
                     "operationId": "listRepositories",

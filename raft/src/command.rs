@@ -70,6 +70,11 @@ pub enum Command {
         repo: String,
         tag: String,
     },
+    /// How many nodes hold each blob (validated against the voters at the
+    /// edge; placement caps it at the number of members anyway).
+    SetReplicationFactor {
+        factor: u32,
+    },
 }
 
 /// A command as proposed to the log. `request` names the client request
@@ -105,6 +110,7 @@ impl Command {
             Command::PutManifest(_) => "put_manifest",
             Command::DeleteManifest { .. } => "delete_manifest",
             Command::DeleteTag { .. } => "delete_tag",
+            Command::SetReplicationFactor { .. } => "set_replication_factor",
         }
     }
 }

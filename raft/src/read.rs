@@ -10,7 +10,7 @@ use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::store::{
     cf, decode, key2, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord, CF_BLOBS,
     CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS, CF_REPO_BLOBS,
-    CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
+    CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SETTINGS, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
 };
 use crate::types::{LogId, StoredMembership};
 
@@ -63,6 +63,12 @@ impl StateReader {
 
     pub fn membership(&self) -> Result<StoredMembership, ReadError> {
         Ok(self.get(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default())
+    }
+
+    /// The replication factor set with `tcr cluster set`, if any (else the
+    /// default for the membership applies).
+    pub fn replication_factor(&self) -> Result<Option<u32>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::KEY_REPLICATION_FACTOR)
     }
 
     pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>, ReadError> {

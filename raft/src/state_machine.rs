@@ -18,7 +18,8 @@ use crate::snapshot;
 use crate::store::{
     cf, decode, encode, key2, key3, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord,
     CF_BLOBS, CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS,
-    CF_REPO_BLOBS, CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST,
+    CF_REPO_BLOBS, CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SETTINGS, CF_SM_META, CF_TAGS,
+    CF_TAGS_BY_DIGEST,
 };
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -233,6 +234,13 @@ impl Staged<'_> {
                     });
                 };
                 self.delete_manifest(repo, &rec)?;
+            }
+            Command::SetReplicationFactor { factor } => {
+                self.batch.put_cf(
+                    cf(self.db, CF_SETTINGS),
+                    crate::store::KEY_REPLICATION_FACTOR,
+                    encode(factor),
+                );
             }
             Command::DeleteTag { repo, tag } => {
                 let Some(digest) = self.reader.tag(repo, tag)? else {

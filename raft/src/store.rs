@@ -25,10 +25,13 @@ pub(crate) const CF_REFERRERS: &str = "referrers";
 pub(crate) const CF_REQUESTS: &str = "requests";
 /// Log index ++ request id, to forget old request ids in order.
 pub(crate) const CF_REQUESTS_BY_INDEX: &str = "requests_by_index";
+/// Cluster settings (replication factor, ...), by name.
+pub(crate) const CF_SETTINGS: &str = "settings";
+pub(crate) const KEY_REPLICATION_FACTOR: &str = "replication_factor";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 12] = [
+pub(crate) const SM_CFS: [&str; 13] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -41,6 +44,7 @@ pub(crate) const SM_CFS: [&str; 12] = [
     CF_REFERRERS,
     CF_REQUESTS,
     CF_REQUESTS_BY_INDEX,
+    CF_SETTINGS,
 ];
 
 #[derive(Debug, thiserror::Error)]

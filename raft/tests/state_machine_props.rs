@@ -33,6 +33,7 @@ fn command() -> impl Strategy<Value = Command> {
                 created_at: 1,
             }
         }),
+        (1u32..5).prop_map(|factor| Command::SetReplicationFactor { factor }),
         (repo.clone(), 0u8..4).prop_map(|(r, d)| Command::CommitBlob {
             repo: r,
             digest: digest(d),

@@ -1,7 +1,9 @@
-//! tcr's blob storage: the local content-addressed store and upload sessions.
+//! tcr's blob storage: the local content-addressed store, upload sessions,
+//! and placement of blobs on nodes.
 
 pub mod blob_store;
 pub mod digest;
+pub mod placement;
 pub mod upload;
 
 pub use blob_store::BlobStore;

@@ -25,13 +25,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago (the OS picks it).
+/// A port that was free a moment ago. Taken below the kernel's ephemeral
+/// range (32768 and up): a port the OS handed out and we released could be
+/// taken by an outgoing connection before the node binds it. Each test
+/// process counts through its own slice of 10000-32000.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slice = std::process::id() % 44 * 500;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (slice + n % 500) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(n < 5000, "no free port in 10000-32000");
+    }
 }
 
 /// Poll `cond` until it holds or `timeout` passes.

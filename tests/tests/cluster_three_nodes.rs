@@ -117,6 +117,48 @@ async fn writes_anywhere_and_reads_anywhere_are_linearizable() {
     assert!(members
         .iter()
         .all(|m| m["healthy"] == true && m["role"] == "voter"));
+
+    // The blob replication factor: min(3, voters) by default, set through
+    // any node, seen by every node; more copies than voters is refused.
+    assert_eq!(v["replicationFactor"], 3);
+    assert_eq!(v["writeQuorum"], 2);
+    let out = tcr(
+        &nodes[2].url(),
+        &["cluster", "set", "replication-factor", "2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replication factor 2 (write quorum 2)"));
+    for n in &nodes {
+        // Status reads this node's applied state, which may trail by a beat.
+        wait_for(
+            "the setting on every node",
+            Duration::from_secs(10),
+            || async {
+                status(n).await.is_some_and(|s| {
+                    s["replicationFactor"] == 2 && s["replicationFactorSet"] == true
+                })
+            },
+        )
+        .await;
+    }
+    for bad in ["4", "0"] {
+        let out = tcr(
+            &nodes[0].url(),
+            &["cluster", "set", "replication-factor", bad],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("400")
+                && (err.contains("exceeds the 3 voter(s)") || err.contains("at least 1")),
+            "{err}"
+        );
+    }
+    assert_eq!(status(&nodes[1]).await.unwrap()["replicationFactor"], 2);
 }
 
 #[tokio::test]

@@ -14,6 +14,15 @@ pub enum ClusterCmd {
     /// Leader, term, indexes, and every member's role, address, lag, health
     /// and state digest.
     Status,
+    /// Change a cluster setting.
+    #[command(subcommand)]
+    Set(SetCmd),
+}
+
+#[derive(Subcommand)]
+pub enum SetCmd {
+    /// How many nodes hold each blob (at most the number of voters).
+    ReplicationFactor { factor: u32 },
 }
 
 #[derive(Subcommand)]
@@ -74,7 +83,24 @@ async fn member_views(c: &Client, status: &Value) -> Vec<Value> {
 }
 
 pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
-    let ClusterCmd::Status = cmd;
+    if let ClusterCmd::Set(SetCmd::ReplicationFactor { factor }) = cmd {
+        let v = c
+            .call(
+                Method::PATCH,
+                &format!("{BASE}/settings"),
+                Some(json!({ "replicationFactor": factor })),
+            )
+            .await?;
+        if out == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!(
+                "replication factor {} (write quorum {})",
+                v["replicationFactor"], v["writeQuorum"]
+            );
+        }
+        return Ok(());
+    }
     let mut status = c.call(Method::GET, BASE, None).await?;
     let members = member_views(c, &status).await;
     status["members"] = Value::Array(members.clone());
@@ -83,8 +109,13 @@ pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Re
         return Ok(());
     }
     println!(
-        "leader: {}  term: {}  last log: {}  applied: {}",
-        status["leader"], status["term"], status["lastLogIndex"], status["appliedIndex"]
+        "leader: {}  term: {}  last log: {}  applied: {}  replication: {} (write quorum {})",
+        status["leader"],
+        status["term"],
+        status["lastLogIndex"],
+        status["appliedIndex"],
+        status["replicationFactor"],
+        status["writeQuorum"]
     );
     let rows: Vec<Vec<String>> = members
         .iter()

@@ -43,6 +43,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
         })
         .collect();
     let digest = st.meta.reader().state_digest()?;
+    let (factor, set) = replication(&st, voters.len())?;
     Ok(Json(json!({
         "nodeId": m.id,
         "state": format!("{:?}", m.state),
@@ -52,6 +53,9 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
         "appliedIndex": m.last_applied.map(|l| l.index),
         "snapshotIndex": m.snapshot.map(|l| l.index),
         "stateDigest": digest,
+        "replicationFactor": factor,
+        "replicationFactorSet": set,
+        "writeQuorum": tcr_storage::placement::write_quorum(factor),
         "members": members,
     }))
     .into_response())
@@ -217,4 +221,51 @@ pub async fn transfer_leader(
             e,
         )),
     }
+}
+
+/// The effective replication factor (the setting, capped at the voters;
+/// else the default for the membership) and whether it was set.
+fn replication(st: &AppState, voters: usize) -> Result<(usize, bool), ApiError> {
+    let set = st.meta.reader().replication_factor()?;
+    let factor = match set {
+        Some(f) => (f as usize).min(voters.max(1)),
+        None => tcr_storage::placement::default_replication(voters),
+    };
+    Ok((factor, set.is_some()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    pub replication_factor: Option<u32>,
+}
+
+/// Change cluster settings. A replication factor above the number of
+/// voters is refused: there would be fewer owners than copies asked for.
+pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let req: Settings = parse_json(&body)?;
+    if let Some(factor) = req.replication_factor {
+        let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
+        if factor == 0 {
+            return Err(ApiError::invalid(
+                "the replication factor must be at least 1",
+            ));
+        }
+        if factor as usize > voters {
+            return Err(ApiError::invalid(format!(
+                "replication factor {factor} exceeds the {voters} voter(s) of this cluster; add members first"
+            )));
+        }
+        st.meta
+            .write(tcr_raft::Command::SetReplicationFactor { factor })
+            .await?;
+    }
+    let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
+    let (factor, set) = replication(&st, voters)?;
+    Ok(Json(json!({
+        "replicationFactor": factor,
+        "replicationFactorSet": set,
+        "writeQuorum": tcr_storage::placement::write_quorum(factor),
+    }))
+    .into_response())
 }

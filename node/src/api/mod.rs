@@ -36,6 +36,10 @@ pub fn router() -> Router<Arc<AppState>> {
             post(cluster::add_member),
         )
         .route(
+            &format!("{BASE}/cluster/settings"),
+            axum::routing::patch(cluster::update_settings),
+        )
+        .route(
             &format!("{BASE}/cluster/leader/transfer"),
             post(cluster::transfer_leader),
         )

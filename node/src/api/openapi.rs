@@ -106,6 +106,21 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/container-registries/cluster/settings": {
+                "patch": {
+                    "operationId": "updateClusterSettings",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": false,
+                        "properties": {"replicationFactor": {"type": "integer", "minimum": 1, "description": "copies of each blob; at most the number of voters"}}}}}},
+                    "responses": {
+                        "200": {"description": "the settings in effect", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "replicationFactor": {"type": "integer"}, "replicationFactorSet": {"type": "boolean"}, "writeQuorum": {"type": "integer"}}}}}},
+                        "400": error_response("invalid value (for example more copies than voters)"),
+                        "401": error_response("missing or wrong credentials"),
+                        "503": error_response("no leader")
+                    }
+                }
+            },
             "/v1/container-registries/cluster/leader/transfer": {
                 "post": {
                     "operationId": "transferLeader",

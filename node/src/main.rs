@@ -6,6 +6,7 @@ mod config;
 mod metadata;
 mod metrics;
 mod oci;
+mod replicas;
 mod server;
 
 use std::process::ExitCode;

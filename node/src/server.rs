@@ -31,6 +31,7 @@ pub struct AppState {
     pub meta: Metadata,
     pub blobs: BlobStore,
     pub uploads: Uploads,
+    pub replicas: crate::replicas::Replicas,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: u64,
     pub body_idle_timeout: Duration,
@@ -129,11 +130,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;
     let gate = TransferGate::default();
     let (raft_svc, cluster_svc) = tcr_raft::rpc_server::services(raft.clone(), gate.clone());
+    let blobs = BlobStore::open(&cfg.data_dir)?;
+    let blob_svc = tcr_storage::replication::BlobRpc::server(blobs.clone(), cfg.max_blob_bytes)?;
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(raft_svc)
             .add_service(cluster_svc)
+            .add_service(blob_svc)
             .serve_with_incoming(incoming)
             .await
         {
@@ -161,10 +165,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
         }
     }
-    let blobs = BlobStore::open(&cfg.data_dir)?;
     let uploads = Uploads::open(blobs.clone())?;
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
+        replicas: crate::replicas::Replicas::new(
+            cfg.node_id,
+            raft.clone(),
+            network.clone(),
+            blobs.clone(),
+        ),
         meta: Metadata::new(
             raft.clone(),
             stores.reader,

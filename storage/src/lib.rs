@@ -4,6 +4,7 @@
 pub mod blob_store;
 pub mod digest;
 pub mod placement;
+pub mod replication;
 pub mod upload;
 
 pub use blob_store::BlobStore;

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod errors;
 pub mod namespaces;
 pub mod openapi;
+pub mod storage;
 
 use std::sync::Arc;
 
@@ -31,6 +32,10 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route(&format!("{BASE}/openapi.json"), get(openapi::document))
         .route(&format!("{BASE}/cluster"), get(cluster::status))
+        .route(
+            &format!("{BASE}/storage/blobs/{{digest}}"),
+            get(storage::blob),
+        )
         .route(
             &format!("{BASE}/cluster/members"),
             post(cluster::add_member),

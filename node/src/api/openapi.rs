@@ -106,6 +106,19 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/container-registries/storage/blobs/{digest}": {
+                "get": {
+                    "operationId": "blobPlacement",
+                    "parameters": [{"name": "digest", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "the blob's owners (best first) and whether this node holds a copy", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "digest": {"type": "string"}, "committed": {"type": "boolean"}, "size": {"type": "integer"},
+                            "owners": {"type": "array", "items": {"type": "integer"}}, "heldHere": {"type": "boolean"}}}}}},
+                        "400": error_response("malformed digest"),
+                        "401": error_response("missing or wrong credentials")
+                    }
+                }
+            },
             "/v1/container-registries/cluster/settings": {
                 "patch": {
                     "operationId": "updateClusterSettings",

@@ -64,15 +64,16 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     check_name(name)?;
     let d: Digest = digest.parse()?;
     let d_str = d.to_string();
-    if st.meta.read().await?.linked_blob(name, &d_str)?.is_none() {
+    let reader = st.meta.read().await?;
+    if reader.linked_blob(name, &d_str)?.is_none() {
         return Err(OciError::blob_unknown(format!(
             "blob {d} is not known in repository '{name}'"
         )));
     }
-    let Some(size) = st.blobs.stat(&d).await? else {
-        return Err(OciError::blob_unknown(format!(
-            "blob {d} is committed but this node holds no copy"
-        )));
+    // The committed record knows the size, wherever the copies are.
+    let size = match reader.blob(&d_str)? {
+        Some(rec) => rec.size,
+        None => st.blobs.stat(&d).await?.unwrap_or(0),
     };
     let mut headers = blob_headers(&d);
     let range = req
@@ -101,7 +102,12 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     if head {
         return Ok((status, headers).into_response());
     }
-    let body = Body::from_stream(st.blobs.read_stream(&d, start, len).await?);
+    let stream = st
+        .replicas
+        .open(reader, &d, start, len, size)
+        .await
+        .map_err(|e| OciError::unavailable(e.to_string()).with_header("retry-after", "1"))?;
+    let body = Body::from_stream(stream);
     Ok((status, headers, body).into_response())
 }
 

@@ -131,7 +131,13 @@ fn new_upload_id(st: &AppState) -> String {
     format!("{}-{}", st.node_id, uuid::Uuid::new_v4().simple())
 }
 
+/// Copy the verified blob to its owners (a write quorum of them), then
+/// record it in Raft.
 async fn commit_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
+    st.replicas
+        .replicate(st.meta.reader(), d)
+        .await
+        .map_err(|e| OciError::unavailable(e.to_string()).with_header("retry-after", "1"))?;
     st.meta
         .write(Command::CommitBlob {
             repo: name.to_string(),

@@ -1,0 +1,30 @@
+//! Where a blob's copies belong and whether this node holds one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+use tcr_storage::Digest;
+
+use super::errors::{ApiError, ApiResult};
+use crate::server::AppState;
+
+pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -> ApiResult {
+    let d: Digest = digest
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("{e}")))?;
+    let reader = st.meta.reader();
+    let record = reader.blob(&d.to_string())?;
+    let placement = st.replicas.placement(reader, &d);
+    let local = st.blobs.stat(&d).await.ok().flatten().is_some();
+    Ok(Json(json!({
+        "digest": d.to_string(),
+        "committed": record.is_some(),
+        "size": record.map(|r| r.size),
+        "owners": placement.owners.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        "heldHere": local,
+    }))
+    .into_response())
+}

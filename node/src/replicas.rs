@@ -1,0 +1,258 @@
+//! Blob copies across the cluster: which members own a digest (placement
+//! over the voters, replication factor R from Raft), pushing a finished
+//! upload to its owners before the blob is committed, and reading a blob
+//! this node does not hold from a node that does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{Stream, StreamExt};
+use sha2::{Digest as _, Sha256};
+use tcr_raft::network::Network;
+use tcr_raft::{NodeInfo, Raft, StateReader};
+use tcr_storage::placement::{self, Member};
+use tcr_storage::replication::{self, ReplicationError};
+use tcr_storage::{BlobStore, Digest};
+
+/// Every member weighs the same until weights are a setting.
+const WEIGHT: u32 = 100;
+/// A peer that does not start answering a read in this time is skipped.
+const FETCH_START: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("the blob reached {acked} of the {needed} owners required ({failures})")]
+    TooFewOwners {
+        acked: usize,
+        needed: usize,
+        failures: String,
+    },
+    #[error("no member could serve the blob: {0}")]
+    NoHolder(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+pub struct Replicas {
+    node_id: u64,
+    raft: Raft,
+    network: Network,
+    store: BlobStore,
+}
+
+/// A blob's owners, best first, and the other members (for fallback reads).
+pub struct Placement {
+    pub owners: Vec<(u64, NodeInfo)>,
+    pub others: Vec<(u64, NodeInfo)>,
+}
+
+impl Replicas {
+    pub fn new(node_id: u64, raft: Raft, network: Network, store: BlobStore) -> Self {
+        Replicas {
+            node_id,
+            raft,
+            network,
+            store,
+        }
+    }
+
+    /// Owners of `d` under the membership this node knows and the
+    /// replication factor in its state.
+    pub fn placement(&self, reader: &StateReader, d: &Digest) -> Placement {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let nodes: BTreeMap<u64, NodeInfo> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let factor = match reader.replication_factor() {
+            Ok(Some(f)) => (f as usize).min(voters.len().max(1)),
+            _ => placement::default_replication(voters.len()),
+        };
+        let members: Vec<Member> = voters.iter().map(|id| Member::new(*id, WEIGHT)).collect();
+        let owner_ids = placement::owners(&d.to_string(), &members, factor);
+        let with_info = |id: &u64| nodes.get(id).map(|n| (*id, n.clone()));
+        Placement {
+            owners: owner_ids.iter().filter_map(with_info).collect(),
+            others: nodes
+                .keys()
+                .filter(|id| !owner_ids.contains(id))
+                .filter_map(with_info)
+                .collect(),
+        }
+    }
+
+    /// Copy the local blob `d` (just verified and installed here) to its
+    /// owners. Returns once a write quorum of owners holds it (this node
+    /// counts if it owns it); the other pushes finish in the background.
+    /// A node that does not own the blob drops its copy once every owner
+    /// has one.
+    pub async fn replicate(&self, reader: &StateReader, d: &Digest) -> Result<(), ReplicaError> {
+        let owners = self.placement(reader, d).owners;
+        if owners.is_empty() {
+            return Ok(()); // not a member yet (single node before init)
+        }
+        let needed = placement::write_quorum(owners.len());
+        let mine = owners.iter().any(|(id, _)| *id == self.node_id);
+        let mut acked = usize::from(mine);
+        let mut pushes: FuturesUnordered<_> = owners
+            .iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .map(|(id, node)| {
+                let (id, addr, store, d, network) = (
+                    *id,
+                    node.rpc_addr.clone(),
+                    self.store.clone(),
+                    d.clone(),
+                    self.network.clone(),
+                );
+                tokio::spawn(async move {
+                    let Some(channel) = network.channel(&addr) else {
+                        return (
+                            id,
+                            Err(ReplicationError::Peer(format!("bad address {addr}"))),
+                        );
+                    };
+                    (id, replication::push(channel, &store, &d).await)
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        while acked < needed {
+            match pushes.next().await {
+                Some(Ok((_, Ok(_)))) => acked += 1,
+                Some(Ok((id, Err(e)))) => {
+                    tracing::warn!(digest = %d, node = id, "replica push failed: {e}");
+                    failures.push(format!("node {id}: {e}"));
+                }
+                Some(Err(e)) => failures.push(format!("push task: {e}")),
+                None => break,
+            }
+        }
+        if acked < needed {
+            return Err(ReplicaError::TooFewOwners {
+                acked,
+                needed,
+                failures: failures.join("; "),
+            });
+        }
+        let (store, d) = (self.store.clone(), d.clone());
+        let all_so_far = failures.is_empty();
+        tokio::spawn(async move {
+            let mut all = all_so_far;
+            while let Some(r) = pushes.next().await {
+                if !matches!(r, Ok((_, Ok(_)))) {
+                    all = false;
+                }
+            }
+            // Keep a copy an owner may still need (the repair loop's job).
+            if !mine && all {
+                if let Err(e) = store.remove(&d).await {
+                    tracing::warn!(digest = %d, "dropping the non-owner copy: {e}");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// `len` bytes of `d` from `start`: from the local copy, else from its
+    /// owners in order, then any other member. A whole-blob read from a
+    /// peer is verified as it streams; the last chunk is held back until
+    /// the digest matches, so a corrupt copy is cut short, never completed.
+    pub async fn open(
+        &self,
+        reader: &StateReader,
+        d: &Digest,
+        start: u64,
+        len: u64,
+        size: u64,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ReplicaError> {
+        if self.store.stat(d).await?.is_some() {
+            return Ok(self.store.read_stream(d, start, len).await?.boxed());
+        }
+        let p = self.placement(reader, d);
+        let mut errors = Vec::new();
+        for (id, node) in p.owners.iter().chain(&p.others) {
+            if *id == self.node_id {
+                continue;
+            }
+            let Some(channel) = self.network.channel(&node.rpc_addr) else {
+                continue;
+            };
+            let fetched =
+                tokio::time::timeout(FETCH_START, replication::fetch(channel, d, start, len)).await;
+            match fetched {
+                Ok(Ok(stream)) => {
+                    let stream = stream.map(|r| r.map_err(std::io::Error::other));
+                    return Ok(if start == 0 && len == size {
+                        verified(stream, d.clone()).boxed()
+                    } else {
+                        stream.boxed()
+                    });
+                }
+                Ok(Err(e)) => errors.push(format!("node {id}: {e}")),
+                Err(_) => errors.push(format!("node {id}: no answer in {FETCH_START:?}")),
+            }
+        }
+        Err(ReplicaError::NoHolder(errors.join("; ")))
+    }
+}
+
+/// Pass `inner` through, holding back one chunk, and end with an error
+/// instead of the last chunk when the bytes do not hash to `d`.
+fn verified(
+    inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    d: Digest,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    struct State<S> {
+        inner: S,
+        hasher: Sha256,
+        held: Option<Bytes>,
+        d: Digest,
+        done: bool,
+    }
+    let state = State {
+        inner: Box::pin(inner),
+        hasher: Sha256::new(),
+        held: None,
+        d,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        loop {
+            match s.inner.next().await {
+                Some(Ok(chunk)) => {
+                    s.hasher.update(&chunk);
+                    if let Some(prev) = s.held.replace(chunk) {
+                        return Some((Ok(prev), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.done = true;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    s.done = true;
+                    let actual = Digest::from_sha256_bytes(&s.hasher.clone().finalize());
+                    return if actual == s.d {
+                        s.held.take().map(|last| (Ok(last), s))
+                    } else {
+                        tracing::error!(expected = %s.d, %actual, "a peer served a corrupt copy; cutting the response");
+                        Some((
+                            Err(std::io::Error::other(format!(
+                                "peer copy of {} is corrupt",
+                                s.d
+                            ))),
+                            s,
+                        ))
+                    };
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,226 @@
+//! Blob transfer between nodes over tonic: `push` streams a local blob to
+//! a peer in chunks of about 1 MiB (a bounded channel gives backpressure);
+//! the peer stages it as an internal upload, so it is hashed while written,
+//! verified, fsynced and renamed into place before it acknowledges. `fetch`
+//! streams a blob (or a range) from a peer that holds it.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::blob_store::BlobStore;
+use crate::digest::Digest;
+use crate::upload::{UploadError, Uploads};
+
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tcr.blobs.v1");
+}
+
+use proto::blob_service_client::BlobServiceClient;
+use proto::blob_service_server::{BlobService, BlobServiceServer};
+use proto::{Chunk, GetRequest, PutChunk, PutReply};
+
+/// Chunks in flight per transfer: the sender waits when the peer is slower.
+const IN_FLIGHT: usize = 4;
+/// Largest gRPC message: a chunk (1 MiB) with room to spare.
+const MAX_MESSAGE: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("reading the local copy: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer refused or failed: {0}")]
+    Peer(String),
+}
+
+impl From<Status> for ReplicationError {
+    fn from(s: Status) -> Self {
+        ReplicationError::Peer(format!("{:?}: {}", s.code(), s.message()))
+    }
+}
+
+fn client(channel: Channel) -> BlobServiceClient<Channel> {
+    BlobServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Stream the local copy of `d` to the peer behind `channel`. Returns
+/// whether the peer wrote it (false: it already held it).
+pub async fn push(
+    channel: Channel,
+    store: &BlobStore,
+    d: &Digest,
+) -> Result<bool, ReplicationError> {
+    let size = store
+        .stat(d)
+        .await?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no local copy"))?;
+    let chunks = store.read_stream(d, 0, size).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PutChunk>(IN_FLIGHT);
+    let name = d.to_string();
+    let feeder = tokio::spawn(async move {
+        let mut chunks = std::pin::pin!(chunks);
+        let mut first = true;
+        while let Some(data) = chunks.next().await {
+            let data = data?;
+            let msg = PutChunk {
+                digest: if first { name.clone() } else { String::new() },
+                size,
+                data,
+            };
+            first = false;
+            if tx.send(msg).await.is_err() {
+                return Ok(()); // the call ended; its status says why
+            }
+        }
+        if first {
+            // An empty blob: one message that names it.
+            let _ = tx
+                .send(PutChunk {
+                    digest: name,
+                    size: 0,
+                    data: Bytes::new(),
+                })
+                .await;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let reply = client(channel)
+        .put(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let fed = feeder.await.map_err(std::io::Error::other)?;
+    let reply = reply?;
+    fed?;
+    Ok(reply.into_inner().written)
+}
+
+/// Stream `len` bytes of `d` from `start` out of the peer behind `channel`.
+pub async fn fetch(
+    channel: Channel,
+    d: &Digest,
+    start: u64,
+    len: u64,
+) -> Result<impl Stream<Item = Result<Bytes, ReplicationError>> + Send + 'static, ReplicationError>
+{
+    let stream = client(channel)
+        .get(GetRequest {
+            digest: d.to_string(),
+            offset: start,
+            length: len,
+        })
+        .await?
+        .into_inner();
+    Ok(stream.map_ok(|c| c.data).map_err(ReplicationError::from))
+}
+
+/// The receiving side, mounted on the node's RPC server.
+#[derive(Clone)]
+pub struct BlobRpc {
+    store: BlobStore,
+    uploads: std::sync::Arc<Uploads>,
+    max_blob_bytes: u64,
+}
+
+impl BlobRpc {
+    /// Replicas are staged as upload sessions named `replica-*`, in the
+    /// same directory as client uploads (so the janitor expires leftovers).
+    pub fn server(
+        store: BlobStore,
+        max_blob_bytes: u64,
+    ) -> std::io::Result<BlobServiceServer<Self>> {
+        let uploads = std::sync::Arc::new(Uploads::open(store.clone())?);
+        Ok(BlobServiceServer::new(BlobRpc {
+            store,
+            uploads,
+            max_blob_bytes,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+    }
+}
+
+fn upload_status(e: UploadError) -> Status {
+    match e {
+        UploadError::DigestMismatch { .. } => Status::data_loss(e.to_string()),
+        UploadError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl BlobService for BlobRpc {
+    async fn put(&self, req: Request<Streaming<PutChunk>>) -> Result<Response<PutReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty blob stream"))?;
+        let d: Digest = first
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        if first.size > self.max_blob_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "blob of {} bytes exceeds the limit of {}",
+                first.size, self.max_blob_bytes
+            )));
+        }
+        if self.store.stat(&d).await?.is_some() {
+            return Ok(Response::new(PutReply { written: false }));
+        }
+        let id = format!("replica-{}", uuid::Uuid::new_v4().simple());
+        self.uploads.create(&id, "").await.map_err(upload_status)?;
+        let body = futures::stream::once(async move { Ok::<_, Status>(first.data) })
+            .chain(stream.map_ok(|c| c.data));
+        let result = async {
+            let size = self
+                .uploads
+                .append(&id, None, Box::pin(body), first.size)
+                .await?;
+            if size != first.size {
+                return Err(UploadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("got {size} of {} bytes", first.size),
+                )));
+            }
+            self.uploads.finish(&id, &d).await
+        }
+        .await;
+        match result {
+            Ok(_) => Ok(Response::new(PutReply { written: true })),
+            Err(e) => {
+                let _ = self.uploads.cancel(&id).await;
+                tracing::warn!(digest = %d, "refused a replica: {e}");
+                Err(upload_status(e))
+            }
+        }
+    }
+
+    type GetStream = std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        let req = req.into_inner();
+        let d: Digest = req
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let Some(size) = self.store.stat(&d).await? else {
+            return Err(Status::not_found(format!("this node holds no copy of {d}")));
+        };
+        if req.offset > size {
+            return Err(Status::out_of_range("offset beyond the blob"));
+        }
+        let len = if req.length == 0 {
+            size - req.offset
+        } else {
+            req.length.min(size - req.offset)
+        };
+        let chunks = self.store.read_stream(&d, req.offset, len).await?;
+        Ok(Response::new(Box::pin(chunks.map(|c| {
+            c.map(|data| Chunk { data }).map_err(Status::from)
+        }))))
+    }
+}

@@ -43,7 +43,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
         })
         .collect();
     let digest = st.meta.reader().state_digest()?;
-    let (factor, set) = replication(&st, voters.len())?;
+    let (factor, set) = replication(st.meta.reader(), voters.len())?;
     Ok(Json(json!({
         "nodeId": m.id,
         "state": format!("{:?}", m.state),
@@ -225,8 +225,8 @@ pub async fn transfer_leader(
 
 /// The effective replication factor (the setting, capped at the voters;
 /// else the default for the membership) and whether it was set.
-fn replication(st: &AppState, voters: usize) -> Result<(usize, bool), ApiError> {
-    let set = st.meta.reader().replication_factor()?;
+fn replication(reader: &tcr_raft::StateReader, voters: usize) -> Result<(usize, bool), ApiError> {
+    let set = reader.replication_factor()?;
     let factor = match set {
         Some(f) => (f as usize).min(voters.max(1)),
         None => tcr_storage::placement::default_replication(voters),
@@ -261,7 +261,8 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
             .await?;
     }
     let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
-    let (factor, set) = replication(&st, voters)?;
+    // A linearizable read: this node may apply the write a beat after the leader.
+    let (factor, set) = replication(st.meta.read().await?, voters)?;
     Ok(Json(json!({
         "replicationFactor": factor,
         "replicationFactorSet": set,

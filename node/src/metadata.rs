@@ -84,7 +84,15 @@ impl Metadata {
     {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut last = String::from("no leader is known");
-        let mut target: Leader = None;
+        // Start at the leader this node knows of: asking the local Raft
+        // first only to be told to forward costs a round trip through it.
+        let mut target: Leader = {
+            let m = self.raft.metrics().borrow().clone();
+            m.current_leader.filter(|l| *l != m.id).and_then(|l| {
+                let node = m.membership_config.membership().get_node(&l).cloned();
+                node.map(|n| (l, n))
+            })
+        };
         loop {
             // Every attempt is bounded: a leader cut off by a partition
             // never commits, and a forwarded call can hang on a dead peer.

@@ -133,7 +133,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let blobs = BlobStore::open(&cfg.data_dir)?;
     let blob_svc = tcr_storage::replication::BlobRpc::server(blobs.clone(), cfg.max_blob_bytes)?;
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        // Nagle off: small replies (append-entries acks, forwarded-write
+        // results) otherwise wait for the peer's delayed ACK, about 40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(raft_svc)
             .add_service(cluster_svc)
@@ -226,6 +229,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         if waited.is_ok() {
             ready_state.ready.store(true, Ordering::Relaxed);
         }
+    });
+    // Nagle off here too: a response written in pieces must not wait for
+    // the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use tcr_raft::network::Network;
+use tcr_raft::read_index::{Coalescer, ReadIndex};
 use tcr_raft::rpc::{decode, encode, Leader, ReadIndexReply, WriteReply};
 use tcr_raft::transfer::{transfer_leadership, TransferGate, TransferReply};
 use tcr_raft::{Command, CommandResult, Proposal, Raft, Refusal, StateReader};
@@ -28,6 +29,8 @@ pub struct Metadata {
     consistency: ReadConsistency,
     network: Network,
     gate: TransferGate,
+    read_index: ReadIndex,
+    read_rounds: Coalescer<Result<u64, String>>,
 }
 
 /// How long a request waits for a leader (elections, leader changes) before
@@ -53,6 +56,7 @@ impl Metadata {
         consistency: ReadConsistency,
         network: Network,
         gate: TransferGate,
+        read_index: ReadIndex,
     ) -> Self {
         Metadata {
             raft,
@@ -60,6 +64,8 @@ impl Metadata {
             consistency,
             network,
             gate,
+            read_index,
+            read_rounds: Coalescer::default(),
         }
     }
 
@@ -189,16 +195,39 @@ impl Metadata {
         if self.consistency == ReadConsistency::Stale {
             return Ok(&self.reader);
         }
+        // Concurrent readers share one read-index request to the leader (a
+        // round that starts after they joined, so each index is fresh).
+        let this = self.clone();
+        let round = move || {
+            let this = this.clone();
+            async move { this.read_index().await.map_err(|e| e.to_string()) }
+        };
+        let index = match self.read_rounds.run(round).await {
+            Some(Ok(i)) => i,
+            Some(Err(e)) => return Err(MetaError::Unavailable(e)),
+            None => return Err(MetaError::Unavailable("shutting down".into())),
+        };
+        // A follower serves the read once it has applied up to the leader's
+        // read index: then it reflects every write acknowledged before.
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("catching up to the read index: {e}")))?;
+        Ok(&self.reader)
+    }
+
+    /// The read index, from this node if it leads or else from the leader.
+    async fn read_index(&self) -> Result<u64, MetaError> {
         let local = || async {
             if self.gate.closed() {
                 return Attempt::Elsewhere(None);
             }
-            match self.raft.ensure_linearizable().await {
-                Ok(log_id) => Attempt::Done(log_id.map(|l| l.index).unwrap_or(0)),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    Attempt::Elsewhere(f.leader_id.zip(f.leader_node))
-                }
-                Err(e) => Attempt::Failed(e.to_string()),
+            // Shared with concurrent readers (one leadership check per round).
+            match self.read_index.get().await {
+                ReadIndexReply::Index(i) => Attempt::Done(i),
+                ReadIndexReply::NotLeader(l) => Attempt::Elsewhere(l),
+                ReadIndexReply::Failed(e) => Attempt::Failed(e),
             }
         };
         let remote = |addr: String| async move {
@@ -221,15 +250,7 @@ impl Metadata {
                 )),
             }
         };
-        let index = self.at_leader("read", local, remote).await?;
-        // A follower serves the read once it has applied up to the leader's
-        // read index: then it reflects every write acknowledged before.
-        self.raft
-            .wait(Some(LEADER_WAIT))
-            .applied_index_at_least(Some(index), "read index")
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("catching up to the read index: {e}")))?;
-        Ok(&self.reader)
+        self.at_leader("read", local, remote).await
     }
 
     pub fn reader(&self) -> &StateReader {

@@ -129,7 +129,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;
     let gate = TransferGate::default();
-    let (raft_svc, cluster_svc) = tcr_raft::rpc_server::services(raft.clone(), gate.clone());
+    let read_index = tcr_raft::read_index::ReadIndex::new(raft.clone());
+    let (raft_svc, cluster_svc) =
+        tcr_raft::rpc_server::services(raft.clone(), gate.clone(), read_index.clone());
     let blobs = BlobStore::open(&cfg.data_dir)?;
     let blob_svc = tcr_storage::replication::BlobRpc::server(blobs.clone(), cfg.max_blob_bytes)?;
     tokio::spawn(async move {
@@ -183,6 +185,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.read_consistency,
             network,
             gate,
+            read_index,
         ),
         blobs,
         uploads,

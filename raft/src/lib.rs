@@ -16,6 +16,7 @@ pub mod command;
 pub mod log_store;
 pub mod network;
 pub mod read;
+pub mod read_index;
 pub mod rpc;
 pub mod rpc_server;
 pub mod snapshot;

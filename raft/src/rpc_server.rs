@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::command::Proposal;
+use crate::read_index::ReadIndex;
 use crate::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceServer};
 use crate::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::proto::Payload;
@@ -58,6 +59,7 @@ impl RaftService for RaftRpc {
 pub struct ClusterRpc {
     raft: Raft,
     gate: TransferGate,
+    read_index: ReadIndex,
 }
 
 #[tonic::async_trait]
@@ -83,14 +85,7 @@ impl ClusterService for ClusterRpc {
         if self.gate.closed() {
             return reply(&ReadIndexReply::NotLeader(None));
         }
-        let r = match self.raft.ensure_linearizable().await {
-            Ok(log_id) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                ReadIndexReply::NotLeader(leader_of(&f))
-            }
-            Err(e) => ReadIndexReply::Failed(e.to_string()),
-        };
-        reply(&r)
+        reply(&self.read_index.get().await)
     }
 
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -144,13 +139,18 @@ pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
 pub fn services(
     raft: Raft,
     gate: TransferGate,
+    read_index: ReadIndex,
 ) -> (RaftServiceServer<RaftRpc>, ClusterServiceServer<ClusterRpc>) {
     (
         RaftServiceServer::new(RaftRpc { raft: raft.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-        ClusterServiceServer::new(ClusterRpc { raft, gate })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
+        ClusterServiceServer::new(ClusterRpc {
+            raft,
+            gate,
+            read_index,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
     )
 }

@@ -1,6 +1,9 @@
-//! A three-node cluster of real processes: formed with `--join`, writes on
-//! any node, linearizable reads on any node right after a write, and a new
-//! leader after the leader is killed with nothing acknowledged lost.
+//! A three-node cluster of real processes, built with `tcr members add`:
+//! writes on any node, linearizable reads on any node right after a write,
+//! a new leader after the leader is killed with nothing acknowledged lost,
+//! leadership transfer without a failed write, the replication factor
+//! setting, and a node that was down while the log was compacted catching
+//! up from a snapshot.
 
 use std::time::{Duration, Instant};
 
@@ -33,17 +36,36 @@ async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
     three_nodes_with(dir, &[]).await
 }
 
+/// Three fresh nodes made a cluster with `tcr`: node 1 initialises itself,
+/// nodes 2 and 3 wait (`--no-init`) and are added with `tcr members add`.
 async fn three_nodes_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Node> {
     let first = Node::start_with(&dir.join("n1"), env, &["--node-id", "1"]).await;
-    let join = first.rpc();
     let mut nodes = vec![first];
     for id in 2..=3 {
-        let n = Node::start_with(
+        let mut n = Node::start_unready(
             &dir.join(format!("n{id}")),
             env,
-            &["--node-id", &id.to_string(), "--join", &join],
-        )
-        .await;
+            &["--node-id", &id.to_string(), "--no-init"],
+        );
+        let out = tcr(
+            &nodes[0].url(),
+            &[
+                "members",
+                "add",
+                "--id",
+                &id.to_string(),
+                "--rpc-addr",
+                &n.rpc(),
+                "--http-addr",
+                &n.host(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "tcr members add {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n.wait_ready().await;
         nodes.push(n);
     }
     for n in &nodes {

@@ -48,6 +48,9 @@ enum Command {
     /// Leadership: transfer it to another voter.
     #[command(subcommand)]
     Leader(cmd::cluster::LeaderCmd),
+    /// Blob storage across the nodes: status, rebalance, scrub.
+    #[command(subcommand)]
+    Storage(cmd::storage::StorageCmd),
     /// Benchmark any OCI registry (push, pull, manifests, tag listing).
     Bench(bench::BenchArgs),
 }
@@ -72,6 +75,10 @@ async fn main() -> std::process::ExitCode {
         Command::Leader(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());
             cmd::cluster::run_leader(&client, c, cli.output).await
+        }
+        Command::Storage(c) => {
+            let client = Client::new(&cli.endpoint, cli.token.clone());
+            cmd::storage::run(&client, c, cli.output).await
         }
         Command::Repos(c) => {
             let client = Client::new(&cli.endpoint, cli.token.clone());

@@ -69,6 +69,12 @@ pub struct Config {
     /// Take a Raft snapshot after this many log entries since the last one.
     #[arg(long, env = "TCR_SNAPSHOT_LOGS", default_value_t = 20_000)]
     pub snapshot_logs: u64,
+    /// Seconds between storage passes (repair, rebalance, scrub).
+    #[arg(long, env = "TCR_STORAGE_INTERVAL_SECS", default_value_t = 30.0)]
+    pub storage_interval_secs: f64,
+    /// Bytes of local blobs re-hashed per storage pass (scrub rate).
+    #[arg(long, env = "TCR_SCRUB_BYTES_PER_PASS", default_value_t = 256 * 1024 * 1024)]
+    pub scrub_bytes_per_pass: u64,
 }
 
 impl Default for Config {

@@ -6,6 +6,7 @@ mod config;
 mod metadata;
 mod metrics;
 mod oci;
+mod reconcile;
 mod replicas;
 mod server;
 

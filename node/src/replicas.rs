@@ -59,6 +59,11 @@ impl Replicas {
         }
     }
 
+    /// A channel to a peer's RPC address (shared, connected on first use).
+    pub fn channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
+        self.network.channel(addr)
+    }
+
     /// Owners of `d` under the membership this node knows and the
     /// replication factor in its state.
     pub fn placement(&self, reader: &StateReader, d: &Digest) -> Placement {
@@ -170,7 +175,21 @@ impl Replicas {
         size: u64,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ReplicaError> {
         if self.store.stat(d).await?.is_some() {
-            return Ok(self.store.read_stream(d, start, len).await?.boxed());
+            let local = self.store.read_stream(d, start, len).await?;
+            if start == 0 && len == size {
+                // A copy that rotted on disk is cut off and quarantined; the
+                // client's retry is served by another holder.
+                let (store, bad) = (self.store.clone(), d.clone());
+                let on_corrupt = move || {
+                    tokio::spawn(async move {
+                        if let Err(e) = store.quarantine(&bad).await {
+                            tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
+                        }
+                    });
+                };
+                return Ok(verified(local, d.clone(), Some(Box::new(on_corrupt))).boxed());
+            }
+            return Ok(local.boxed());
         }
         let p = self.placement(reader, d);
         let mut errors = Vec::new();
@@ -187,7 +206,7 @@ impl Replicas {
                 Ok(Ok(stream)) => {
                     let stream = stream.map(|r| r.map_err(std::io::Error::other));
                     return Ok(if start == 0 && len == size {
-                        verified(stream, d.clone()).boxed()
+                        verified(stream, d.clone(), None).boxed()
                     } else {
                         stream.boxed()
                     });
@@ -205,6 +224,7 @@ impl Replicas {
 fn verified(
     inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     d: Digest,
+    on_corrupt: Option<Box<dyn FnOnce() + Send>>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     struct State<S> {
         inner: S,
@@ -212,6 +232,7 @@ fn verified(
         held: Option<Bytes>,
         d: Digest,
         done: bool,
+        on_corrupt: Option<Box<dyn FnOnce() + Send>>,
     }
     let state = State {
         inner: Box::pin(inner),
@@ -219,6 +240,7 @@ fn verified(
         held: None,
         d,
         done: false,
+        on_corrupt,
     };
     futures::stream::unfold(state, |mut s| async move {
         if s.done {
@@ -242,12 +264,12 @@ fn verified(
                     return if actual == s.d {
                         s.held.take().map(|last| (Ok(last), s))
                     } else {
-                        tracing::error!(expected = %s.d, %actual, "a peer served a corrupt copy; cutting the response");
+                        tracing::error!(expected = %s.d, %actual, "a corrupt copy; cutting the response");
+                        if let Some(f) = s.on_corrupt.take() {
+                            f();
+                        }
                         Some((
-                            Err(std::io::Error::other(format!(
-                                "peer copy of {} is corrupt",
-                                s.d
-                            ))),
+                            Err(std::io::Error::other(format!("copy of {} is corrupt", s.d))),
                             s,
                         ))
                     };

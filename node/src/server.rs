@@ -32,6 +32,7 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub uploads: Uploads,
     pub replicas: crate::replicas::Replicas,
+    pub reconciler: crate::reconcile::Reconciler,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: u64,
     pub body_idle_timeout: Duration,
@@ -171,14 +172,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let uploads = Uploads::open(blobs.clone())?;
+    let replicas =
+        crate::replicas::Replicas::new(cfg.node_id, raft.clone(), network.clone(), blobs.clone());
+    let reconciler = crate::reconcile::Reconciler::new(
+        cfg.node_id,
+        replicas.clone(),
+        stores.reader.clone(),
+        blobs.clone(),
+        Duration::from_secs_f64(cfg.storage_interval_secs),
+        cfg.scrub_bytes_per_pass,
+    )?;
+    tokio::spawn(reconciler.clone().run());
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
-        replicas: crate::replicas::Replicas::new(
-            cfg.node_id,
-            raft.clone(),
-            network.clone(),
-            blobs.clone(),
-        ),
+        replicas,
+        reconciler,
         meta: Metadata::new(
             raft.clone(),
             stores.reader,

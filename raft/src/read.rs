@@ -103,6 +103,11 @@ impl StateReader {
         self.get(CF_BLOBS, digest)
     }
 
+    /// Committed blob digests in order, `n` at a time after `after`.
+    pub fn blob_digests(&self, after: Option<&str>, n: usize) -> Result<Page, ReadError> {
+        self.scan_names(CF_BLOBS, b"", after.unwrap_or(""), n)
+    }
+
     /// The blob's record if it is committed and linked to `repo`.
     pub fn linked_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>, ReadError> {
         if self

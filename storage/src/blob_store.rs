@@ -106,6 +106,38 @@ impl BlobStore {
         .map_err(io::Error::other)?
     }
 
+    /// Move a copy found corrupt out of the store (kept for inspection
+    /// under `quarantine/`); the repair loop fetches a good copy again.
+    pub async fn quarantine(&self, d: &Digest) -> io::Result<bool> {
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_secs())
+            .unwrap_or(0);
+        let to = dir.join(format!("{}-{now}", d.sha256_hex()));
+        match tokio::fs::rename(self.path(d), to).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-hash the local copy: `Some(true)` if it matches its name.
+    pub async fn verify(&self, d: &Digest) -> io::Result<Option<bool>> {
+        use futures::StreamExt;
+        use sha2::Digest as _;
+        let Some(size) = self.stat(d).await? else {
+            return Ok(None);
+        };
+        let mut chunks = std::pin::pin!(self.read_stream(d, 0, size).await?);
+        let mut h = sha2::Sha256::new();
+        while let Some(c) = chunks.next().await {
+            h.update(&c?);
+        }
+        Ok(Some(&Digest::from_sha256_bytes(&h.finalize()) == d))
+    }
+
     pub async fn remove(&self, d: &Digest) -> io::Result<bool> {
         match tokio::fs::remove_file(self.path(d)).await {
             Ok(()) => Ok(true),

@@ -20,7 +20,7 @@ pub mod proto {
 
 use proto::blob_service_client::BlobServiceClient;
 use proto::blob_service_server::{BlobService, BlobServiceServer};
-use proto::{Chunk, GetRequest, PutChunk, PutReply};
+use proto::{Chunk, GetRequest, HasReply, PutChunk, PutReply};
 
 /// Chunks in flight per transfer: the sender waits when the peer is slower.
 const IN_FLIGHT: usize = 4;
@@ -116,6 +116,45 @@ pub async fn fetch(
     Ok(stream.map_ok(|c| c.data).map_err(ReplicationError::from))
 }
 
+/// Whether the peer behind `channel` holds a copy of `d`.
+pub async fn has(channel: Channel, d: &Digest) -> Result<bool, ReplicationError> {
+    let reply = client(channel)
+        .has(GetRequest {
+            digest: d.to_string(),
+            offset: 0,
+            length: 0,
+        })
+        .await?;
+    Ok(reply.into_inner().present)
+}
+
+/// Copy `d` from the peer behind `channel` into the local store: staged as
+/// an upload session, so it is verified and fsynced before it appears.
+pub async fn pull(
+    channel: Channel,
+    uploads: &Uploads,
+    d: &Digest,
+    size: u64,
+) -> Result<(), ReplicationError> {
+    let stream = fetch(channel, d, 0, 0).await?;
+    let id = format!("repair-{}", uuid::Uuid::new_v4().simple());
+    uploads
+        .create(&id, "")
+        .await
+        .map_err(|e| ReplicationError::Peer(e.to_string()))?;
+    let result = async {
+        uploads.append(&id, None, Box::pin(stream), size).await?;
+        uploads.finish(&id, d).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = uploads.cancel(&id).await;
+    }
+    result
+        .map(|_| ())
+        .map_err(|e| ReplicationError::Peer(e.to_string()))
+}
+
 /// The receiving side, mounted on the node's RPC server.
 #[derive(Clone)]
 pub struct BlobRpc {
@@ -197,6 +236,19 @@ impl BlobService for BlobRpc {
                 Err(upload_status(e))
             }
         }
+    }
+
+    async fn has(&self, req: Request<GetRequest>) -> Result<Response<HasReply>, Status> {
+        let d: Digest = req
+            .into_inner()
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let size = self.store.stat(&d).await?;
+        Ok(Response::new(HasReply {
+            present: size.is_some(),
+            size: size.unwrap_or(0),
+        }))
     }
 
     type GetStream = std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;

@@ -59,8 +59,36 @@ async fn pull(node: &Node, d: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Storage passes every second, so repair and rebalance are quick to see.
+const ENV: [(&str, &str); 1] = [("TCR_STORAGE_INTERVAL_SECS", "1")];
+
+async fn all_on_their_owners(nodes: &[Node], blobs: &[String], within: Duration) {
+    for d in blobs {
+        let want = owners(&nodes[0], d).await;
+        wait_for("copies on exactly the owners", within, || {
+            let ok = holders(nodes, d) == want;
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+fn tcr_json(endpoint: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new(bin("tcr"))
+        .args(["--endpoint", endpoint, "--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 async fn start_cluster(dir: &Path) -> Vec<Node> {
-    let n1 = Node::start_with(&dir.join("n1"), &[], &["--node-id", "1"]).await;
+    let n1 = Node::start_with(&dir.join("n1"), &ENV, &["--node-id", "1"]).await;
     let join = n1.rpc();
     let mut nodes = vec![n1];
     for id in 2..=3 {
@@ -68,7 +96,7 @@ async fn start_cluster(dir: &Path) -> Vec<Node> {
         nodes.push(
             Node::start_with(
                 &dir.join(format!("n{id}")),
-                &[],
+                &ENV,
                 &["--node-id", &id_s, "--join", &join],
             )
             .await,
@@ -205,38 +233,271 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
             assert_eq!(&digest(&body), d);
         }
     }
-}
-
-#[tokio::test]
-async fn a_corrupt_copy_is_never_served_whole_through_another_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = start_cluster(dir.path()).await;
-    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
-    let d = Oci::new(&nodes[0].url()).push_blob("acme/app", &data).await;
-    let want = owners(&nodes[0], &d).await;
+    // It comes back with its blobs gone (a replaced disk): repair pulls
+    // every blob it owns again.
+    std::fs::remove_dir_all(nodes[1].dir.join("data/blobs")).unwrap();
+    nodes[1].restart().await;
+    let digests: Vec<String> = pushed.iter().map(|(d, _, _)| d.clone()).collect();
+    all_on_their_owners(&nodes, &digests, Duration::from_secs(120)).await;
+    // Its storage status tells what the repair did, once the pass ends.
     wait_for(
-        "copies on exactly the owners",
-        Duration::from_secs(30),
-        || {
-            let ok = holders(&nodes, &d) == want;
-            async move { ok }
+        "node 2 reports the copies it pulled",
+        Duration::from_secs(60),
+        || async {
+            let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
+            report.as_array().unwrap().iter().any(|v| {
+                v["nodeId"] == 2
+                    && v["storage"]["pulled"].as_u64().unwrap_or(0) > 0
+                    && v["storage"]["missing"] == 0
+            })
         },
     )
     .await;
-    let outsider = (1..=3u64).find(|id| !want.contains(id)).unwrap();
-    // Flip one byte in the middle of both owners' copies (same size).
-    for id in &want {
-        let p = blob_path(&nodes[*id as usize - 1], &d);
+    for (d, len, _) in &pushed {
+        let body = pull(&nodes[1], d).await.unwrap();
+        assert_eq!((body.len(), digest(&body)), (*len, d.clone()));
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_copy_is_never_served_and_scrub_heals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path()).await;
+    let flip = |node: &Node, d: &str| {
+        let p = blob_path(node, d);
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[1 << 20] ^= 0xff;
         std::fs::write(&p, bytes).unwrap();
+    };
+
+    // Both owners' copies rot: no node serves the bytes whole, neither an
+    // owner (its own copy) nor the third node (streaming from the owners).
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let d = Oci::new(&nodes[0].url()).push_blob("acme/app", &data).await;
+    all_on_their_owners(&nodes, std::slice::from_ref(&d), Duration::from_secs(30)).await;
+    for id in owners(&nodes[0], &d).await {
+        flip(&nodes[id as usize - 1], &d);
     }
-    match pull(&nodes[outsider as usize - 1], &d).await {
-        Ok(body) => panic!(
-            "a corrupt copy was served whole ({} bytes, digest {})",
-            body.len(),
-            digest(&body)
-        ),
-        Err(e) => eprintln!("corrupt copy cut off: {e}"),
+    for n in &nodes {
+        if let Ok(body) = pull(n, &d).await {
+            panic!(
+                "{} served {} bytes of a blob whose every copy is corrupt (digest {})",
+                n.url(),
+                body.len(),
+                digest(&body)
+            );
+        }
     }
+
+    // One copy rots, the other is good: scrub finds the rotten one without
+    // any read, quarantines it, and its owner pulls a good copy.
+    let data2: Vec<u8> = (0..2u32 << 20).map(|i| (i % 241) as u8).collect();
+    let d2 = Oci::new(&nodes[0].url())
+        .push_blob("acme/app", &data2)
+        .await;
+    all_on_their_owners(&nodes, std::slice::from_ref(&d2), Duration::from_secs(30)).await;
+    let rotten = &nodes[owners(&nodes[0], &d2).await[0] as usize - 1];
+    flip(rotten, &d2);
+    let p = blob_path(rotten, &d2);
+    wait_for(
+        "scrub heals the rotten copy",
+        Duration::from_secs(60),
+        || {
+            let healed = std::fs::read(&p).is_ok_and(|b| digest(&b) == d2);
+            async move { healed }
+        },
+    )
+    .await;
+    let quarantined = std::fs::read_dir(rotten.dir.join("data/quarantine"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(quarantined >= 1, "the rotten copy was kept aside");
+    for n in &nodes {
+        assert_eq!(pull(n, &d2).await.unwrap(), data2);
+    }
+}
+
+#[tokio::test]
+async fn growing_to_four_moves_blobs_to_their_new_owners_with_no_failed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path()).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut blobs = Vec::new();
+    for _ in 0..60 {
+        let mut data = vec![0u8; rng.random_range(1..1 << 20)];
+        rng.fill(&mut data[..]);
+        let via = rng.random_range(0..3);
+        blobs.push(
+            Oci::new(&nodes[via].url())
+                .push_blob("acme/app", &data)
+                .await,
+        );
+    }
+    all_on_their_owners(&nodes, &blobs, Duration::from_secs(30)).await;
+
+    // A reader loops over every blob through every node while node 4 joins.
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let (blobs, stop) = (blobs.clone(), stop.clone());
+        async move {
+            let client = reqwest::Client::new();
+            let (mut reads, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, d) in blobs.iter().enumerate() {
+                    let url = format!("{}/v2/acme/app/blobs/{d}", urls[(i + reads) % urls.len()]);
+                    let ok = match client.get(&url).send().await {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            r.bytes().await.is_ok_and(|b| &digest(&b) == d)
+                        }
+                        _ => false,
+                    };
+                    reads += 1;
+                    if !ok {
+                        failed.push(url);
+                    }
+                }
+            }
+            (reads, failed)
+        }
+    });
+    let mut n4 = Node::start_unready(
+        &dir.path().join("n4"),
+        &ENV,
+        &["--node-id", "4", "--no-init"],
+    );
+    tcr_json(
+        &nodes[0].url(),
+        &[
+            "members",
+            "add",
+            "--id",
+            "4",
+            "--rpc-addr",
+            &n4.rpc(),
+            "--http-addr",
+            &n4.host(),
+        ],
+    );
+    n4.wait_ready().await;
+    nodes.push(n4);
+    for n in &nodes {
+        let url = format!("{}/v1/container-registries/cluster", n.url());
+        wait_for(
+            "four voters everywhere",
+            Duration::from_secs(30),
+            || async {
+                json(&url).await.is_some_and(|s| {
+                    s["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().filter(|m| m["role"] == "voter").count() == 4)
+                })
+            },
+        )
+        .await;
+    }
+    let mut moved_to_4 = 0;
+    for d in &blobs {
+        moved_to_4 += usize::from(owners(&nodes[0], d).await.contains(&4));
+    }
+    assert!(moved_to_4 > 0, "node 4 owns some blobs");
+    all_on_their_owners(&nodes, &blobs, Duration::from_secs(120)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed) = reader.await.unwrap();
+    eprintln!(
+        "{moved_to_4} of {} blobs moved to node 4; {reads} reads during the move",
+        blobs.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {reads} reads failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    wait_for(
+        "no pass reports work left",
+        Duration::from_secs(30),
+        || async {
+            let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
+            report.as_array().unwrap().iter().all(|v| {
+                v["storage"]["misplaced"] == 0
+                    && v["storage"]["missing"] == 0
+                    && v["storage"]["passes"].as_u64() > Some(0)
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_upload_moves_between_nodes_start_patch_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path()).await;
+    let data: Vec<u8> = (0..5u32 << 20).map(|i| (i % 253) as u8).collect();
+    let d = digest(&data);
+    let c = reqwest::Client::new();
+    let started = c
+        .post(format!("{}/v2/acme/app/blobs/uploads/", nodes[0].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/v2/acme/app/blobs/uploads/1-"),
+        "{location}"
+    );
+    let (first, rest) = data.split_at(3 << 20);
+    // PATCH through node 2: passed on to node 1, which holds the session.
+    let patched = c
+        .patch(format!("{}{location}", nodes[1].url()))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", first.len() - 1))
+        .body(first.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        patched.headers()["range"],
+        format!("0-{}", first.len() - 1).as_str()
+    );
+    let location = patched.headers()["location"].to_str().unwrap().to_string();
+    // Its status through node 3.
+    let status = c
+        .get(format!("{}{location}", nodes[2].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status.headers()["range"],
+        format!("0-{}", first.len() - 1).as_str()
+    );
+    // The last chunk and the digest through node 3.
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = c
+        .put(format!("{}{location}{sep}digest={d}", nodes[2].url()))
+        .header("content-type", "application/octet-stream")
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    for n in &nodes {
+        assert_eq!(pull(n, &d).await.unwrap(), data, "via {}", n.url());
+    }
+    // A session of a node that is not a member is unknown, not a 500.
+    let unknown = c
+        .patch(format!(
+            "{}/v2/acme/app/blobs/uploads/9-0123456789abcdef",
+            nodes[0].url()
+        ))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let v: Value = unknown.json().await.unwrap();
+    assert_eq!(v["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN");
 }

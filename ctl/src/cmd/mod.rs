@@ -1,3 +1,4 @@
 pub mod cluster;
 pub mod namespaces;
 pub mod repos;
+pub mod storage;

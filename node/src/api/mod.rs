@@ -36,6 +36,8 @@ pub fn router() -> Router<Arc<AppState>> {
             &format!("{BASE}/storage/blobs/{{digest}}"),
             get(storage::blob),
         )
+        .route(&format!("{BASE}/storage"), get(storage::status))
+        .route(&format!("{BASE}/storage/passes"), post(storage::run_pass))
         .route(
             &format!("{BASE}/cluster/members"),
             post(cluster::add_member),

@@ -106,6 +106,26 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/container-registries/storage": {
+                "get": {
+                    "operationId": "storageStatus",
+                    "description": "This node's storage loop: blobs owned and held (bytes), missing (under-replicated), misplaced (held without owning, waiting for the owners), pulled, dropped, scrubbed bytes and corrupt copies found in the last pass.",
+                    "responses": {
+                        "200": {"description": "the last pass on this node", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "401": error_response("missing or wrong credentials")
+                    }
+                }
+            },
+            "/v1/container-registries/storage/passes": {
+                "post": {
+                    "operationId": "storagePass",
+                    "description": "Start a storage pass (repair, rebalance, scrub) on this node now.",
+                    "responses": {
+                        "202": {"description": "started", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "401": error_response("missing or wrong credentials")
+                    }
+                }
+            },
             "/v1/container-registries/storage/blobs/{digest}": {
                 "get": {
                     "operationId": "blobPlacement",

@@ -28,3 +28,19 @@ pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -
     }))
     .into_response())
 }
+
+/// This node's storage loop: what its last pass found and did.
+pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
+    let report = st.reconciler.report();
+    Ok(Json(json!({"nodeId": st.node_id, "storage": report})).into_response())
+}
+
+/// Start a storage pass (repair, rebalance, scrub) on this node now.
+pub async fn run_pass(State(st): State<Arc<AppState>>) -> ApiResult {
+    st.reconciler.wake();
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"nodeId": st.node_id, "started": true})),
+    )
+        .into_response())
+}

@@ -8,6 +8,7 @@ pub mod names;
 pub mod referrers;
 pub mod route;
 pub mod tags;
+pub mod upload_proxy;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -95,6 +96,14 @@ fn streams(route: &Route, method: &Method) -> bool {
 }
 
 async fn handle(st: &AppState, route: Route, method: &Method, req: Request) -> OciResult {
+    if let Route::Upload { id, .. } = &route {
+        match upload_proxy::session_node(id) {
+            Some(owner) if owner != st.node_id => {
+                return upload_proxy::forward(st, owner, method.clone(), req).await;
+            }
+            _ => {}
+        }
+    }
     match (route, method.clone()) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base()),
         (Route::Catalog, Method::GET) => tags::catalog(st, req).await,

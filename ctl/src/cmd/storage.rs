@@ -1,0 +1,147 @@
+//! `tcr storage status|rebalance|scrub`: every member's storage loop.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::output::{table, Output};
+
+#[derive(Subcommand)]
+pub enum StorageCmd {
+    /// Per node: blobs and bytes held, under-replicated (missing) and
+    /// misplaced counts, what the last pass moved, scrub results.
+    Status {
+        /// Refresh every two seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Start a pass on every node now (repair and move blobs to their owners).
+    Rebalance,
+    /// Start a pass on every node now (it re-hashes a bounded amount of data).
+    Scrub,
+}
+
+const CLUSTER: &str = "/v1/container-registries/cluster";
+const STORAGE: &str = "/v1/container-registries/storage";
+
+async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
+    let status = c.call(Method::GET, CLUSTER, None).await?;
+    Ok(status["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| Some((m["id"].as_u64()?, m["httpAddr"].as_str()?.to_string())))
+        .collect())
+}
+
+async fn collect(c: &Client) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for (id, addr) in members(c).await? {
+        let v = match c
+            .at(&format!("http://{addr}"))
+            .call(Method::GET, STORAGE, None)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => json!({"nodeId": id, "error": e.to_string()}),
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn print(nodes: &[Value]) {
+    let n = |v: &Value, k: &str| {
+        v["storage"][k]
+            .as_u64()
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|v| {
+            vec![
+                v["nodeId"].to_string(),
+                n(v, "held"),
+                v["storage"]["heldBytes"]
+                    .as_u64()
+                    .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+                    .unwrap_or_else(|| "-".into()),
+                n(v, "missing"),
+                n(v, "misplaced"),
+                n(v, "pulled"),
+                n(v, "dropped"),
+                n(v, "corruptFound"),
+                n(v, "passes"),
+                v["error"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NODE",
+            "HELD",
+            "BYTES",
+            "MISSING",
+            "MISPLACED",
+            "PULLED",
+            "DROPPED",
+            "CORRUPT",
+            "PASSES",
+            "ERROR",
+        ],
+        &rows,
+    );
+    let misplaced: u64 = nodes
+        .iter()
+        .filter_map(|v| v["storage"]["misplaced"].as_u64())
+        .sum();
+    let missing: u64 = nodes
+        .iter()
+        .filter_map(|v| v["storage"]["missing"].as_u64())
+        .sum();
+    if misplaced + missing == 0 {
+        println!("every blob is on its owners");
+    } else {
+        println!("rebalance in progress: {missing} copies to pull, {misplaced} to drop");
+    }
+}
+
+pub async fn run(c: &Client, cmd: StorageCmd, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        StorageCmd::Status { watch } => loop {
+            let nodes = collect(c).await?;
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                if watch {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print(&nodes);
+            }
+            if !watch {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        },
+        StorageCmd::Rebalance | StorageCmd::Scrub => {
+            let mut started = Vec::new();
+            for (id, addr) in members(c).await? {
+                c.at(&format!("http://{addr}"))
+                    .call(Method::POST, &format!("{STORAGE}/passes"), None)
+                    .await?;
+                started.push(id);
+            }
+            if out == Output::Json {
+                println!("{}", json!({"started": started}));
+            } else {
+                println!("a storage pass started on nodes {started:?}; follow it with `tcr storage status --watch`");
+            }
+            Ok(())
+        }
+    }
+}

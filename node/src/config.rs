@@ -75,6 +75,9 @@ pub struct Config {
     /// Bytes of local blobs re-hashed per storage pass (scrub rate).
     #[arg(long, env = "TCR_SCRUB_BYTES_PER_PASS", default_value_t = 256 * 1024 * 1024)]
     pub scrub_bytes_per_pass: u64,
+    /// Bandwidth of repair and rebalance pulls, bytes per second (0: no limit).
+    #[arg(long, env = "TCR_REBALANCE_BYTES_PER_SEC", default_value_t = 0)]
+    pub rebalance_bytes_per_sec: u64,
 }
 
 impl Default for Config {

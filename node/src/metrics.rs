@@ -23,6 +23,8 @@ pub struct Metrics {
     raft_last_log: IntGauge,
     raft_applied: IntGauge,
     raft_is_leader: IntGauge,
+    /// The storage loop's last pass (see `reconcile::Report`), by field.
+    storage: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -52,6 +54,15 @@ impl Metrics {
             raft_last_log: gauge("tcr_raft_last_log_index", "last Raft log index"),
             raft_applied: gauge("tcr_raft_applied_index", "last applied Raft log index"),
             raft_is_leader: gauge("tcr_raft_is_leader", "1 when this node is the leader"),
+            storage: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "tcr_storage",
+                    "blob storage on this node: owned, held, held_bytes, missing (owned, no copy: under-replicated), \
+                     misplaced (held, not owned), and since start: pulled, dropped, scrubbed_bytes, corrupt_found, passes",
+                ),
+                &["what"],
+            )
+            .expect("metric"),
             registry,
         };
         m.registry
@@ -59,6 +70,9 @@ impl Metrics {
             .expect("register");
         m.registry
             .register(Box::new(m.latency.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.storage.clone()))
             .expect("register");
         for g in [
             &m.raft_term,
@@ -122,6 +136,21 @@ pub async fn render(State(st): State<Arc<AppState>>) -> Response {
             .set(rm.last_applied.map(|l| l.index).unwrap_or(0) as i64);
         m.raft_is_leader
             .set(i64::from(rm.current_leader == Some(st.node_id)));
+    }
+    let r = st.reconciler.report();
+    for (what, v) in [
+        ("owned", r.owned),
+        ("held", r.held),
+        ("held_bytes", r.held_bytes),
+        ("missing", r.missing),
+        ("misplaced", r.misplaced),
+        ("pulled", r.pulled),
+        ("dropped", r.dropped),
+        ("scrubbed_bytes", r.scrubbed_bytes),
+        ("corrupt_found", r.corrupt_found),
+        ("passes", r.passes),
+    ] {
+        m.storage.with_label_values(&[what]).set(v as i64);
     }
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buf) {

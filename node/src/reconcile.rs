@@ -63,6 +63,7 @@ struct Inner {
     uploads: Uploads,
     interval: Duration,
     scrub_bytes_per_pass: u64,
+    pull_bytes_per_sec: u64,
     wake: Notify,
     report: Mutex<Report>,
     scrub_cursor: Mutex<Option<String>>,
@@ -76,6 +77,7 @@ impl Reconciler {
         store: BlobStore,
         interval: Duration,
         scrub_bytes_per_pass: u64,
+        pull_bytes_per_sec: u64,
     ) -> std::io::Result<Self> {
         Ok(Reconciler {
             inner: Arc::new(Inner {
@@ -86,6 +88,7 @@ impl Reconciler {
                 store,
                 interval,
                 scrub_bytes_per_pass,
+                pull_bytes_per_sec,
                 wake: Notify::new(),
                 report: Mutex::new(Report::default()),
                 scrub_cursor: Mutex::new(None),
@@ -175,7 +178,15 @@ impl Reconciler {
                 let Some(channel) = me.replicas.channel(&node.rpc_addr) else {
                     continue;
                 };
-                match replication::pull(channel, &me.uploads, d, size).await {
+                let started = std::time::Instant::now();
+                let pulled = replication::pull(channel, &me.uploads, d, size).await;
+                if me.pull_bytes_per_sec > 0 {
+                    // Throttle: this pull may not have taken less than its
+                    // share of the bandwidth allows.
+                    let share = Duration::from_secs_f64(size as f64 / me.pull_bytes_per_sec as f64);
+                    tokio::time::sleep(share.saturating_sub(started.elapsed())).await;
+                }
+                match pulled {
                     Ok(()) => {
                         tracing::info!(digest = %d, from = id, "pulled a copy this node owns");
                         r.pulled += 1;

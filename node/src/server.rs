@@ -181,6 +181,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         blobs.clone(),
         Duration::from_secs_f64(cfg.storage_interval_secs),
         cfg.scrub_bytes_per_pass,
+        cfg.rebalance_bytes_per_sec,
     )?;
     tokio::spawn(reconciler.clone().run());
     let state = Arc::new(AppState {

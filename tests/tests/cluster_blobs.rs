@@ -427,6 +427,15 @@ async fn growing_to_four_moves_blobs_to_their_new_owners_with_no_failed_read() {
         },
     )
     .await;
+    // Prometheus shows node 4 holding exactly the blobs it owns.
+    let metrics = reqwest::get(format!("{}/metrics", nodes[3].url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let held = format!("tcr_storage{{what=\"held\"}} {moved_to_4}");
+    assert!(metrics.contains(&held), "{held} not in:\n{metrics}");
 }
 
 #[tokio::test]

@@ -141,6 +141,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
         if let Err(e) = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
             .add_service(raft_svc)
             .add_service(cluster_svc)
             .add_service(blob_svc)

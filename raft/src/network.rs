@@ -37,6 +37,10 @@ impl Network {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
+            // Blob transfers stream 1 MiB chunks: HTTP/2's 64 KiB default
+            // window would stall them on every chunk.
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
             .connect_lazy();
         map.insert(addr.to_string(), channel.clone());
         Some(channel)

@@ -78,6 +78,10 @@ pub struct Config {
     /// Bandwidth of repair and rebalance pulls, bytes per second (0: no limit).
     #[arg(long, env = "TCR_REBALANCE_BYTES_PER_SEC", default_value_t = 0)]
     pub rebalance_bytes_per_sec: u64,
+    /// Blob placement weight of this node (relative capacity), announced
+    /// when it joins or initialises a cluster.
+    #[arg(long, env = "TCR_WEIGHT", default_value_t = 100)]
+    pub weight: u32,
 }
 
 impl Default for Config {

@@ -16,8 +16,6 @@ use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
 use tcr_storage::{BlobStore, Digest};
 
-/// Every member weighs the same until weights are a setting.
-const WEIGHT: u32 = 100;
 /// A peer that does not start answering a read in this time is skipped.
 const FETCH_START: Duration = Duration::from_secs(5);
 
@@ -76,7 +74,10 @@ impl Replicas {
             Ok(Some(f)) => (f as usize).min(voters.len().max(1)),
             _ => placement::default_replication(voters.len()),
         };
-        let members: Vec<Member> = voters.iter().map(|id| Member::new(*id, WEIGHT)).collect();
+        let members: Vec<Member> = voters
+            .iter()
+            .map(|id| Member::new(*id, nodes.get(id).map_or(0, |n| n.weight)))
+            .collect();
         let owner_ids = placement::owners(&d.to_string(), &members, factor);
         let with_info = |id: &u64| nodes.get(id).map(|n| (*id, n.clone()));
         Placement {

@@ -155,6 +155,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let me = NodeInfo {
         rpc_addr: cfg.advertise_rpc(),
         http_addr: cfg.advertise_http(),
+        weight: cfg.weight,
     };
     if !raft.is_initialized().await? {
         if let Some(seed) = &cfg.join {

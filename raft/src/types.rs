@@ -8,16 +8,40 @@ use crate::command::{CommandResult, Proposal};
 
 pub type NodeId = u64;
 
-/// What every member knows about another: where to reach it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What every member knows about another: where to reach it, and its
+/// relative storage capacity (blob placement weight).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub rpc_addr: String,
     pub http_addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// The weight of a member that did not say (all equal by default).
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl Default for NodeInfo {
+    fn default() -> Self {
+        NodeInfo {
+            rpc_addr: String::new(),
+            http_addr: String::new(),
+            weight: DEFAULT_WEIGHT,
+        }
+    }
 }
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rpc={} http={}", self.rpc_addr, self.http_addr)
+        write!(
+            f,
+            "rpc={} http={} weight={}",
+            self.rpc_addr, self.http_addr, self.weight
+        )
     }
 }
 

@@ -510,3 +510,49 @@ async fn an_upload_moves_between_nodes_start_patch_put() {
     let v: Value = unknown.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN");
 }
+
+#[tokio::test]
+async fn a_member_of_weight_zero_owns_no_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path()).await;
+    let mut n4 = Node::start_unready(
+        &dir.path().join("n4"),
+        &ENV,
+        &["--node-id", "4", "--no-init"],
+    );
+    let v = tcr_json(
+        &nodes[0].url(),
+        &[
+            "members",
+            "add",
+            "--id",
+            "4",
+            "--rpc-addr",
+            &n4.rpc(),
+            "--http-addr",
+            &n4.host(),
+            "--weight",
+            "0",
+        ],
+    );
+    assert_eq!(v["role"], "voter");
+    n4.wait_ready().await;
+    nodes.push(n4);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut blobs = Vec::new();
+    for i in 0..30 {
+        let mut data = vec![0u8; rng.random_range(1..64 << 10)];
+        rng.fill(&mut data[..]);
+        blobs.push(
+            Oci::new(&nodes[i % 4].url())
+                .push_blob("acme/app", &data)
+                .await,
+        );
+    }
+    for d in &blobs {
+        let o = owners(&nodes[3], d).await;
+        assert_eq!(o.len(), 2, "{d}");
+        assert!(!o.contains(&4), "{d} placed on the weight-0 member: {o:?}");
+    }
+    all_on_their_owners(&nodes, &blobs, Duration::from_secs(30)).await;
+}

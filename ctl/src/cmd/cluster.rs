@@ -37,6 +37,9 @@ pub enum MembersCmd {
         rpc_addr: String,
         #[arg(long)]
         http_addr: String,
+        /// Blob placement weight (relative capacity).
+        #[arg(long, default_value_t = 100)]
+        weight: u32,
     },
     /// Remove a node from the cluster.
     Remove {
@@ -225,6 +228,7 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
             id,
             rpc_addr,
             http_addr,
+            weight,
         } => {
             let progress = (out == Output::Human).then(|| {
                 let bar = indicatif::ProgressBar::new(0);
@@ -245,7 +249,9 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
                 .call(
                     Method::POST,
                     &format!("{BASE}/members"),
-                    Some(json!({"id": id, "rpcAddr": rpc_addr, "httpAddr": http_addr})),
+                    Some(
+                        json!({"id": id, "rpcAddr": rpc_addr, "httpAddr": http_addr, "weight": weight}),
+                    ),
                 )
                 .await;
             if let Some((bar, watcher)) = progress {

@@ -37,6 +37,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
                 "role": if voters.contains(id) { "voter" } else { "learner" },
                 "rpcAddr": node.rpc_addr,
                 "httpAddr": node.http_addr,
+                "weight": node.weight,
                 "matchedIndex": matched,
                 "lag": matched.map(|i| last.saturating_sub(i)),
             })
@@ -98,6 +99,8 @@ pub struct AddMember {
     pub id: u64,
     pub rpc_addr: String,
     pub http_addr: String,
+    /// Blob placement weight (relative capacity); 100 when absent.
+    pub weight: Option<u32>,
 }
 
 pub async fn add_member(
@@ -115,6 +118,7 @@ pub async fn add_member(
     let node = NodeInfo {
         rpc_addr: req.rpc_addr,
         http_addr: req.http_addr,
+        weight: req.weight.unwrap_or(tcr_raft::types::DEFAULT_WEIGHT),
     };
     match tcr_raft::rpc_server::add_voter(&st.meta.raft, req.id, node).await {
         JoinReply::Joined => {

@@ -80,7 +80,8 @@ pub fn spec() -> Value {
                     "operationId": "addMember",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["id", "rpcAddr", "httpAddr"], "additionalProperties": false,
-                        "properties": {"id": {"type": "integer", "minimum": 1}, "rpcAddr": {"type": "string"}, "httpAddr": {"type": "string"}}}}}},
+                        "properties": {"id": {"type": "integer", "minimum": 1}, "rpcAddr": {"type": "string"}, "httpAddr": {"type": "string"},
+                            "weight": {"type": "integer", "minimum": 0, "description": "blob placement weight (relative capacity), 100 by default; 0 owns nothing"}}}}}},
                     "responses": {
                         "200": {"description": "the node is a voter", "content": {"application/json": {"schema": {"type": "object"}}}},
                         "307": {"description": "not the leader; Location names the leader"},

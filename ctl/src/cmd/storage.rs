@@ -111,23 +111,55 @@ fn print(nodes: &[Value]) {
     }
 }
 
+/// Copies in place (held by their owners) out of all owned copies, and the
+/// copies still to drop, summed over the nodes.
+fn progress(nodes: &[Value]) -> (u64, u64, u64) {
+    let sum = |k: &str| -> u64 { nodes.iter().filter_map(|v| v["storage"][k].as_u64()).sum() };
+    (sum("held"), sum("owned"), sum("misplaced"))
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} owned copies in place",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn update(bar: &indicatif::ProgressBar, nodes: &[Value]) {
+    let (held, owned, misplaced) = progress(nodes);
+    bar.set_length(owned);
+    bar.set_position(held);
+    bar.set_message(if held == owned && misplaced == 0 {
+        "balanced".to_string()
+    } else {
+        format!("rebalancing, {misplaced} copies to drop")
+    });
+}
+
 pub async fn run(c: &Client, cmd: StorageCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
-        StorageCmd::Status { watch } => loop {
+        StorageCmd::Status { watch } => {
             let nodes = collect(c).await?;
             if out == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
-            } else {
-                if watch {
-                    print!("\x1b[2J\x1b[H");
-                }
-                print(&nodes);
+                return Ok(());
             }
+            print(&nodes);
             if !watch {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        },
+            // A bar follows every node's passes until interrupted.
+            let bar = progress_bar();
+            loop {
+                update(&bar, &collect(c).await?);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
         StorageCmd::Rebalance | StorageCmd::Scrub => {
             let mut started = Vec::new();
             for (id, addr) in members(c).await? {

@@ -25,6 +25,8 @@ pub struct Metrics {
     raft_is_leader: IntGauge,
     /// The storage loop's last pass (see `reconcile::Report`), by field.
     storage: prometheus::IntGaugeVec,
+    /// Blob transfers between nodes by kind and outcome.
+    pub transfers: IntCounterVec,
 }
 
 impl Metrics {
@@ -63,6 +65,15 @@ impl Metrics {
                 &["what"],
             )
             .expect("metric"),
+            transfers: IntCounterVec::new(
+                Opts::new(
+                    "tcr_blob_transfers_total",
+                    "blob transfers between nodes: push (to an owner after an upload), \
+                     remote_read (a read served from another node); result ok|error",
+                ),
+                &["kind", "result"],
+            )
+            .expect("metric"),
             registry,
         };
         m.registry
@@ -73,6 +84,9 @@ impl Metrics {
             .expect("register");
         m.registry
             .register(Box::new(m.storage.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.transfers.clone()))
             .expect("register");
         for g in [
             &m.raft_term,

@@ -39,6 +39,7 @@ pub struct Replicas {
     raft: Raft,
     network: Network,
     store: BlobStore,
+    transfers: prometheus::IntCounterVec,
 }
 
 /// A blob's owners, best first, and the other members (for fallback reads).
@@ -48,13 +49,26 @@ pub struct Placement {
 }
 
 impl Replicas {
-    pub fn new(node_id: u64, raft: Raft, network: Network, store: BlobStore) -> Self {
+    pub fn new(
+        node_id: u64,
+        raft: Raft,
+        network: Network,
+        store: BlobStore,
+        transfers: prometheus::IntCounterVec,
+    ) -> Self {
         Replicas {
             node_id,
             raft,
             network,
             store,
+            transfers,
         }
+    }
+
+    fn count(&self, kind: &str, ok: bool) {
+        self.transfers
+            .with_label_values(&[kind, if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// A channel to a peer's RPC address (shared, connected on first use).
@@ -128,8 +142,12 @@ impl Replicas {
         let mut failures = Vec::new();
         while acked < needed {
             match pushes.next().await {
-                Some(Ok((_, Ok(_)))) => acked += 1,
+                Some(Ok((_, Ok(_)))) => {
+                    self.count("push", true);
+                    acked += 1;
+                }
                 Some(Ok((id, Err(e)))) => {
+                    self.count("push", false);
                     tracing::warn!(digest = %d, node = id, "replica push failed: {e}");
                     failures.push(format!("node {id}: {e}"));
                 }
@@ -205,6 +223,7 @@ impl Replicas {
                 tokio::time::timeout(FETCH_START, replication::fetch(channel, d, start, len)).await;
             match fetched {
                 Ok(Ok(stream)) => {
+                    self.count("remote_read", true);
                     let stream = stream.map(|r| r.map_err(std::io::Error::other));
                     return Ok(if start == 0 && len == size {
                         verified(stream, d.clone(), None).boxed()
@@ -212,8 +231,14 @@ impl Replicas {
                         stream.boxed()
                     });
                 }
-                Ok(Err(e)) => errors.push(format!("node {id}: {e}")),
-                Err(_) => errors.push(format!("node {id}: no answer in {FETCH_START:?}")),
+                Ok(Err(e)) => {
+                    self.count("remote_read", false);
+                    errors.push(format!("node {id}: {e}"));
+                }
+                Err(_) => {
+                    self.count("remote_read", false);
+                    errors.push(format!("node {id}: no answer in {FETCH_START:?}"));
+                }
             }
         }
         Err(ReplicaError::NoHolder(errors.join("; ")))

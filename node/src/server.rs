@@ -175,8 +175,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let uploads = Uploads::open(blobs.clone())?;
-    let replicas =
-        crate::replicas::Replicas::new(cfg.node_id, raft.clone(), network.clone(), blobs.clone());
+    let metrics = Metrics::new();
+    let replicas = crate::replicas::Replicas::new(
+        cfg.node_id,
+        raft.clone(),
+        network.clone(),
+        blobs.clone(),
+        metrics.transfers.clone(),
+    );
     let reconciler = crate::reconcile::Reconciler::new(
         cfg.node_id,
         replicas.clone(),
@@ -204,7 +210,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_manifest_bytes: cfg.max_manifest_bytes,
         max_blob_bytes: cfg.max_blob_bytes,
         body_idle_timeout: Duration::from_secs_f64(cfg.body_idle_timeout_secs),
-        metrics: Metrics::new(),
+        metrics,
         auth,
         ready: AtomicBool::new(false),
     });

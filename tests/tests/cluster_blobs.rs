@@ -200,6 +200,30 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
         }
     }
 
+    // Prometheus counts the transfers: pushes to owners, remote reads.
+    let mut pushes_ok = 0;
+    let mut remote_ok = 0;
+    for n in &nodes {
+        let text = reqwest::get(format!("{}/metrics", n.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        pushes_ok += value(r#"tcr_blob_transfers_total{kind="push",result="ok"}"#);
+        remote_ok += value(r#"tcr_blob_transfers_total{kind="remote_read",result="ok"}"#);
+    }
+    // Every blob pushed through a node went to at least one other owner;
+    // every node without a copy read each such blob remotely once.
+    assert!(pushes_ok >= 200 - 1, "{pushes_ok} pushes");
+    assert!(remote_ok >= 200, "{remote_ok} remote reads");
+
     // A range through a node without a copy.
     let (d, len, _) = pushed.iter().find(|(_, len, _)| *len > 1 << 20).unwrap();
     let outsider = (1..=3u64)
@@ -495,6 +519,34 @@ async fn an_upload_moves_between_nodes_start_patch_put() {
     assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
     for n in &nodes {
         assert_eq!(pull(n, &d).await.unwrap(), data, "via {}", n.url());
+    }
+    // Mounted into another repository through every node, whether or not
+    // that node holds a copy: the committed record decides.
+    for (i, n) in nodes.iter().enumerate() {
+        let mounted = c
+            .post(format!(
+                "{}/v2/acme/other{i}/blobs/uploads/?mount={d}&from=acme/app",
+                n.url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            mounted.status(),
+            StatusCode::CREATED,
+            "mount via {}",
+            n.url()
+        );
+        let got = c
+            .get(format!(
+                "{}/v2/acme/other{i}/blobs/{d}",
+                nodes[(i + 1) % 3].url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
     }
     // A session of a node that is not a member is unknown, not a 500.
     let unknown = c

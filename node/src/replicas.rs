@@ -196,8 +196,12 @@ impl Replicas {
         if self.store.stat(d).await?.is_some() {
             let local = self.store.read_stream(d, start, len).await?;
             if start == 0 && len == size {
-                // A copy that rotted on disk is cut off and quarantined; the
-                // client's retry is served by another holder.
+                // The copy is hashed on another thread while it is sent, and
+                // the last chunk waits for the verdict: a copy that rotted on
+                // disk is cut off and quarantined (the client's retry is
+                // served by another holder), at little cost in throughput.
+                let (store, dd) = (self.store.clone(), d.clone());
+                let verdict = tokio::spawn(async move { store.verify(&dd).await });
                 let (store, bad) = (self.store.clone(), d.clone());
                 let on_corrupt = move || {
                     tokio::spawn(async move {
@@ -206,7 +210,7 @@ impl Replicas {
                         }
                     });
                 };
-                return Ok(verified(local, d.clone(), Some(Box::new(on_corrupt))).boxed());
+                return Ok(held_for(local, verdict, d.clone(), Box::new(on_corrupt)).boxed());
             }
             return Ok(local.boxed());
         }
@@ -298,6 +302,66 @@ fn verified(
                             Err(std::io::Error::other(format!("copy of {} is corrupt", s.d))),
                             s,
                         ))
+                    };
+                }
+            }
+        }
+    })
+}
+
+/// Pass `inner` through, holding back its last chunk until `verdict` says
+/// the copy matches `d`; otherwise end with an error (and `on_corrupt`).
+fn held_for(
+    inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    verdict: tokio::task::JoinHandle<std::io::Result<Option<bool>>>,
+    d: Digest,
+    on_corrupt: Box<dyn FnOnce() + Send>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    struct State<S> {
+        inner: S,
+        held: Option<Bytes>,
+        verdict: Option<tokio::task::JoinHandle<std::io::Result<Option<bool>>>>,
+        d: Digest,
+        on_corrupt: Option<Box<dyn FnOnce() + Send>>,
+    }
+    let state = State {
+        inner: Box::pin(inner),
+        held: None,
+        verdict: Some(verdict),
+        d,
+        on_corrupt: Some(on_corrupt),
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            match s.inner.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(prev) = s.held.replace(chunk) {
+                        return Some((Ok(prev), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.verdict = None;
+                    s.held = None;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    let verdict = s.verdict.take()?.await;
+                    return match verdict {
+                        Ok(Ok(Some(true))) => s.held.take().map(|last| (Ok(last), s)),
+                        other => {
+                            tracing::error!(digest = %s.d, ?other, "local copy failed verification; cutting the response");
+                            if let (Ok(Ok(Some(false))), Some(f)) = (&other, s.on_corrupt.take()) {
+                                f();
+                            }
+                            s.held = None;
+                            Some((
+                                Err(std::io::Error::other(format!(
+                                    "copy of {} failed verification",
+                                    s.d
+                                ))),
+                                s,
+                            ))
+                        }
                     };
                 }
             }

@@ -123,19 +123,32 @@ impl BlobStore {
         }
     }
 
-    /// Re-hash the local copy: `Some(true)` if it matches its name.
+    /// Re-hash the local copy on a blocking thread: `Some(true)` if it
+    /// matches its name, `None` if there is no copy. Plain reads (not the
+    /// mapping) so the pages do not count against this process's memory.
     pub async fn verify(&self, d: &Digest) -> io::Result<Option<bool>> {
-        use futures::StreamExt;
         use sha2::Digest as _;
-        let Some(size) = self.stat(d).await? else {
-            return Ok(None);
-        };
-        let mut chunks = std::pin::pin!(self.read_stream(d, 0, size).await?);
-        let mut h = sha2::Sha256::new();
-        while let Some(c) = chunks.next().await {
-            h.update(&c?);
-        }
-        Ok(Some(&Digest::from_sha256_bytes(&h.finalize()) == d))
+        use std::io::Read;
+        let (path, d) = (self.path(d), d.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(Some(Digest::from_sha256_bytes(&h.finalize()) == d))
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     pub async fn remove(&self, d: &Digest) -> io::Result<bool> {

@@ -60,7 +60,7 @@ impl Metrics {
                 Opts::new(
                     "tcr_storage",
                     "blob storage on this node: owned, held, held_bytes, missing (owned, no copy: under-replicated), \
-                     misplaced (held, not owned), and since start: pulled, dropped, scrubbed_bytes, corrupt_found, passes",
+                     misplaced (held, not owned), under_replicated (fewer copies than owners, counted once in the cluster), and since start: pulled, dropped, scrubbed_bytes, corrupt_found, passes",
                 ),
                 &["what"],
             )
@@ -158,6 +158,7 @@ pub async fn render(State(st): State<Arc<AppState>>) -> Response {
         ("held_bytes", r.held_bytes),
         ("missing", r.missing),
         ("misplaced", r.misplaced),
+        ("under_replicated", r.under_replicated),
         ("pulled", r.pulled),
         ("dropped", r.dropped),
         ("scrubbed_bytes", r.scrubbed_bytes),

@@ -25,6 +25,10 @@ use tokio::sync::Notify;
 
 use crate::replicas::Replicas;
 
+/// A peer that does not answer a question about its copies in this time
+/// (cut off by a partition, say) counts as not holding them.
+const PEER_ANSWER: Duration = Duration::from_secs(10);
+
 /// What the last pass found and did on this node.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,8 +41,11 @@ pub struct Report {
     /// Owned blobs with a local copy, and their bytes.
     pub held: u64,
     pub held_bytes: u64,
-    /// Owned here but no copy could be pulled (under-replicated).
+    /// Owned here but no copy could be pulled.
     pub missing: u64,
+    /// Blobs with fewer copies than owners (counted by their first owner
+    /// that is up and holds one, so the sum over nodes counts each once).
+    pub under_replicated: u64,
     /// Held here without being an owner (waiting for every owner).
     pub misplaced: u64,
     /// Totals since the node started: copies pulled and dropped, bytes
@@ -139,14 +146,18 @@ impl Reconciler {
         let mut after: Option<String> = None;
         loop {
             let page = me.reader.blob_digests(after.as_deref(), 1000)?;
+            let mut mine_held = Vec::new();
             for name in &page.items {
                 let Ok(d) = name.parse::<Digest>() else {
                     continue;
                 };
                 r.committed_blobs += 1;
                 let size = me.reader.blob(name)?.map(|b| b.size).unwrap_or(0);
-                self.reconcile_one(&d, size, &mut r).await;
+                if let Some(owners) = self.reconcile_one(&d, size, &mut r).await {
+                    mine_held.push((d, owners));
+                }
             }
+            r.under_replicated += self.count_under_replicated(&mine_held).await;
             match page.items.last() {
                 Some(last) if page.more => after = Some(last.clone()),
                 _ => break,
@@ -156,12 +167,24 @@ impl Reconciler {
         Ok(r)
     }
 
-    async fn reconcile_one(&self, d: &Digest, size: u64, r: &mut Report) {
+    /// Bring this node's copy of `d` in line with placement. Returns the
+    /// owners when this node owns and holds it afterwards.
+    async fn reconcile_one(
+        &self,
+        d: &Digest,
+        size: u64,
+        r: &mut Report,
+    ) -> Option<Vec<(u64, String)>> {
         let me = &self.inner;
         let p = me.replicas.placement(&me.reader, d);
         if p.owners.is_empty() {
-            return; // no membership known yet: nothing to decide
+            return None; // no membership known yet: nothing to decide
         }
+        let owners: Vec<(u64, String)> = p
+            .owners
+            .iter()
+            .map(|(id, n)| (*id, n.rpc_addr.clone()))
+            .collect();
         let mine = p.owners.iter().any(|(id, _)| *id == me.node_id);
         let local = me.store.stat(d).await.ok().flatten();
         if mine {
@@ -169,7 +192,7 @@ impl Reconciler {
             if let Some(bytes) = local {
                 r.held += 1;
                 r.held_bytes += bytes;
-                return;
+                return Some(owners);
             }
             for (id, node) in p.owners.iter().chain(&p.others) {
                 if *id == me.node_id {
@@ -179,7 +202,15 @@ impl Reconciler {
                     continue;
                 };
                 let started = std::time::Instant::now();
-                let pulled = replication::pull(channel, &me.uploads, d, size).await;
+                // Bounded, so a peer cut off mid-transfer cannot stall the
+                // loop: at least 10 MB/s, or the pull is abandoned.
+                let bound = PEER_ANSWER + Duration::from_secs(size / 10_000_000);
+                let pulled =
+                    tokio::time::timeout(bound, replication::pull(channel, &me.uploads, d, size))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(replication::ReplicationError::Peer("pull timed out".into()))
+                        });
                 if me.pull_bytes_per_sec > 0 {
                     // Throttle: this pull may not have taken less than its
                     // share of the bandwidth allows.
@@ -192,7 +223,7 @@ impl Reconciler {
                         r.pulled += 1;
                         r.held += 1;
                         r.held_bytes += size;
-                        return;
+                        return Some(owners);
                     }
                     Err(e) => {
                         tracing::debug!(digest = %d, from = id, "no copy from this node: {e}")
@@ -200,17 +231,19 @@ impl Reconciler {
                 }
             }
             r.missing += 1;
+            None
         } else if local.is_some() {
             // Drop the copy only when every owner has its own.
             for (id, node) in &p.owners {
                 let Some(channel) = me.replicas.channel(&node.rpc_addr) else {
                     r.misplaced += 1;
-                    return;
+                    return None;
                 };
-                if !matches!(replication::has(channel, d).await, Ok(true)) {
+                let asked = tokio::time::timeout(PEER_ANSWER, replication::has(channel, d));
+                if !matches!(asked.await, Ok(Ok(true))) {
                     tracing::debug!(digest = %d, owner = id, "owner lacks a copy; keeping ours");
                     r.misplaced += 1;
-                    return;
+                    return None;
                 }
             }
             match me.store.remove(d).await {
@@ -220,7 +253,59 @@ impl Reconciler {
                     r.misplaced += 1;
                 }
             }
+            None
+        } else {
+            None
         }
+    }
+
+    /// Of the blobs this node owns and holds, how many have fewer copies
+    /// than owners. Each is counted by one node only: the first of its
+    /// owners that is up and holds a copy.
+    async fn count_under_replicated(&self, held: &[(Digest, Vec<(u64, String)>)]) -> u64 {
+        let me = &self.inner;
+        // Ask each other owner, once per page, which of these it holds.
+        let mut asks: std::collections::BTreeMap<(u64, String), Vec<usize>> = Default::default();
+        for (i, (_, owners)) in held.iter().enumerate() {
+            for (id, addr) in owners {
+                if *id != me.node_id {
+                    asks.entry((*id, addr.clone())).or_default().push(i);
+                }
+            }
+        }
+        // (peer, blob index) -> holds it; peers that did not answer are absent.
+        let mut answers: std::collections::HashMap<(u64, usize), bool> = Default::default();
+        for ((id, addr), idx) in asks {
+            let Some(channel) = me.replicas.channel(&addr) else {
+                continue;
+            };
+            let digests: Vec<Digest> = idx.iter().map(|i| held[*i].0.clone()).collect();
+            let asked = tokio::time::timeout(PEER_ANSWER, replication::has_many(channel, &digests));
+            if let Ok(Ok(present)) = asked.await {
+                for (i, p) in idx.iter().zip(present) {
+                    answers.insert((id, *i), p);
+                }
+            }
+        }
+        let mut under = 0;
+        for (i, (_, owners)) in held.iter().enumerate() {
+            // An earlier owner that is up and holds a copy counts it.
+            let counted_earlier = owners
+                .iter()
+                .take_while(|(id, _)| *id != me.node_id)
+                .any(|(id, _)| answers.get(&(*id, i)) == Some(&true));
+            if counted_earlier {
+                continue;
+            }
+            let copies = 1 + owners
+                .iter()
+                .filter(|(id, _)| answers.get(&(*id, i)) == Some(&true))
+                .count();
+            if copies < owners.len() {
+                under += 1;
+            }
+        }
+        under
     }
 
     /// Re-hash up to the per-pass budget of local copies, continuing where

@@ -20,7 +20,7 @@ pub mod proto {
 
 use proto::blob_service_client::BlobServiceClient;
 use proto::blob_service_server::{BlobService, BlobServiceServer};
-use proto::{Chunk, GetRequest, HasReply, PutChunk, PutReply};
+use proto::{Chunk, GetRequest, HasManyReply, HasManyRequest, HasReply, PutChunk, PutReply};
 
 /// Chunks in flight per transfer: the sender waits when the peer is slower.
 const IN_FLIGHT: usize = 4;
@@ -126,6 +126,22 @@ pub async fn has(channel: Channel, d: &Digest) -> Result<bool, ReplicationError>
         })
         .await?;
     Ok(reply.into_inner().present)
+}
+
+/// Which of `digests` the peer behind `channel` holds (at most 10,000).
+pub async fn has_many(channel: Channel, digests: &[Digest]) -> Result<Vec<bool>, ReplicationError> {
+    let reply = client(channel)
+        .has_many(HasManyRequest {
+            digests: digests.iter().map(|d| d.to_string()).collect(),
+        })
+        .await?
+        .into_inner();
+    if reply.present.len() != digests.len() {
+        return Err(ReplicationError::Peer(
+            "has_many: answer of the wrong length".into(),
+        ));
+    }
+    Ok(reply.present)
 }
 
 /// Copy `d` from the peer behind `channel` into the local store: staged as
@@ -249,6 +265,24 @@ impl BlobService for BlobRpc {
             present: size.is_some(),
             size: size.unwrap_or(0),
         }))
+    }
+
+    async fn has_many(
+        &self,
+        req: Request<HasManyRequest>,
+    ) -> Result<Response<HasManyReply>, Status> {
+        let digests = req.into_inner().digests;
+        if digests.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10,000 digests per call"));
+        }
+        let mut present = Vec::with_capacity(digests.len());
+        for d in digests {
+            let d: Digest = d
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+            present.push(self.store.stat(&d).await?.is_some());
+        }
+        Ok(Response::new(HasManyReply { present }))
     }
 
     type GetStream = std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;

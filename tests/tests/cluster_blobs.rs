@@ -257,12 +257,37 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
             assert_eq!(&digest(&body), d);
         }
     }
+    // The survivors count the blobs that lost a copy, each once.
+    let mut lost_a_copy = 0;
+    for (d, _, _) in &pushed {
+        lost_a_copy += u64::from(owners(&nodes[0], d).await.contains(&2));
+    }
+    let under = |report: &Value| -> u64 {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["storage"]["underReplicated"].as_u64())
+            .sum()
+    };
+    wait_for(
+        "under-replicated blobs reported",
+        Duration::from_secs(60),
+        || async { under(&tcr_json(&nodes[0].url(), &["storage", "status"])) == lost_a_copy },
+    )
+    .await;
     // It comes back with its blobs gone (a replaced disk): repair pulls
     // every blob it owns again.
     std::fs::remove_dir_all(nodes[1].dir.join("data/blobs")).unwrap();
     nodes[1].restart().await;
     let digests: Vec<String> = pushed.iter().map(|(d, _, _)| d.clone()).collect();
     all_on_their_owners(&nodes, &digests, Duration::from_secs(120)).await;
+    wait_for(
+        "no blob under-replicated",
+        Duration::from_secs(60),
+        || async { under(&tcr_json(&nodes[0].url(), &["storage", "status"])) == 0 },
+    )
+    .await;
     // Its storage status tells what the repair did, once the pass ends.
     wait_for(
         "node 2 reports the copies it pulled",

@@ -72,6 +72,7 @@ fn print(nodes: &[Value]) {
                     .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
                     .unwrap_or_else(|| "-".into()),
                 n(v, "missing"),
+                n(v, "underReplicated"),
                 n(v, "misplaced"),
                 n(v, "pulled"),
                 n(v, "dropped"),
@@ -87,6 +88,7 @@ fn print(nodes: &[Value]) {
             "HELD",
             "BYTES",
             "MISSING",
+            "UNDER-R",
             "MISPLACED",
             "PULLED",
             "DROPPED",
@@ -104,10 +106,14 @@ fn print(nodes: &[Value]) {
         .iter()
         .filter_map(|v| v["storage"]["missing"].as_u64())
         .sum();
-    if misplaced + missing == 0 {
+    let under: u64 = nodes
+        .iter()
+        .filter_map(|v| v["storage"]["underReplicated"].as_u64())
+        .sum();
+    if misplaced + missing + under == 0 {
         println!("every blob is on its owners");
     } else {
-        println!("rebalance in progress: {missing} copies to pull, {misplaced} to drop");
+        println!("{under} blob(s) under-replicated; {missing} copies to pull, {misplaced} to drop");
     }
 }
 

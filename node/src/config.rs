@@ -13,6 +13,16 @@ pub enum ReadConsistency {
     Stale,
 }
 
+/// Which whole-blob reads are hashed while served (the last chunk waits
+/// for the verdict, so a corrupt copy is cut off, never served whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerifyReads {
+    /// Every whole-blob read: pulls are bounded by SHA-256 speed.
+    All,
+    /// Only blobs streamed from another node; local copies rely on scrub.
+    Remote,
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "tcr-node",
@@ -82,6 +92,9 @@ pub struct Config {
     /// when it joins or initialises a cluster.
     #[arg(long, env = "TCR_WEIGHT", default_value_t = 100)]
     pub weight: u32,
+    /// Which whole-blob reads are verified against the digest as they are served.
+    #[arg(long, env = "TCR_VERIFY_READS", value_enum, default_value_t = VerifyReads::All)]
+    pub verify_reads: VerifyReads,
 }
 
 impl Default for Config {

@@ -40,6 +40,8 @@ pub struct Replicas {
     network: Network,
     store: BlobStore,
     transfers: prometheus::IntCounterVec,
+    /// Hash local whole-blob reads too (`--verify-reads all`).
+    verify_local: bool,
 }
 
 /// A blob's owners, best first, and the other members (for fallback reads).
@@ -55,6 +57,7 @@ impl Replicas {
         network: Network,
         store: BlobStore,
         transfers: prometheus::IntCounterVec,
+        verify_local: bool,
     ) -> Self {
         Replicas {
             node_id,
@@ -62,6 +65,7 @@ impl Replicas {
             network,
             store,
             transfers,
+            verify_local,
         }
     }
 
@@ -195,7 +199,7 @@ impl Replicas {
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ReplicaError> {
         if self.store.stat(d).await?.is_some() {
             let local = self.store.read_stream(d, start, len).await?;
-            if start == 0 && len == size {
+            if self.verify_local && start == 0 && len == size {
                 // The copy is hashed on another thread while it is sent, and
                 // the last chunk waits for the verdict: a copy that rotted on
                 // disk is cut off and quarantined (the client's retry is

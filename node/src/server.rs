@@ -182,6 +182,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         network.clone(),
         blobs.clone(),
         metrics.transfers.clone(),
+        cfg.verify_reads == crate::config::VerifyReads::All,
     );
     let reconciler = crate::reconcile::Reconciler::new(
         cfg.node_id,

@@ -342,3 +342,28 @@ pub async fn node_with_namespace(dir: &Path) -> Node {
     node.create_namespace("acme", "private").await;
     node
 }
+
+/// Run `tcr --endpoint <endpoint> <args>` and return its output, whatever
+/// the exit status (for tests of refusals).
+pub fn tcr(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("tcr"))
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcr")
+}
+
+/// Run `tcr --output json` and parse what it prints; panic if it fails.
+pub fn tcr_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let out = tcr(endpoint, &all);
+    assert!(
+        out.status.success(),
+        "tcr {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("tcr prints JSON")
+}

@@ -70,3 +70,34 @@ pub async fn error_code(resp: Response) -> String {
         .expect("errors[0].code")
         .to_string()
 }
+
+/// PUT `manifest` under tags `t<i>` (i in `tags`, zero-padded to `width`)
+/// in `repo`, round-robin over `urls`, `concurrency` at a time; every push
+/// must be acknowledged with 201.
+pub async fn push_tags(
+    urls: &[String],
+    repo: &str,
+    media_type: &str,
+    manifest: &[u8],
+    tags: std::ops::Range<usize>,
+    width: usize,
+    concurrency: usize,
+) {
+    use futures::StreamExt;
+    let client = Client::new();
+    futures::stream::iter(tags)
+        .map(|i| {
+            let url = format!("{}/v2/{repo}/manifests/t{i:0width$}", urls[i % urls.len()]);
+            let req = client
+                .put(url)
+                .header("content-type", media_type)
+                .body(manifest.to_vec());
+            async move {
+                let r = req.send().await.expect("PUT manifest");
+                assert_eq!(r.status(), StatusCode::CREATED, "tag t{i}");
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+}

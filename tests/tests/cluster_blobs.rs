@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{bin, wait_for, Node};
+use tcr_tests::harness::{tcr, tcr_json, wait_for, Node};
 use tcr_tests::images::digest;
 use tcr_tests::oci::Oci;
 
@@ -73,18 +73,27 @@ async fn all_on_their_owners(nodes: &[Node], blobs: &[String], within: Duration)
     }
 }
 
-fn tcr_json(endpoint: &str, args: &[&str]) -> Value {
-    let out = std::process::Command::new(bin("tcr"))
-        .args(["--endpoint", endpoint, "--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// Start node 4 empty and add it with `tcr members add --weight`.
+async fn add_fourth(dir: &Path, nodes: &mut Vec<Node>, weight: u32) {
+    let mut n4 = Node::start_unready(&dir.join("n4"), &ENV, &["--node-id", "4", "--no-init"]);
+    let v = tcr_json(
+        &nodes[0].url(),
+        &[
+            "members",
+            "add",
+            "--id",
+            "4",
+            "--rpc-addr",
+            &n4.rpc(),
+            "--http-addr",
+            &n4.host(),
+            "--weight",
+            &weight.to_string(),
+        ],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert_eq!(v["role"], "voter");
+    n4.wait_ready().await;
+    nodes.push(n4);
 }
 
 async fn start_cluster(dir: &Path) -> Vec<Node> {
@@ -111,17 +120,10 @@ async fn start_cluster(dir: &Path) -> Vec<Node> {
         })
     })
     .await;
-    let out = std::process::Command::new(bin("tcr"))
-        .args([
-            "--endpoint",
-            &nodes[0].url(),
-            "cluster",
-            "set",
-            "replication-factor",
-            "2",
-        ])
-        .output()
-        .unwrap();
+    let out = tcr(
+        &nodes[0].url(),
+        &["cluster", "set", "replication-factor", "2"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -410,26 +412,7 @@ async fn growing_to_four_moves_blobs_to_their_new_owners_with_no_failed_read() {
             (reads, failed)
         }
     });
-    let mut n4 = Node::start_unready(
-        &dir.path().join("n4"),
-        &ENV,
-        &["--node-id", "4", "--no-init"],
-    );
-    tcr_json(
-        &nodes[0].url(),
-        &[
-            "members",
-            "add",
-            "--id",
-            "4",
-            "--rpc-addr",
-            &n4.rpc(),
-            "--http-addr",
-            &n4.host(),
-        ],
-    );
-    n4.wait_ready().await;
-    nodes.push(n4);
+    add_fourth(dir.path(), &mut nodes, 100).await;
     for n in &nodes {
         let url = format!("{}/v1/container-registries/cluster", n.url());
         wait_for(
@@ -592,29 +575,7 @@ async fn an_upload_moves_between_nodes_start_patch_put() {
 async fn a_member_of_weight_zero_owns_no_blob() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster(dir.path()).await;
-    let mut n4 = Node::start_unready(
-        &dir.path().join("n4"),
-        &ENV,
-        &["--node-id", "4", "--no-init"],
-    );
-    let v = tcr_json(
-        &nodes[0].url(),
-        &[
-            "members",
-            "add",
-            "--id",
-            "4",
-            "--rpc-addr",
-            &n4.rpc(),
-            "--http-addr",
-            &n4.host(),
-            "--weight",
-            "0",
-        ],
-    );
-    assert_eq!(v["role"], "voter");
-    n4.wait_ready().await;
-    nodes.push(n4);
+    add_fourth(dir.path(), &mut nodes, 0).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut blobs = Vec::new();
     for i in 0..30 {

@@ -3,30 +3,15 @@
 //! shrink 5 -> 3 (removing the leader among others), restart every node,
 //! and every node reports the same state digest.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{bin, wait_for, Node};
+use tcr_tests::harness::{tcr_json, wait_for, Node};
 use tcr_tests::images::{Image, OCI_MANIFEST};
-use tcr_tests::oci::Oci;
+use tcr_tests::oci::{push_tags, Oci};
 
 const TAGS: usize = 50_000;
-
-fn tcr(endpoint: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--endpoint", endpoint, "--output", "json"];
-    all.extend_from_slice(args);
-    let out = Command::new(bin("tcr")).args(&all).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tcr {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 async fn status(node: &Node) -> Option<Value> {
     reqwest::get(format!("{}/v1/container-registries/cluster", node.url()))
@@ -82,24 +67,16 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
     oci.push_blob("acme/app", &img.config).await;
     let started = Instant::now();
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
-    let client = reqwest::Client::new();
-    futures::stream::iter(0..TAGS)
-        .map(|i| {
-            let (client, url, body) = (client.clone(), urls[i % 3].clone(), img.manifest.clone());
-            async move {
-                let r = client
-                    .put(format!("{url}/v2/acme/app/manifests/t{i:05}"))
-                    .header("content-type", OCI_MANIFEST)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::CREATED);
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    push_tags(
+        &urls,
+        "acme/app",
+        OCI_MANIFEST,
+        &img.manifest,
+        0..TAGS,
+        5,
+        32,
+    )
+    .await;
     eprintln!(
         "pushed {TAGS} tags through 3 nodes in {:?}",
         started.elapsed()
@@ -117,7 +94,7 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
     for id in 4..=5usize {
         let (rpc, http) = (nodes[id - 1].rpc(), nodes[id - 1].host());
         // Through a node that may well be a follower: it redirects to the leader.
-        let v = tcr(
+        let v = tcr_json(
             &nodes[1].url(),
             &[
                 "members",
@@ -143,7 +120,7 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
 
     // Shrink: remove node 1 (the first leader) and node 4.
     for id in [1, 4] {
-        tcr(
+        tcr_json(
             &nodes[2].url(),
             &["members", "remove", "--id", &id.to_string()],
         );
@@ -178,7 +155,7 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
     for i in [1usize, 2, 4] {
         nodes[i].wait_ready().await;
     }
-    let status_all = tcr(&nodes[1].url(), &["cluster", "status"]);
+    let status_all = tcr_json(&nodes[1].url(), &["cluster", "status"]);
     let members = status_all["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
     let digests: Vec<&str> = members
@@ -189,7 +166,7 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
         "equal digests on all three",
         Duration::from_secs(30),
         || async {
-            let s = tcr(&nodes[1].url(), &["cluster", "status"]);
+            let s = tcr_json(&nodes[1].url(), &["cluster", "status"]);
             let d: Vec<String> = s["members"]
                 .as_array()
                 .unwrap()

@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{bin, wait_for, Node};
+use tcr_tests::harness::{bin, tcr, wait_for, Node};
 use tcr_tests::images::{Image, OCI_MANIFEST};
-use tcr_tests::oci::Oci;
+use tcr_tests::oci::{push_tags, Oci};
 
 async fn status(node: &Node) -> Option<Value> {
     let r = reqwest::get(format!("{}/v1/container-registries/cluster", node.url()))
@@ -262,14 +261,6 @@ async fn leader_kill9_elects_a_new_leader_and_loses_no_acknowledged_write() {
     }
 }
 
-fn tcr(endpoint: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin("tcr"))
-        .args(["--endpoint", endpoint])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn leader_transfer_hands_over_without_failing_a_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,24 +381,7 @@ async fn a_node_down_while_the_log_is_compacted_catches_up_from_a_snapshot() {
         .filter(|i| *i != down)
         .map(|i| nodes[i].url())
         .collect();
-    let client = reqwest::Client::new();
-    futures::stream::iter(0..TAGS)
-        .map(|i| {
-            let (client, url, body) = (client.clone(), up[i % 2].clone(), img.manifest.clone());
-            async move {
-                let r = client
-                    .put(format!("{url}/v2/acme/app/manifests/t{i:04}"))
-                    .header("content-type", OCI_MANIFEST)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::CREATED);
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
+    push_tags(&up, "acme/app", OCI_MANIFEST, &img.manifest, 0..TAGS, 4, 16).await;
     let leader_status = status(&nodes[leader - 1]).await.unwrap();
     assert!(
         leader_status["snapshotIndex"].as_u64().unwrap_or(0) > 1000,

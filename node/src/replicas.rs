@@ -197,26 +197,35 @@ impl Replicas {
         len: u64,
         size: u64,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ReplicaError> {
-        if self.store.stat(d).await?.is_some() {
-            let local = self.store.read_stream(d, start, len).await?;
-            if self.verify_local && start == 0 && len == size {
+        // A copy dropped between the check and the open (a rebalance moved
+        // it) is read from another holder instead.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        if self.verify_local && start == 0 && len == size {
+            match self.store.read_stream_verified(d).await {
                 // The copy is hashed on another thread while it is sent, and
                 // the last chunk waits for the verdict: a copy that rotted on
                 // disk is cut off and quarantined (the client's retry is
                 // served by another holder), at little cost in throughput.
-                let (store, dd) = (self.store.clone(), d.clone());
-                let verdict = tokio::spawn(async move { store.verify(&dd).await });
-                let (store, bad) = (self.store.clone(), d.clone());
-                let on_corrupt = move || {
-                    tokio::spawn(async move {
-                        if let Err(e) = store.quarantine(&bad).await {
-                            tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
-                        }
-                    });
-                };
-                return Ok(held_for(local, verdict, d.clone(), Box::new(on_corrupt)).boxed());
+                Ok((local, verdict)) => {
+                    let (store, bad) = (self.store.clone(), d.clone());
+                    let on_corrupt = move || {
+                        tokio::spawn(async move {
+                            if let Err(e) = store.quarantine(&bad).await {
+                                tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
+                            }
+                        });
+                    };
+                    return Ok(held_for(local, verdict, d.clone(), Box::new(on_corrupt)).boxed());
+                }
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e.into()),
             }
-            return Ok(local.boxed());
+        } else {
+            match self.store.read_stream(d, start, len).await {
+                Ok(local) => return Ok(local.boxed()),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let p = self.placement(reader, d);
         let mut errors = Vec::new();
@@ -317,14 +326,14 @@ fn verified(
 /// the copy matches `d`; otherwise end with an error (and `on_corrupt`).
 fn held_for(
     inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    verdict: tokio::task::JoinHandle<std::io::Result<Option<bool>>>,
+    verdict: tokio::task::JoinHandle<std::io::Result<bool>>,
     d: Digest,
     on_corrupt: Box<dyn FnOnce() + Send>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     struct State<S> {
         inner: S,
         held: Option<Bytes>,
-        verdict: Option<tokio::task::JoinHandle<std::io::Result<Option<bool>>>>,
+        verdict: Option<tokio::task::JoinHandle<std::io::Result<bool>>>,
         d: Digest,
         on_corrupt: Option<Box<dyn FnOnce() + Send>>,
     }
@@ -351,10 +360,10 @@ fn held_for(
                 None => {
                     let verdict = s.verdict.take()?.await;
                     return match verdict {
-                        Ok(Ok(Some(true))) => s.held.take().map(|last| (Ok(last), s)),
+                        Ok(Ok(true)) => s.held.take().map(|last| (Ok(last), s)),
                         other => {
                             tracing::error!(digest = %s.d, ?other, "local copy failed verification; cutting the response");
-                            if let (Ok(Ok(Some(false))), Some(f)) = (&other, s.on_corrupt.take()) {
+                            if let (Ok(Ok(false)), Some(f)) = (&other, s.on_corrupt.take()) {
                                 f();
                             }
                             s.held = None;

@@ -51,22 +51,70 @@ impl BlobStore {
         start: u64,
         len: u64,
     ) -> io::Result<impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static> {
-        const CHUNK: u64 = 1 << 20;
+        let (_, map) = self.open_mapped(d).await?;
+        Self::chunks(map, start, len)
+    }
+
+    /// The whole local copy as a stream, and a verdict computed on a
+    /// blocking thread from the same open file: whether its bytes hash to
+    /// `d`. Both read the file that was opened, so an unlink (a rebalance
+    /// dropping the copy) during the read affects neither.
+    pub async fn read_stream_verified(
+        &self,
+        d: &Digest,
+    ) -> io::Result<(
+        impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static,
+        tokio::task::JoinHandle<io::Result<bool>>,
+    )> {
+        use sha2::Digest as _;
+        use std::io::Read;
+        let (mut file, map) = self.open_mapped(d).await?;
+        let len = map.as_ref().map_or(0, |m| m.len() as u64);
+        let d = d.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(Digest::from_sha256_bytes(&h.finalize()) == d)
+        });
+        Ok((Self::chunks(map, 0, len)?, verdict))
+    }
+
+    /// Open the local copy and map it (`None` for an empty file, which
+    /// cannot be mapped).
+    async fn open_mapped(
+        &self,
+        d: &Digest,
+    ) -> io::Result<(std::fs::File, Option<std::sync::Arc<memmap2::Mmap>>)> {
         let path = self.path(d);
-        let map = tokio::task::spawn_blocking(move || -> io::Result<Option<memmap2::Mmap>> {
+        let (file, map) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let f = std::fs::File::open(&path)?;
             if f.metadata()?.len() == 0 {
-                return Ok(None); // an empty file cannot be mapped
+                return Ok((f, None));
             }
             // SAFETY: the file is never written or truncated once in place
             // (see above), so the mapped bytes cannot change under us.
             let map = unsafe { memmap2::Mmap::map(&f)? };
             let _ = map.advise(memmap2::Advice::Sequential);
-            Ok(Some(map))
+            Ok((f, Some(map)))
         })
         .await
         .map_err(io::Error::other)??;
-        let map = map.map(std::sync::Arc::new);
+        Ok((file, map.map(std::sync::Arc::new)))
+    }
+
+    fn chunks(
+        map: Option<std::sync::Arc<memmap2::Mmap>>,
+        start: u64,
+        len: u64,
+    ) -> io::Result<impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static> {
+        const CHUNK: u64 = 1 << 20;
         let have = map.as_ref().map_or(0, |m| m.len() as u64);
         if start.saturating_add(len) > have {
             return Err(io::Error::new(

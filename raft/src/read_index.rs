@@ -87,6 +87,10 @@ impl<T: Clone + Send + 'static> Coalescer<T> {
     }
 }
 
+/// The longest a leadership check may take (a leader cut off from its
+/// quorum cannot confirm; readers then retry or get 503).
+const ROUND_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The leader's read index, one leadership check per batch of readers.
 #[derive(Clone)]
 pub struct ReadIndex {
@@ -109,12 +113,14 @@ impl ReadIndex {
         let round = move || {
             let raft = raft.clone();
             async move {
-                match raft.ensure_linearizable().await {
-                    Ok(log_id) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                // Bounded: a stuck round would hold up every later reader.
+                match tokio::time::timeout(ROUND_LIMIT, raft.ensure_linearizable()).await {
+                    Ok(Ok(log_id)) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                         ReadIndexReply::NotLeader(f.leader_id.zip(f.leader_node))
                     }
-                    Err(e) => ReadIndexReply::Failed(e.to_string()),
+                    Ok(Err(e)) => ReadIndexReply::Failed(e.to_string()),
+                    Err(_) => ReadIndexReply::Failed("leadership not confirmed in time".into()),
                 }
             }
         };

@@ -381,3 +381,143 @@ fn held_for(
         }
     })
 }
+
+/// Bytes gathered before a copy goes to the owners (about the chunk size
+/// of every other transfer).
+const TEE_CHUNK: usize = 1 << 20;
+
+/// Pushes to the remote owners that start while an upload's body is still
+/// arriving, so the copies are written alongside the local one instead of
+/// after it. Each owner verifies size and digest itself, so a body that
+/// turns out short or wrong is refused by them as it is here.
+pub struct Tee {
+    senders: Vec<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+    pushes: Vec<tokio::task::JoinHandle<(u64, Result<bool, ReplicationError>)>>,
+    mine: bool,
+    owners: usize,
+}
+
+impl Replicas {
+    /// Start pushes of the coming `size` bytes of `d` to its remote owners;
+    /// `None` when there is no remote owner.
+    pub fn tee(&self, reader: &StateReader, d: &Digest, size: u64) -> Option<Tee> {
+        let owners = self.placement(reader, d).owners;
+        let remote: Vec<_> = owners
+            .iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .filter_map(|(id, n)| Some((*id, self.network.channel(&n.rpc_addr)?)))
+            .collect();
+        if remote.is_empty() {
+            return None;
+        }
+        let (mut senders, mut pushes) = (Vec::new(), Vec::new());
+        for (id, channel) in remote {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let d = d.clone();
+            pushes.push(tokio::spawn(async move {
+                let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+                (id, replication::push_stream(channel, &d, size, body).await)
+            }));
+            senders.push(tx);
+        }
+        Some(Tee {
+            senders,
+            pushes,
+            mine: owners.iter().any(|(id, _)| *id == self.node_id),
+            owners: owners.len(),
+        })
+    }
+
+    /// After a teed upload was verified and installed here: wait for a
+    /// write quorum of owners. Owners the tee did not reach get the copy
+    /// the usual way (`replicate`, which skips owners that have it).
+    pub async fn finish_tee(
+        &self,
+        reader: &StateReader,
+        d: &Digest,
+        tee: TeeHandles,
+    ) -> Result<(), ReplicaError> {
+        let needed = placement::write_quorum(tee.owners);
+        let mut acked = usize::from(tee.mine);
+        let mut all = true;
+        for push in tee.pushes {
+            match push.await {
+                Ok((_, Ok(_))) => {
+                    self.count("push", true);
+                    acked += 1;
+                }
+                Ok((id, Err(e))) => {
+                    self.count("push", false);
+                    tracing::warn!(digest = %d, node = id, "teed push failed: {e}");
+                    all = false;
+                }
+                Err(_) => all = false,
+            }
+        }
+        if acked < needed || !all {
+            return self.replicate(reader, d).await;
+        }
+        if !tee.mine {
+            self.store.remove(d).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What is left of a `Tee` once its body stream has been consumed.
+pub struct TeeHandles {
+    pushes: Vec<tokio::task::JoinHandle<(u64, Result<bool, ReplicationError>)>>,
+    mine: bool,
+    owners: usize,
+}
+
+impl Tee {
+    /// Pass `body` through unchanged while sending copies of it, gathered
+    /// into chunks of about 1 MiB, to every owner. An owner that stops
+    /// taking copies is dropped from the tee (its push reports why).
+    pub fn wrap<S>(
+        self,
+        body: S,
+    ) -> (
+        impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+        TeeHandles,
+    )
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+    {
+        let handles = TeeHandles {
+            pushes: self.pushes,
+            mine: self.mine,
+            owners: self.owners,
+        };
+        let state = (body, bytes::BytesMut::new(), self.senders, false);
+        let stream =
+            futures::stream::unfold(state, |(mut body, mut buf, mut senders, done)| async move {
+                if done {
+                    return None;
+                }
+                let item = body.next().await;
+                if let Some(Ok(chunk)) = &item {
+                    buf.extend_from_slice(chunk);
+                }
+                if (buf.len() >= TEE_CHUNK || item.is_none()) && !buf.is_empty() {
+                    let out = buf.split().freeze();
+                    let mut alive = Vec::with_capacity(senders.len());
+                    for tx in senders {
+                        if tx.send(Ok(out.clone())).await.is_ok() {
+                            alive.push(tx);
+                        }
+                    }
+                    senders = alive;
+                }
+                match item {
+                    Some(Ok(chunk)) => Some((Ok(chunk), (body, buf, senders, false))),
+                    // An error ends the upload here and, with the senders
+                    // dropped, the pushes (the owners refuse a short blob).
+                    Some(Err(e)) => Some((Err(e), (body, buf, Vec::new(), true))),
+                    None => None,
+                }
+            });
+        (Box::pin(stream), handles)
+    }
+}

@@ -59,6 +59,21 @@ pub async fn push(
         .await?
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no local copy"))?;
     let chunks = store.read_stream(d, 0, size).await?;
+    push_stream(channel, d, size, chunks).await
+}
+
+/// Stream `size` bytes that should hash to `d` to the peer behind
+/// `channel` (from a local copy, or as an upload arrives). The peer refuses
+/// them unless they are exactly `size` bytes hashing to `d`.
+pub async fn push_stream<S>(
+    channel: Channel,
+    d: &Digest,
+    size: u64,
+    chunks: S,
+) -> Result<bool, ReplicationError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel::<PutChunk>(IN_FLIGHT);
     let name = d.to_string();
     let feeder = tokio::spawn(async move {
@@ -81,7 +96,7 @@ pub async fn push(
             let _ = tx
                 .send(PutChunk {
                     digest: name,
-                    size: 0,
+                    size,
                     data: Bytes::new(),
                 })
                 .await;

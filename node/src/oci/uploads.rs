@@ -137,7 +137,39 @@ async fn commit_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciRes
     st.replicas
         .replicate(st.meta.reader(), d)
         .await
-        .map_err(|e| OciError::unavailable(e.to_string()).with_header("retry-after", "1"))?;
+        .map_err(replica_error)?;
+    record_blob(st, name, d, size).await
+}
+
+fn replica_error(e: crate::replicas::ReplicaError) -> OciError {
+    OciError::unavailable(e.to_string()).with_header("retry-after", "1")
+}
+
+/// A monolithic upload whose size is known: the owners receive their copies
+/// while the body arrives (see `replicas::Tee`), then it is recorded.
+async fn teed_upload(
+    st: &AppState,
+    name: &str,
+    id: &str,
+    d: &Digest,
+    tee: crate::replicas::Tee,
+    req: Request,
+) -> OciResult<()> {
+    let start = content_range_start(req.headers())?;
+    let body = body_stream(req, st.body_idle_timeout).map_err(std::io::Error::other);
+    let (body, handles) = tee.wrap(body);
+    st.uploads
+        .append(id, start, body, st.max_blob_bytes)
+        .await?;
+    let size = st.uploads.finish(id, d).await?;
+    st.replicas
+        .finish_tee(st.meta.reader(), d, handles)
+        .await
+        .map_err(replica_error)?;
+    record_blob(st, name, d, size).await
+}
+
+async fn record_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
     st.meta
         .write(Command::CommitBlob {
             repo: name.to_string(),
@@ -187,6 +219,15 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
                 return Err(e.into());
             }
         };
+        if let Some(tee) =
+            content_length(&req, st).and_then(|n| st.replicas.tee(st.meta.reader(), &d, n))
+        {
+            if let Err(e) = teed_upload(st, name, &id, &d, tee, req).await {
+                let _ = st.uploads.cancel(&id).await;
+                return Err(e);
+            }
+            return Ok(blob_created(name, &d));
+        }
         if let Err(e) = append_body(st, &id, req).await {
             let _ = st.uploads.cancel(&id).await;
             return Err(e);
@@ -228,7 +269,7 @@ pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResu
 }
 
 pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
-    owned_session(st, name, id).await?;
+    let so_far = owned_session(st, name, id).await?;
     let q = query(&req);
     let Some(digest) = q.get("digest") else {
         return Err(OciError::digest_invalid(
@@ -236,10 +277,28 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
         ));
     };
     let d: Digest = digest.parse()?;
+    // The whole blob in this PUT (POST, then one PUT): tee it to the owners.
+    if so_far == 0 {
+        if let Some(tee) =
+            content_length(&req, st).and_then(|n| st.replicas.tee(st.meta.reader(), &d, n))
+        {
+            teed_upload(st, name, id, &d, tee, req).await?;
+            return Ok(blob_created(name, &d));
+        }
+    }
     append_body(st, id, req).await?;
     let size = st.uploads.finish(id, &d).await?;
     commit_blob(st, name, &d, size).await?;
     Ok(blob_created(name, &d))
+}
+
+/// The body's declared length, if it is within the blob size limit.
+fn content_length(req: &Request, st: &AppState) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n <= st.max_blob_bytes)
 }
 
 pub async fn status(st: &AppState, name: &str, id: &str) -> OciResult {

@@ -92,13 +92,8 @@ impl Metadata {
         let mut last = String::from("no leader is known");
         // Start at the leader this node knows of: asking the local Raft
         // first only to be told to forward costs a round trip through it.
-        let mut target: Leader = {
-            let m = self.raft.metrics().borrow().clone();
-            m.current_leader.filter(|l| *l != m.id).and_then(|l| {
-                let node = m.membership_config.membership().get_node(&l).cloned();
-                node.map(|n| (l, n))
-            })
-        };
+        let mut target: Leader =
+            tcr_raft::rpc_server::known_leader(&self.raft).filter(|(l, _)| *l != self.raft_id());
         loop {
             // Every attempt is bounded: a leader cut off by a partition
             // never commits, and a forwarded call can hang on a dead peer.

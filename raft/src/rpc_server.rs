@@ -110,6 +110,14 @@ pub fn voters(raft: &Raft) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// The leader this node knows of, with its address (`None` if unknown).
+pub fn known_leader(raft: &Raft) -> Leader {
+    let m = raft.metrics().borrow().clone();
+    let l = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&l).cloned()?;
+    Some((l, node))
+}
+
 /// Add `id` as a learner, wait until it has caught up, then make it a voter.
 /// Only the leader can; others answer with who the leader is.
 pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {

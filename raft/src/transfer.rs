@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::Network;
 use crate::rpc::{decode, encode, Leader};
-use crate::rpc_server::voters;
+use crate::rpc_server::{known_leader, voters};
 use crate::types::{NodeId, Raft};
 
 /// Set on the leader while it hands over leadership.
@@ -81,11 +81,7 @@ pub async fn transfer_leadership(
 ) -> TransferReply {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(m.id) {
-        let leader = m.current_leader.and_then(|l| {
-            let node = m.membership_config.membership().get_node(&l).cloned();
-            node.map(|n| (l, n))
-        });
-        return TransferReply::NotLeader(leader);
+        return TransferReply::NotLeader(known_leader(raft));
     }
     if to == m.id {
         return TransferReply::Transferred {

@@ -36,9 +36,42 @@ enum Command {
     /// Namespaces: create, list, show, set visibility.
     #[command(subcommand, alias = "ns")]
     Namespaces(cmd::namespaces::NamespacesCmd),
-    /// Repositories of a namespace.
+    /// Repositories of a namespace: list, delete.
     #[command(subcommand)]
     Repos(cmd::repos::ReposCmd),
+    /// Tags of a repository.
+    #[command(subcommand)]
+    Tags(cmd::repos::TagsCmd),
+    /// Artifacts (manifests) of a repository.
+    #[command(subcommand)]
+    Artifacts(cmd::repos::ArtifactsCmd),
+    /// Bytes stored for a namespace now.
+    Usage { namespace: String },
+    /// Organisations and their feature gates.
+    #[command(subcommand, alias = "organisations")]
+    Orgs(cmd::orgs::OrgsCmd),
+    /// Projects inside an organisation.
+    #[command(subcommand)]
+    Projects(cmd::orgs::ProjectsCmd),
+    /// Robot credentials / API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Credentials(cmd::credentials::CredentialsCmd),
+    /// Token signing keys: list, rotate.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
+    /// Store a credential for the endpoint (like `docker login`).
+    Login {
+        #[arg(long, short = 'u', default_value = "tcr")]
+        username: String,
+        /// The secret (prefer --password-stdin: arguments show in `ps`).
+        #[arg(long, short = 'p', conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the secret from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget the stored credential for the endpoint.
+    Logout,
     /// Cluster status.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -58,32 +91,40 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // --token / TCR_TOKEN, else what `tcr login` stored for this endpoint.
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| cmd::login::stored_token(&cli.endpoint));
+    let client = Client::new(&cli.endpoint, token.clone());
+    let out = cli.output;
     let result = match cli.command {
-        Command::Bench(args) => bench::run(args, cli.token.clone(), cli.output).await,
-        Command::Namespaces(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::namespaces::run(&client, c, cli.output).await
+        Command::Bench(args) => bench::run(args, token, out).await,
+        Command::Namespaces(c) => cmd::namespaces::run(&client, c, out).await,
+        Command::Cluster(c) => cmd::cluster::run_cluster(&client, c, out).await,
+        Command::Members(c) => cmd::cluster::run_members(&client, c, out).await,
+        Command::Leader(c) => cmd::cluster::run_leader(&client, c, out).await,
+        Command::Storage(c) => cmd::storage::run(&client, c, out).await,
+        Command::Repos(c) => cmd::repos::run(&client, c, out).await,
+        Command::Tags(c) => cmd::repos::run_tags(&client, c, out).await,
+        Command::Artifacts(c) => cmd::repos::run_artifacts(&client, c, out).await,
+        Command::Usage { namespace } => cmd::repos::run_usage(&client, &namespace, out).await,
+        Command::Orgs(c) => cmd::orgs::run_orgs(&client, c, out).await,
+        Command::Projects(c) => cmd::orgs::run_projects(&client, c, out).await,
+        Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,
+        Command::Keys(c) => cmd::keys::run(&client, c, out).await,
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+        } => {
+            let password = if password_stdin { None } else { password };
+            if password.is_none() && !password_stdin {
+                eprintln!("tcr: reading the secret from standard input");
+            }
+            cmd::login::login(&cli.endpoint, &username, password).await
         }
-        Command::Cluster(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::cluster::run_cluster(&client, c, cli.output).await
-        }
-        Command::Members(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::cluster::run_members(&client, c, cli.output).await
-        }
-        Command::Leader(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::cluster::run_leader(&client, c, cli.output).await
-        }
-        Command::Storage(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::storage::run(&client, c, cli.output).await
-        }
-        Command::Repos(c) => {
-            let client = Client::new(&cli.endpoint, cli.token.clone());
-            cmd::repos::run(&client, c, cli.output).await
-        }
+        Command::Logout => cmd::login::logout(&cli.endpoint),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -95,6 +95,13 @@ pub struct Config {
     /// Which whole-blob reads are verified against the digest as they are served.
     #[arg(long, env = "TCR_VERIFY_READS", value_enum, default_value_t = VerifyReads::All)]
     pub verify_reads: VerifyReads,
+    /// Lifetime of the tokens `/v2/token` issues (set the same on every
+    /// node: key rotation retires old keys after it).
+    #[arg(long, env = "TCR_TOKEN_LIFETIME_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub token_lifetime_secs: u64,
+    /// `service` in token challenges and the audience of tokens.
+    #[arg(long, env = "TCR_TOKEN_SERVICE", default_value = "tcr")]
+    pub token_service: String,
 }
 
 impl Default for Config {

@@ -63,6 +63,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
     let public = Router::new()
+        .route(
+            "/v2/token",
+            get(auth::token_endpoint::get).post(auth::token_endpoint::post),
+        )
+        .route(
+            "/v1/container-registries/openapi.json",
+            get(api::openapi::document),
+        )
         .route("/metrics", get(metrics::render))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
@@ -86,7 +94,11 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let auth = Auth::new(admin_token(&cfg)?);
+    let auth = Auth::new(
+        admin_token(&cfg)?,
+        cfg.token_service.clone(),
+        cfg.token_lifetime_secs,
+    );
     if auth.is_open() && !(cfg.http_addr.ip().is_loopback() && cfg.rpc_addr.ip().is_loopback()) {
         bail!(
             "refusing to run without authentication on a non-loopback address ({}, {}): \

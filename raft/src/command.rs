@@ -1,6 +1,10 @@
 //! Every metadata change is one `Command`, applied by the state machine in log order.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+pub use crate::tenancy::{Action, CredentialRecord, Scope, SigningKeyRecord};
 
 /// Who may pull from a namespace without credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +38,62 @@ pub struct ManifestPut {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// `organisation` is None for namespaces only the bootstrap admin
+    /// manages; `project` scopes it to one project of the organisation.
     CreateNamespace {
         name: String,
         visibility: Visibility,
         created_at: u64,
+        #[serde(default)]
+        organisation: Option<String>,
+        #[serde(default)]
+        project: Option<String>,
+    },
+    /// Refused while the namespace holds repositories.
+    DeleteNamespace {
+        name: String,
+    },
+    /// Every tag, manifest and blob link of one repository.
+    DeleteRepository {
+        repo: String,
+    },
+    CreateOrganisation {
+        name: String,
+        features: BTreeMap<String, bool>,
+        created_at: u64,
+    },
+    /// Refused while the organisation owns namespaces; its projects and
+    /// credentials go with it.
+    DeleteOrganisation {
+        name: String,
+    },
+    SetFeature {
+        organisation: String,
+        feature: String,
+        enabled: bool,
+    },
+    CreateProject {
+        organisation: String,
+        name: String,
+        created_at: u64,
+    },
+    /// Refused while namespaces are scoped to the project.
+    DeleteProject {
+        organisation: String,
+        name: String,
+    },
+    /// The secret is hashed by the node that took the request; only the
+    /// hash is proposed.
+    CreateCredential(Box<CredentialRecord>),
+    RevokeCredential {
+        id: String,
+        revoked_at: u64,
+    },
+    /// A new token signing key; keys still active stop signing now and stop
+    /// verifying at `retire_others_at` (after the longest token lifetime).
+    AddSigningKey {
+        key: SigningKeyRecord,
+        retire_others_at: u64,
     },
     SetNamespaceVisibility {
         name: String,
@@ -111,6 +167,16 @@ impl Command {
             Command::DeleteManifest { .. } => "delete_manifest",
             Command::DeleteTag { .. } => "delete_tag",
             Command::SetReplicationFactor { .. } => "set_replication_factor",
+            Command::DeleteNamespace { .. } => "delete_namespace",
+            Command::DeleteRepository { .. } => "delete_repository",
+            Command::CreateOrganisation { .. } => "create_organisation",
+            Command::DeleteOrganisation { .. } => "delete_organisation",
+            Command::SetFeature { .. } => "set_feature",
+            Command::CreateProject { .. } => "create_project",
+            Command::DeleteProject { .. } => "delete_project",
+            Command::CreateCredential(_) => "create_credential",
+            Command::RevokeCredential { .. } => "revoke_credential",
+            Command::AddSigningKey { .. } => "add_signing_key",
         }
     }
 }
@@ -131,6 +197,33 @@ pub enum Refusal {
     ManifestUnknown { repo: String, digest: String },
     #[error("tag '{tag}' is not known in repository '{repo}'")]
     TagUnknown { repo: String, tag: String },
+    #[error("namespace '{0}' still holds repositories; delete them first")]
+    NamespaceNotEmpty(String),
+    #[error("organisation '{0}' does not exist")]
+    OrganisationUnknown(String),
+    #[error("organisation '{0}' already exists")]
+    OrganisationExists(String),
+    #[error("organisation '{0}' still owns namespaces; delete them first")]
+    OrganisationNotEmpty(String),
+    #[error("project '{project}' does not exist in organisation '{organisation}'")]
+    ProjectUnknown {
+        organisation: String,
+        project: String,
+    },
+    #[error("project '{project}' already exists in organisation '{organisation}'")]
+    ProjectExists {
+        organisation: String,
+        project: String,
+    },
+    #[error("project '{project}' of organisation '{organisation}' still has namespaces")]
+    ProjectNotEmpty {
+        organisation: String,
+        project: String,
+    },
+    #[error("a credential named '{name}' already exists in organisation '{organisation}'")]
+    CredentialExists { organisation: String, name: String },
+    #[error("credential '{0}' does not exist")]
+    CredentialUnknown(String),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ pub mod rpc_server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
+pub mod tenancy;
 pub mod transfer;
 pub mod types;
 
@@ -32,6 +33,10 @@ pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};
 pub use state_machine::StateMachineStore;
 pub use store::{BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord};
+pub use tenancy::{
+    Action, CredentialRecord, OrganisationRecord, ProjectRecord, Scope, SigningKeyRecord,
+    FEATURE_CONTAINER_REGISTRY,
+};
 pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
 
 /// The three handles onto one node's metadata store.

@@ -9,9 +9,11 @@ use sha2::{Digest, Sha256};
 use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::store::{
     cf, decode, key2, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord, CF_BLOBS,
-    CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS, CF_REPO_BLOBS,
-    CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SETTINGS, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
+    CF_CREDENTIALS, CF_CREDENTIALS_BY_ORG, CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_ORGS,
+    CF_PROJECTS, CF_REFERRERS, CF_REPOS, CF_REPO_BLOBS, CF_REQUESTS, CF_REQUESTS_BY_INDEX,
+    CF_SETTINGS, CF_SIGNING_KEYS, CF_SM_META, CF_TAGS, CF_TAGS_BY_DIGEST, SM_CFS,
 };
+use crate::tenancy::{CredentialRecord, OrganisationRecord, ProjectRecord, SigningKeyRecord};
 use crate::types::{LogId, StoredMembership};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,73 @@ impl StateReader {
             .iter()
             .filter_map(|name| self.namespace(name).transpose())
             .collect()
+    }
+
+    /// Every namespace (tenancy checks scan them; namespaces number in the
+    /// thousands at most, one per team).
+    pub fn all_namespaces(&self) -> Result<Vec<NamespaceRecord>, ReadError> {
+        self.values(CF_NAMESPACES, b"")
+    }
+
+    pub fn organisation(&self, name: &str) -> Result<Option<OrganisationRecord>, ReadError> {
+        self.get(CF_ORGS, name)
+    }
+
+    pub fn organisations(&self) -> Result<Vec<OrganisationRecord>, ReadError> {
+        self.values(CF_ORGS, b"")
+    }
+
+    pub fn project(&self, org: &str, name: &str) -> Result<Option<ProjectRecord>, ReadError> {
+        self.get(CF_PROJECTS, key2(org, name))
+    }
+
+    pub fn projects(&self, org: &str) -> Result<Vec<ProjectRecord>, ReadError> {
+        self.values(CF_PROJECTS, &key2(org, ""))
+    }
+
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, ReadError> {
+        self.get(CF_CREDENTIALS, id)
+    }
+
+    /// The credentials of one organisation, by name.
+    pub fn credentials(&self, org: &str) -> Result<Vec<CredentialRecord>, ReadError> {
+        let ids = self.scan_names(CF_CREDENTIALS_BY_ORG, &key2(org, ""), "", usize::MAX)?;
+        let mut out = Vec::with_capacity(ids.items.len());
+        for name in ids.items {
+            let id = self
+                .db
+                .get_pinned_cf(cf(&self.db, CF_CREDENTIALS_BY_ORG), key2(org, &name))?;
+            if let Some(id) = id {
+                if let Some(c) = self.credential(&String::from_utf8_lossy(&id))? {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, ReadError> {
+        self.values(CF_SIGNING_KEYS, b"")
+    }
+
+    fn values<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        table: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, ReadError> {
+        let it = self.db.iterator_cf(
+            cf(&self.db, table),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
     }
 
     pub fn repository(&self, repo: &str) -> Result<Option<RepositoryRecord>, ReadError> {
@@ -181,6 +250,30 @@ impl StateReader {
                 Ok(page)
             }
         }
+    }
+
+    /// Manifest records of `repo` in digest order after `after`.
+    pub fn manifests(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), ReadError> {
+        let page = self.scan_names(CF_MANIFESTS, &key2(repo, ""), after.unwrap_or(""), n)?;
+        let mut out = Vec::with_capacity(page.items.len());
+        for d in &page.items {
+            if let Some(m) = self.manifest_record(repo, d)? {
+                out.push(m);
+            }
+        }
+        Ok((out, page.more))
+    }
+
+    /// Digests of the blobs linked to `repo`.
+    pub fn linked_blobs(&self, repo: &str) -> Result<Vec<String>, ReadError> {
+        Ok(self
+            .scan_names(CF_REPO_BLOBS, &key2(repo, ""), "", usize::MAX)?
+            .items)
     }
 
     /// Digests of the manifests in `repo` whose subject is `subject`.

@@ -344,6 +344,8 @@ mod tests {
                         name: format!("ns{i:06}-{}", "x".repeat(200)),
                         visibility: Visibility::Private,
                         created_at: i,
+                        organisation: None,
+                        project: None,
                     }
                     .into(),
                 ),

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::command::{Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility};
+use crate::command::{Command, CommandResult, ManifestPut, Proposal, Refusal};
 use crate::read::StateReader;
 use crate::snapshot;
 use crate::store::{
@@ -145,10 +145,10 @@ pub(crate) enum ApplyError {
     Record(serde_json::Error),
 }
 
-struct Staged<'a> {
-    db: &'a DB,
-    reader: &'a StateReader,
-    batch: &'a mut WriteBatch,
+pub(crate) struct Staged<'a> {
+    pub(crate) db: &'a DB,
+    pub(crate) reader: &'a StateReader,
+    pub(crate) batch: &'a mut WriteBatch,
 }
 
 fn namespace_of(repo: &str) -> &str {
@@ -159,21 +159,67 @@ impl Staged<'_> {
     fn apply(mut self, cmd: &Command) -> Result<CommandResult, ApplyError> {
         let refused = |r: Refusal| Ok(CommandResult::Refused(r));
         match cmd {
+            Command::CreateOrganisation { .. }
+            | Command::DeleteOrganisation { .. }
+            | Command::SetFeature { .. }
+            | Command::CreateProject { .. }
+            | Command::DeleteProject { .. }
+            | Command::CreateCredential(_)
+            | Command::RevokeCredential { .. }
+            | Command::AddSigningKey { .. } => {
+                if let Err(r) = self.apply_tenancy(cmd)? {
+                    return refused(r);
+                }
+            }
             Command::CreateNamespace {
                 name,
                 visibility,
                 created_at,
+                organisation,
+                project,
             } => {
                 if self.reader.namespace(name)?.is_some() {
                     return refused(Refusal::NamespaceExists(name.clone()));
                 }
-                self.put_namespace(name, *visibility, *created_at);
+                if let Some(org) = organisation {
+                    if self.reader.organisation(org)?.is_none() {
+                        return refused(Refusal::OrganisationUnknown(org.clone()));
+                    }
+                    if let Some(p) = project {
+                        if self.reader.project(org, p)?.is_none() {
+                            return refused(Refusal::ProjectUnknown {
+                                organisation: org.clone(),
+                                project: p.clone(),
+                            });
+                        }
+                    }
+                }
+                self.put_namespace(NamespaceRecord {
+                    name: name.clone(),
+                    visibility: *visibility,
+                    created_at: *created_at,
+                    organisation: organisation.clone(),
+                    // A project only means something inside an organisation.
+                    project: organisation.as_ref().and(project.clone()),
+                });
             }
             Command::SetNamespaceVisibility { name, visibility } => {
-                let Some(ns) = self.reader.namespace(name)? else {
+                let Some(mut ns) = self.reader.namespace(name)? else {
                     return refused(Refusal::NamespaceUnknown(name.clone()));
                 };
-                self.put_namespace(name, *visibility, ns.created_at);
+                ns.visibility = *visibility;
+                self.put_namespace(ns);
+            }
+            Command::DeleteNamespace { name } => {
+                if let Err(r) = self.delete_namespace(name)? {
+                    return refused(r);
+                }
+            }
+            Command::DeleteRepository { repo } => {
+                if !self.reader.repository_exists(repo)? {
+                    return refused(Refusal::RepositoryUnknown(repo.clone()));
+                }
+                self.delete_repository(repo);
             }
             Command::CommitBlob {
                 repo,
@@ -257,14 +303,27 @@ impl Staged<'_> {
         Ok(CommandResult::Ok)
     }
 
-    fn put_namespace(&mut self, name: &str, visibility: Visibility, created_at: u64) {
-        let rec = NamespaceRecord {
-            name: name.to_string(),
-            visibility,
-            created_at,
-        };
+    fn put_namespace(&mut self, rec: NamespaceRecord) {
         self.batch
-            .put_cf(cf(self.db, CF_NAMESPACES), name, encode(&rec));
+            .put_cf(cf(self.db, CF_NAMESPACES), &rec.name, encode(&rec));
+    }
+
+    /// Everything keyed `repo \0 ...` goes in one range delete per table.
+    fn delete_repository(&mut self, repo: &str) {
+        let from = key2(repo, "");
+        let mut to = repo.as_bytes().to_vec();
+        to.push(1);
+        for table in [
+            CF_TAGS,
+            CF_TAGS_BY_DIGEST,
+            CF_MANIFESTS,
+            CF_MANIFEST_BYTES,
+            CF_REFERRERS,
+            CF_REPO_BLOBS,
+        ] {
+            self.batch.delete_range_cf(cf(self.db, table), &from, &to);
+        }
+        self.batch.delete_cf(cf(self.db, CF_REPOS), repo);
     }
 
     fn require_namespace(&self, repo: &str) -> Result<Option<Refusal>, ApplyError> {

@@ -28,10 +28,19 @@ pub(crate) const CF_REQUESTS_BY_INDEX: &str = "requests_by_index";
 /// Cluster settings (replication factor, ...), by name.
 pub(crate) const CF_SETTINGS: &str = "settings";
 pub(crate) const KEY_REPLICATION_FACTOR: &str = "replication_factor";
+pub(crate) const CF_ORGS: &str = "organisations";
+/// organisation \0 project -> ProjectRecord
+pub(crate) const CF_PROJECTS: &str = "projects";
+/// credential id -> CredentialRecord
+pub(crate) const CF_CREDENTIALS: &str = "credentials";
+/// organisation \0 credential name -> credential id
+pub(crate) const CF_CREDENTIALS_BY_ORG: &str = "credentials_by_org";
+/// key id -> SigningKeyRecord
+pub(crate) const CF_SIGNING_KEYS: &str = "signing_keys";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 13] = [
+pub(crate) const SM_CFS: [&str; 18] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -45,6 +54,11 @@ pub(crate) const SM_CFS: [&str; 13] = [
     CF_REQUESTS,
     CF_REQUESTS_BY_INDEX,
     CF_SETTINGS,
+    CF_ORGS,
+    CF_PROJECTS,
+    CF_CREDENTIALS,
+    CF_CREDENTIALS_BY_ORG,
+    CF_SIGNING_KEYS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +117,11 @@ pub struct NamespaceRecord {
     pub name: String,
     pub visibility: Visibility,
     pub created_at: u64,
+    /// None: managed by the bootstrap admin only.
+    #[serde(default)]
+    pub organisation: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

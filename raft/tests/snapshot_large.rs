@@ -73,6 +73,8 @@ async fn a_200k_tag_snapshot_installs_without_holding_it_in_memory() {
                     name: "a".into(),
                     visibility: Visibility::Private,
                     created_at: 0,
+                    organisation: None,
+                    project: None,
                 },
             ),
             entry(

@@ -18,7 +18,79 @@ fn digest(i: u8) -> String {
     format!("sha256:{}", format!("{i:02x}").repeat(32))
 }
 
+const ORGS: [&str; 2] = ["o1", "o2"];
+
+/// Tenancy commands over a small alphabet, so creations, deletions and
+/// refusals all occur.
+fn tenancy_command() -> impl Strategy<Value = Command> {
+    let org = proptest::sample::select(ORGS.to_vec()).prop_map(String::from);
+    let project = proptest::option::of(Just("p1".to_string()));
+    prop_oneof![
+        (org.clone(), any::<bool>()).prop_map(|(o, on)| Command::CreateOrganisation {
+            name: o,
+            features: [(tcr_raft::FEATURE_CONTAINER_REGISTRY.to_string(), on)].into(),
+            created_at: 5,
+        }),
+        org.clone()
+            .prop_map(|o| Command::DeleteOrganisation { name: o }),
+        (org.clone(), any::<bool>()).prop_map(|(o, on)| Command::SetFeature {
+            organisation: o,
+            feature: tcr_raft::FEATURE_CONTAINER_REGISTRY.into(),
+            enabled: on,
+        }),
+        org.clone().prop_map(|o| Command::CreateProject {
+            organisation: o,
+            name: "p1".into(),
+            created_at: 5,
+        }),
+        org.clone().prop_map(|o| Command::DeleteProject {
+            organisation: o,
+            name: "p1".into(),
+        }),
+        (
+            proptest::sample::select(NAMESPACES.to_vec()),
+            proptest::option::of(org.clone()),
+            project.clone()
+        )
+            .prop_map(|(n, o, p)| Command::CreateNamespace {
+                name: n.into(),
+                visibility: Visibility::Private,
+                created_at: 1,
+                organisation: o,
+                project: p,
+            }),
+        proptest::sample::select(NAMESPACES.to_vec())
+            .prop_map(|n| Command::DeleteNamespace { name: n.into() }),
+        proptest::sample::select(REPOS.to_vec())
+            .prop_map(|r| Command::DeleteRepository { repo: r.into() }),
+        (org, project, 0u8..3).prop_map(|(o, p, i)| Command::CreateCredential(Box::new(
+            tcr_raft::CredentialRecord {
+                id: format!("c{i}"),
+                organisation: o,
+                project: p,
+                name: format!("robot{i}"),
+                secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                scopes: vec![tcr_raft::Scope {
+                    namespace: "*".into(),
+                    actions: vec![tcr_raft::Action::Pull],
+                }],
+                expires_at: None,
+                revoked_at: None,
+                created_at: 6,
+            }
+        ))),
+        (0u8..3).prop_map(|i| Command::RevokeCredential {
+            id: format!("c{i}"),
+            revoked_at: 7,
+        }),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![3 => storage_command(), 1 => tenancy_command()]
+}
+
+fn storage_command() -> impl Strategy<Value = Command> {
     let repo = proptest::sample::select(REPOS.to_vec()).prop_map(String::from);
     let tag = proptest::option::of(proptest::sample::select(TAGS.to_vec()).prop_map(String::from));
     prop_oneof![
@@ -31,6 +103,8 @@ fn command() -> impl Strategy<Value = Command> {
                     Visibility::Private
                 },
                 created_at: 1,
+                organisation: None,
+                project: None,
             }
         }),
         (1u32..5).prop_map(|factor| Command::SetReplicationFactor { factor }),
@@ -131,6 +205,49 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Every namespace's organisation and project exist, and so does every
+/// credential's.
+fn tenancy_references_resolve(r: &StateReader) {
+    for ns in r.all_namespaces().unwrap() {
+        if let Some(o) = &ns.organisation {
+            assert!(
+                r.organisation(o).unwrap().is_some(),
+                "{} -> org {o} dangles",
+                ns.name
+            );
+            if let Some(p) = &ns.project {
+                assert!(
+                    r.project(o, p).unwrap().is_some(),
+                    "{} -> project {p} dangles",
+                    ns.name
+                );
+            }
+        }
+    }
+    for org in ORGS {
+        for c in r.credentials(org).unwrap() {
+            assert!(r.organisation(&c.organisation).unwrap().is_some());
+            if let Some(p) = &c.project {
+                assert!(
+                    r.project(org, p).unwrap().is_some(),
+                    "{} -> project {p} dangles",
+                    c.id
+                );
+            }
+        }
+        if r.organisation(org).unwrap().is_none() {
+            assert!(
+                r.credentials(org).unwrap().is_empty(),
+                "credentials outlived {org}"
+            );
+            assert!(
+                r.projects(org).unwrap().is_empty(),
+                "projects outlived {org}"
+            );
+        }
+    }
+}
+
 /// Every tag names a manifest that exists in its repository.
 fn tags_point_at_manifests(r: &StateReader) {
     for repo in r.repositories(None, None, usize::MAX).unwrap().items {
@@ -187,6 +304,7 @@ proptest! {
             let digest1 = s1.reader.state_digest().unwrap();
             assert_eq!(digest1, s2.reader.state_digest().unwrap());
             tags_point_at_manifests(&s1.reader);
+            tenancy_references_resolve(&s1.reader);
 
             let snap = s1.state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
             let mut s3 = tcr_raft::open(d3.path()).unwrap();
@@ -216,11 +334,15 @@ fn refusals_are_results_not_errors() {
                 name: "a".into(),
                 visibility: Visibility::Private,
                 created_at: 1,
+                organisation: None,
+                project: None,
             },
             Command::CreateNamespace {
                 name: "a".into(),
                 visibility: Visibility::Private,
                 created_at: 1,
+                organisation: None,
+                project: None,
             },
             Command::CommitBlob {
                 repo: "a/x".into(),
@@ -251,6 +373,8 @@ fn state_survives_reopening_the_database() {
             name: "a".into(),
             visibility: Visibility::Public,
             created_at: 1,
+            organisation: None,
+            project: None,
         },
         Command::CommitBlob {
             repo: "a/x".into(),

@@ -97,6 +97,10 @@ impl Node {
 
     /// Start and return at once (for `--no-init` nodes, ready only once added).
     pub fn start_unready(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "TCR_ADMIN_TOKEN")
+            .map(|(_, v)| v.to_string());
         let mut node = Node {
             dir: dir.to_path_buf(),
             http_port: free_port(),
@@ -108,7 +112,7 @@ impl Node {
             args: args.iter().map(|a| a.to_string()).collect(),
             ip: "127.0.0.1".into(),
             netns: None,
-            token: None,
+            token,
             child: None,
         };
         node.spawn();
@@ -366,4 +370,78 @@ pub fn tcr_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("tcr prints JSON")
+}
+
+/// `size` fresh nodes made one cluster with the `tcr` CLI: node 1
+/// initialises itself, the others start with `--no-init` and are added with
+/// `tcr members add` (with the admin token when `env` sets one). Returns
+/// once every node reports `size` voters.
+pub async fn cluster(dir: &Path, size: usize, env: &[(&str, &str)], args: &[&str]) -> Vec<Node> {
+    let with = |id: usize, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["--node-id".into(), id.to_string()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(args.iter().map(|s| s.to_string()));
+        a
+    };
+    let first_args = with(1, &[]);
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let first = Node::start_with(&dir.join("n1"), env, &first_args).await;
+    let mut nodes = vec![first];
+    for id in 2..=size {
+        let a = with(id, &["--no-init"]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut n = Node::start_unready(&dir.join(format!("n{id}")), env, &a);
+        let mut cmd = vec![];
+        if let Some(t) = &nodes[0].token {
+            cmd.extend(["--token".to_string(), t.clone()]);
+        }
+        cmd.extend(
+            [
+                "members",
+                "add",
+                "--id",
+                &id.to_string(),
+                "--rpc-addr",
+                &n.rpc(),
+                "--http-addr",
+                &n.host(),
+            ]
+            .map(String::from),
+        );
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let out = tcr(&nodes[0].url(), &cmd);
+        assert!(
+            out.status.success(),
+            "tcr members add {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n.wait_ready().await;
+        nodes.push(n);
+    }
+    for n in &nodes {
+        wait_for(
+            &format!("{size} voters"),
+            Duration::from_secs(60),
+            || async { voters(n).await == size },
+        )
+        .await;
+    }
+    nodes
+}
+
+/// How many voters `node` reports (0 when it does not answer).
+pub async fn voters(node: &Node) -> usize {
+    let Ok(r) = node
+        .client()
+        .get(format!("{}/v1/container-registries/cluster", node.url()))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let s: serde_json::Value = r.json().await.unwrap_or_default();
+    s["members"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
+        .unwrap_or(0)
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{bin, tcr, wait_for, Node};
+use tcr_tests::harness::{bin, cluster, tcr, wait_for, Node};
 use tcr_tests::images::{Image, OCI_MANIFEST};
 use tcr_tests::oci::{push_tags, Oci};
 
@@ -20,60 +20,13 @@ async fn status(node: &Node) -> Option<Value> {
     r.json().await.ok()
 }
 
-async fn voters(node: &Node) -> usize {
-    status(node)
-        .await
-        .and_then(|s| {
-            s["members"]
-                .as_array()
-                .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
-        })
-        .unwrap_or(0)
-}
-
 async fn three_nodes(dir: &std::path::Path) -> Vec<Node> {
     three_nodes_with(dir, &[]).await
 }
 
-/// Three fresh nodes made a cluster with `tcr`: node 1 initialises itself,
-/// nodes 2 and 3 wait (`--no-init`) and are added with `tcr members add`.
+/// Three fresh nodes made a cluster with `tcr members add`.
 async fn three_nodes_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Node> {
-    let first = Node::start_with(&dir.join("n1"), env, &["--node-id", "1"]).await;
-    let mut nodes = vec![first];
-    for id in 2..=3 {
-        let mut n = Node::start_unready(
-            &dir.join(format!("n{id}")),
-            env,
-            &["--node-id", &id.to_string(), "--no-init"],
-        );
-        let out = tcr(
-            &nodes[0].url(),
-            &[
-                "members",
-                "add",
-                "--id",
-                &id.to_string(),
-                "--rpc-addr",
-                &n.rpc(),
-                "--http-addr",
-                &n.host(),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "tcr members add {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        n.wait_ready().await;
-        nodes.push(n);
-    }
-    for n in &nodes {
-        wait_for("three voters", Duration::from_secs(60), || async {
-            voters(n).await == 3
-        })
-        .await;
-    }
-    nodes
+    cluster(dir, 3, env, &[]).await
 }
 
 #[tokio::test]

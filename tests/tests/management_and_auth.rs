@@ -185,10 +185,12 @@ async fn admin_token_guards_every_api() {
     let c = reqwest::Client::new();
     let resp = c.get(format!("{}/v2/", node.url())).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(resp.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic"));
+    // The Docker token challenge, naming this node's token endpoint.
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"{}/v2/token\",service=\"tcr\"", node.url())
+    );
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED");
 

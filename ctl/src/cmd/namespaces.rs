@@ -1,19 +1,39 @@
+//! `tcr namespaces`.
+
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::client::Client;
-use crate::output::{table, Output};
+use crate::output::{print, Output};
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("VISIBILITY", "visibility"),
+    ("ORGANISATION", "organisation"),
+    ("PROJECT", "project"),
+    ("CREATED", "createdAt"),
+];
 
 #[derive(Subcommand)]
 pub enum NamespacesCmd {
-    /// List namespaces.
-    List,
+    /// List the namespaces you may pull from.
+    List {
+        /// Only this organisation's.
+        #[arg(long)]
+        org: Option<String>,
+    },
     /// Create a namespace.
     Create {
         name: String,
         #[arg(long, default_value = "private", value_parser = ["public", "private"])]
         visibility: String,
+        /// Owning organisation (default: the credential's).
+        #[arg(long)]
+        org: Option<String>,
+        /// Scope it to one project of the organisation.
+        #[arg(long)]
+        project: Option<String>,
     },
     /// Show one namespace.
     Show { name: String },
@@ -23,32 +43,35 @@ pub enum NamespacesCmd {
         #[arg(value_parser = ["public", "private"])]
         visibility: String,
     },
-}
-
-fn rows(items: &[Value]) -> Vec<Vec<String>> {
-    items
-        .iter()
-        .map(|n| {
-            vec![
-                n["name"].as_str().unwrap_or("").to_string(),
-                n["visibility"].as_str().unwrap_or("").to_string(),
-                n["createdAt"].to_string(),
-            ]
-        })
-        .collect()
+    /// Delete an empty namespace.
+    Delete { name: String },
 }
 
 pub async fn run(c: &Client, cmd: NamespacesCmd, out: Output) -> anyhow::Result<()> {
     const BASE: &str = "/v1/container-registries/namespaces";
     let v = match cmd {
-        NamespacesCmd::List => c.call(Method::GET, BASE, None).await?,
-        NamespacesCmd::Create { name, visibility } => {
-            c.call(
-                Method::POST,
-                BASE,
-                Some(json!({"name": name, "visibility": visibility})),
-            )
-            .await?
+        NamespacesCmd::List { org } => {
+            let path = match org {
+                Some(o) => format!("{BASE}?organisation={o}"),
+                None => BASE.to_string(),
+            };
+            let v = c.call(Method::GET, &path, None).await?;
+            return print(&v, out, Some("namespaces"), COLUMNS);
+        }
+        NamespacesCmd::Create {
+            name,
+            visibility,
+            org,
+            project,
+        } => {
+            let mut body = json!({"name": name, "visibility": visibility});
+            if let Some(o) = org {
+                body["organisation"] = json!(o);
+            }
+            if let Some(p) = project {
+                body["project"] = json!(p);
+            }
+            c.call(Method::POST, BASE, Some(body)).await?
         }
         NamespacesCmd::Show { name } => {
             c.call(Method::GET, &format!("{BASE}/{name}"), None).await?
@@ -61,15 +84,12 @@ pub async fn run(c: &Client, cmd: NamespacesCmd, out: Output) -> anyhow::Result<
             )
             .await?
         }
+        NamespacesCmd::Delete { name } => {
+            c.call(Method::DELETE, &format!("{BASE}/{name}"), None)
+                .await?;
+            println!("deleted namespace {name}");
+            return Ok(());
+        }
     };
-    if out == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let items = match v.get("namespaces").and_then(Value::as_array) {
-        Some(list) => list.clone(),
-        None => vec![v],
-    };
-    table(&["NAME", "VISIBILITY", "CREATED"], &rows(&items));
-    Ok(())
+    print(&v, out, None, COLUMNS)
 }

@@ -1,41 +1,132 @@
+//! `tcr repos`, `tcr tags`, `tcr artifacts`, `tcr usage`.
+
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::Value;
 
 use crate::client::Client;
-use crate::output::{table, Output};
+use crate::output::{print, Output};
 
 #[derive(Subcommand)]
 pub enum ReposCmd {
     /// List the repositories of a namespace.
     List { namespace: String },
+    /// Delete a repository: all its tags and manifests.
+    Delete { repository: String },
 }
 
+#[derive(Subcommand)]
+pub enum TagsCmd {
+    /// List a repository's tags and the digests they point at.
+    List {
+        repository: String,
+        /// Only tags starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ArtifactsCmd {
+    /// List a repository's artifacts (manifests).
+    List {
+        repository: String,
+        /// Only tagged (true) or untagged (false) artifacts.
+        #[arg(long)]
+        tagged: Option<bool>,
+    },
+}
+
+/// A repository name as one path segment.
+fn segment(repo: &str) -> String {
+    repo.replace('/', "%2F")
+}
+
+const REPOS: &str = "/v1/container-registries/repositories";
+
 pub async fn run(c: &Client, cmd: ReposCmd, out: Output) -> anyhow::Result<()> {
-    let ReposCmd::List { namespace } = cmd;
+    match cmd {
+        ReposCmd::List { namespace } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/container-registries/namespaces/{namespace}/repositories"),
+                    None,
+                )
+                .await?;
+            print(
+                &v,
+                out,
+                Some("repositories"),
+                &[("REPOSITORY", "name"), ("CREATED", "createdAt")],
+            )
+        }
+        ReposCmd::Delete { repository } => {
+            c.call(
+                Method::DELETE,
+                &format!("{REPOS}/{}", segment(&repository)),
+                None,
+            )
+            .await?;
+            println!("deleted repository {repository}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_tags(c: &Client, cmd: TagsCmd, out: Output) -> anyhow::Result<()> {
+    let TagsCmd::List { repository, prefix } = cmd;
+    let mut path = format!("{REPOS}/{}/tags", segment(&repository));
+    if let Some(p) = prefix {
+        path.push_str(&format!("?prefix={p}"));
+    }
+    let v = c.call(Method::GET, &path, None).await?;
+    print(
+        &v,
+        out,
+        Some("tags"),
+        &[("TAG", "name"), ("DIGEST", "digest")],
+    )
+}
+
+pub async fn run_artifacts(c: &Client, cmd: ArtifactsCmd, out: Output) -> anyhow::Result<()> {
+    let ArtifactsCmd::List { repository, tagged } = cmd;
+    let mut path = format!("{REPOS}/{}/artifacts", segment(&repository));
+    if let Some(t) = tagged {
+        path.push_str(&format!("?tagged={t}"));
+    }
+    let v = c.call(Method::GET, &path, None).await?;
+    print(
+        &v,
+        out,
+        Some("artifacts"),
+        &[
+            ("DIGEST", "digest"),
+            ("MEDIA TYPE", "mediaType"),
+            ("SIZE", "size"),
+            ("PUSHED", "pushedAt"),
+            ("TAGS", "tags"),
+        ],
+    )
+}
+
+pub async fn run_usage(c: &Client, namespace: &str, out: Output) -> anyhow::Result<()> {
     let v = c
         .call(
             Method::GET,
-            &format!("/v1/container-registries/namespaces/{namespace}/repositories"),
+            &format!("/v1/container-registries/namespaces/{namespace}/usage"),
             None,
         )
         .await?;
-    if out == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = v["repositories"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|r: &Value| {
-            vec![
-                r["name"].as_str().unwrap_or("").to_string(),
-                r["createdAt"].to_string(),
-            ]
-        })
-        .collect();
-    table(&["REPOSITORY", "CREATED"], &rows);
-    Ok(())
+    print(
+        &v,
+        out,
+        None,
+        &[
+            ("NAMESPACE", "namespace"),
+            ("BYTES", "bytes"),
+            ("BLOBS", "blobs"),
+            ("MANIFESTS", "manifests"),
+            ("REPOSITORIES", "repositories"),
+        ],
+    )
 }

@@ -31,6 +31,18 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
+
+    pub fn unauthenticated() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "authentication required: send the admin token or a credential secret as a Bearer token",
+        )
+    }
+
+    pub fn denied(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -47,9 +59,17 @@ impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
         use tcr_raft::Refusal;
         match e {
-            MetaError::Refused(r @ Refusal::NamespaceExists(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", r.to_string())
-            }
+            MetaError::Refused(
+                r @ (Refusal::NamespaceExists(_)
+                | Refusal::OrganisationExists(_)
+                | Refusal::ProjectExists { .. }
+                | Refusal::CredentialExists { .. }),
+            ) => ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", r.to_string()),
+            MetaError::Refused(
+                r @ (Refusal::NamespaceNotEmpty(_)
+                | Refusal::OrganisationNotEmpty(_)
+                | Refusal::ProjectNotEmpty { .. }),
+            ) => ApiError::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", r.to_string()),
             MetaError::Refused(r) => ApiError::not_found(r.to_string()),
             MetaError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)

@@ -1,59 +1,117 @@
 //! The management API under `/v1/container-registries`.
 
 pub mod cluster;
+pub mod credentials;
 pub mod errors;
+pub mod keys;
 pub mod namespaces;
 pub mod openapi;
+pub mod organisations;
+pub mod repositories;
 pub mod storage;
 
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::auth::Caller;
 use crate::server::AppState;
 
+const BASE: &str = "/v1/container-registries";
+
+fn at(path: &str) -> String {
+    format!("{BASE}{path}")
+}
+
+/// Cluster, storage and key management: the operator only.
+async fn operator_only(req: Request, next: Next) -> Response {
+    let allowed = req
+        .extensions()
+        .get::<Caller>()
+        .map(crate::auth::access::require_admin);
+    match allowed {
+        Some(Ok(())) => next.run(req).await,
+        Some(Err(e)) => e.into_response(),
+        None => errors::ApiError::unauthenticated().into_response(),
+    }
+}
+
 pub fn router() -> Router<Arc<AppState>> {
-    const BASE: &str = "/v1/container-registries";
+    let operator = Router::new()
+        .route(&at("/cluster"), get(cluster::status))
+        .route(&at("/storage/blobs/{digest}"), get(storage::blob))
+        .route(&at("/storage"), get(storage::status))
+        .route(&at("/storage/passes"), post(storage::run_pass))
+        .route(&at("/cluster/members"), post(cluster::add_member))
+        .route(&at("/cluster/settings"), patch(cluster::update_settings))
+        .route(
+            &at("/cluster/leader/transfer"),
+            post(cluster::transfer_leader),
+        )
+        .route(&at("/cluster/members/{id}"), delete(cluster::remove_member))
+        .route(&at("/keys"), get(keys::list))
+        .route(&at("/keys/rotate"), post(keys::rotate))
+        .route_layer(middleware::from_fn(operator_only));
     Router::new()
         .route(
-            &format!("{BASE}/namespaces"),
+            &at("/namespaces"),
             get(namespaces::list).post(namespaces::create),
         )
         .route(
-            &format!("{BASE}/namespaces/{{ns}}"),
-            get(namespaces::show).patch(namespaces::update),
+            &at("/namespaces/{ns}"),
+            get(namespaces::show)
+                .patch(namespaces::update)
+                .delete(namespaces::delete),
         )
         .route(
-            &format!("{BASE}/namespaces/{{ns}}/repositories"),
+            &at("/namespaces/{ns}/repositories"),
             get(namespaces::repositories),
         )
-        .route(&format!("{BASE}/openapi.json"), get(openapi::document))
-        .route(&format!("{BASE}/cluster"), get(cluster::status))
+        .route(&at("/namespaces/{ns}/usage"), get(repositories::usage))
         .route(
-            &format!("{BASE}/storage/blobs/{{digest}}"),
-            get(storage::blob),
+            &at("/repositories/{repo}"),
+            get(repositories::show).delete(repositories::delete),
         )
-        .route(&format!("{BASE}/storage"), get(storage::status))
-        .route(&format!("{BASE}/storage/passes"), post(storage::run_pass))
+        .route(&at("/repositories/{repo}/tags"), get(repositories::tags))
         .route(
-            &format!("{BASE}/cluster/members"),
-            post(cluster::add_member),
+            &at("/repositories/{repo}/artifacts"),
+            get(repositories::artifacts),
         )
         .route(
-            &format!("{BASE}/cluster/settings"),
-            axum::routing::patch(cluster::update_settings),
+            &at("/organisations"),
+            get(organisations::list).post(organisations::create),
         )
         .route(
-            &format!("{BASE}/cluster/leader/transfer"),
-            post(cluster::transfer_leader),
+            &at("/organisations/{org}"),
+            get(organisations::show).delete(organisations::delete),
         )
         .route(
-            &format!("{BASE}/cluster/members/{{id}}"),
-            delete(cluster::remove_member),
+            &at("/organisations/{org}/features/{feature}"),
+            put(organisations::set_feature),
         )
+        .route(
+            &at("/organisations/{org}/projects"),
+            get(organisations::list_projects).post(organisations::create_project),
+        )
+        .route(
+            &at("/organisations/{org}/projects/{project}"),
+            delete(organisations::delete_project),
+        )
+        .route(
+            &at("/organisations/{org}/credentials"),
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            &at("/organisations/{org}/credentials/{id}"),
+            delete(credentials::revoke),
+        )
+        .merge(operator)
         // Adding a member waits for it to catch up, which can take a while
         // on a large state; everything else must be quick.
         .layer(TimeoutLayer::with_status_code(

@@ -1,4 +1,6 @@
-//! Namespaces: create, list, show, change visibility, list repositories.
+//! Namespaces: create, list, show, change visibility, delete, list
+//! repositories. Each belongs to an organisation (optionally to one of its
+//! projects), or, when created by the operator without one, to no tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,12 +9,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tcr_raft::{Command, NamespaceRecord, Visibility};
+use tcr_raft::{Action, Command, NamespaceRecord, Visibility};
 
 use super::errors::{parse_json, ApiError, ApiResult};
+use crate::auth::access::{may_pull, require_gate, require_on_namespace};
+use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
 use crate::oci::now_secs;
 use crate::server::AppState;
@@ -23,6 +27,12 @@ pub struct CreateNamespace {
     pub name: String,
     #[serde(default)]
     pub visibility: Option<Visibility>,
+    /// Defaults to the calling credential's organisation.
+    #[serde(default)]
+    pub organisation: Option<String>,
+    /// Defaults to the calling credential's project, if it has one.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +47,10 @@ pub struct NamespaceView {
     pub name: String,
     pub visibility: Visibility,
     pub created_at: u64,
+    pub organisation: Option<String>,
+    pub project: Option<String>,
+    /// Set by issue 6's retention policies; always null for now.
+    pub retention_policy: Option<serde_json::Value>,
 }
 
 impl From<NamespaceRecord> for NamespaceView {
@@ -45,13 +59,16 @@ impl From<NamespaceRecord> for NamespaceView {
             name: r.name,
             visibility: r.visibility,
             created_at: r.created_at,
+            organisation: r.organisation,
+            project: r.project,
+            retention_policy: None,
         }
     }
 }
 
-const MAX_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = 1000;
 
-fn page_params(q: &HashMap<String, String>) -> ApiResult<(Option<String>, usize)> {
+pub fn page_params(q: &HashMap<String, String>) -> ApiResult<(Option<String>, usize)> {
     let n = match q.get("n") {
         None => MAX_PAGE,
         Some(n) => n
@@ -62,9 +79,62 @@ fn page_params(q: &HashMap<String, String>) -> ApiResult<(Option<String>, usize)
     Ok((q.get("last").cloned(), n))
 }
 
-pub async fn create(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+/// Where a new namespace goes, given who asks: the operator names any
+/// organisation (or none); a credential creates in its own organisation
+/// (and its own project, if it has one) and needs the `admin` action.
+fn placement(
+    st: &AppState,
+    caller: &Caller,
+    req: &CreateNamespace,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    match &caller.subject {
+        Subject::Admin => Ok((req.organisation.clone(), req.project.clone())),
+        Subject::Anonymous => Err(ApiError::unauthenticated()),
+        Subject::Credential(c) => {
+            let org = req.organisation.clone().unwrap_or(c.organisation.clone());
+            if org != c.organisation {
+                return Err(ApiError::denied(format!(
+                    "the credential belongs to organisation '{}', not '{org}'",
+                    c.organisation
+                )));
+            }
+            require_gate(st.meta.reader(), &org)?;
+            let project = match (&c.project, &req.project) {
+                (Some(mine), Some(p)) if mine != p => {
+                    return Err(ApiError::denied(format!(
+                        "the credential is confined to project '{mine}'"
+                    )))
+                }
+                (Some(mine), _) => Some(mine.clone()),
+                (None, p) => p.clone(),
+            };
+            let admin = c
+                .scopes
+                .iter()
+                .any(|s| s.namespace == "*" && s.actions.contains(&Action::Admin));
+            if !admin {
+                return Err(ApiError::denied(
+                    "creating namespaces needs a credential with scope *:admin",
+                ));
+            }
+            Ok((Some(org), project))
+        }
+    }
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: CreateNamespace = parse_json(&body)?;
     check_namespace(&req.name).map_err(ApiError::invalid)?;
+    let (organisation, project) = placement(&st, &caller, &req)?;
+    if project.is_some() && organisation.is_none() {
+        return Err(ApiError::invalid(
+            "a project-scoped namespace needs an organisation",
+        ));
+    }
     let visibility = req.visibility.unwrap_or(Visibility::Private);
     let created_at = now_secs();
     st.meta
@@ -72,69 +142,106 @@ pub async fn create(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
             name: req.name.clone(),
             visibility,
             created_at,
+            organisation: organisation.clone(),
+            project: project.clone(),
         })
         .await?;
-    let view = NamespaceView {
+    let view = NamespaceView::from(NamespaceRecord {
         name: req.name,
         visibility,
         created_at,
-    };
+        organisation,
+        project,
+    });
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// Namespaces the caller may pull from, in name order. `organisation`
+/// filters.
 pub async fn list(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (last, n) = page_params(&q)?;
-    let items: Vec<NamespaceView> = st
-        .meta
-        .read()
-        .await?
-        .namespaces(last.as_deref(), n)?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(json!({ "namespaces": items })).into_response())
+    if matches!(caller.subject, Subject::Anonymous) {
+        return Err(ApiError::unauthenticated());
+    }
+    let state = st.meta.read().await?;
+    let org = q.get("organisation");
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut after = last;
+    'scan: loop {
+        let page = state.namespaces(after.as_deref(), MAX_PAGE)?;
+        let done = page.len() < MAX_PAGE;
+        for ns in page {
+            after = Some(ns.name.clone());
+            if org.is_some_and(|o| ns.organisation.as_ref() != Some(o))
+                || !may_pull(state, &caller, &ns)
+            {
+                continue;
+            }
+            if items.len() == n {
+                more = true;
+                break 'scan;
+            }
+            items.push(NamespaceView::from(ns));
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(Json(json!({ "namespaces": items, "more": more })).into_response())
 }
 
-async fn find(st: &AppState, ns: &str) -> ApiResult<NamespaceRecord> {
-    st.meta
-        .read()
-        .await?
-        .namespace(ns)?
-        .ok_or_else(|| ApiError::not_found(format!("namespace '{ns}' does not exist")))
-}
-
-pub async fn show(State(st): State<Arc<AppState>>, Path(ns): Path<String>) -> ApiResult {
-    let rec = find(&st, &ns).await?;
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    let state = st.meta.read().await?;
+    let rec = require_on_namespace(state, &caller, &ns, Action::Pull)?;
     Ok(Json(NamespaceView::from(rec)).into_response())
 }
 
 pub async fn update(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     body: Bytes,
 ) -> ApiResult {
     let req: UpdateNamespace = parse_json(&body)?;
+    require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
     st.meta
         .write(Command::SetNamespaceVisibility {
             name: ns.clone(),
             visibility: req.visibility,
         })
         .await?;
-    let rec = find(&st, &ns).await?;
+    let rec = require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Pull)?;
     Ok(Json(NamespaceView::from(rec)).into_response())
+}
+
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
+    st.meta.write(Command::DeleteNamespace { name: ns }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn repositories(
     State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (last, n) = page_params(&q)?;
-    find(&st, &ns).await?;
     let state = st.meta.read().await?;
+    require_on_namespace(state, &caller, &ns, Action::Pull)?;
     let page = state.repositories(Some(&ns), last.as_deref(), n)?;
     let mut repos = Vec::new();
     for name in page.items {

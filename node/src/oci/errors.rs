@@ -88,10 +88,12 @@ impl From<crate::metadata::MetaError> for OciError {
                 Refusal::NamespaceUnknown(_) | Refusal::RepositoryUnknown(_) => {
                     OciError::name_unknown(r.to_string())
                 }
-                Refusal::NamespaceExists(_) => OciError::denied(r.to_string()),
+                Refusal::TagUnknown { .. } => OciError::manifest_unknown(r.to_string()),
                 Refusal::BlobUnknown { .. } => OciError::blob_unknown(r.to_string()),
                 Refusal::ManifestUnknown { .. } => OciError::manifest_unknown(r.to_string()),
-                Refusal::TagUnknown { .. } => OciError::manifest_unknown(r.to_string()),
+                // Tenancy refusals come from management commands, never from
+                // an OCI route; map them anyway, as denials.
+                _ => OciError::denied(r.to_string()),
             },
             MetaError::Unavailable(m) => OciError::unavailable(m).with_header("retry-after", "1"),
         }

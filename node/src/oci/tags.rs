@@ -6,8 +6,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use std::collections::HashMap;
+
+use tcr_raft::Page;
+
 use super::errors::{OciError, OciResult};
 use super::{check_name, page_size, query};
+use crate::auth::access::may_pull;
+use crate::auth::Caller;
 use crate::server::AppState;
 
 /// The most names one response carries when the client sets no `n`.
@@ -36,11 +42,48 @@ pub async fn list(st: &AppState, name: &str, req: Request) -> OciResult {
 pub async fn catalog(st: &AppState, req: Request) -> OciResult {
     let q = query(&req);
     let n = page_size(&q, MAX_PAGE)?;
-    let page = st
-        .meta
-        .read()
-        .await?
-        .repositories(None, q.get("last").map(String::as_str), n)?;
+    let state = st.meta.read().await?;
+    let last = q.get("last").cloned();
+    let caller = req.extensions().get::<Caller>();
+    let page = match caller.filter(|c| !c.is_admin()) {
+        None => state.repositories(None, last.as_deref(), n)?,
+        // Only repositories of namespaces the caller may pull from.
+        Some(caller) => {
+            let mut items = Vec::new();
+            let mut after = last;
+            let mut more = false;
+            let mut seen: HashMap<String, bool> = HashMap::new();
+            'scan: loop {
+                let page = state.repositories(None, after.as_deref(), MAX_PAGE)?;
+                for repo in &page.items {
+                    after = Some(repo.clone());
+                    let ns = repo.split('/').next().unwrap_or(repo).to_string();
+                    let visible = match seen.get(&ns) {
+                        Some(v) => *v,
+                        None => {
+                            let v = state
+                                .namespace(&ns)?
+                                .is_some_and(|rec| may_pull(state, caller, &rec));
+                            seen.insert(ns, v);
+                            v
+                        }
+                    };
+                    if !visible {
+                        continue;
+                    }
+                    if items.len() == n {
+                        more = true;
+                        break 'scan;
+                    }
+                    items.push(repo.clone());
+                }
+                if !page.more {
+                    break;
+                }
+            }
+            Page { items, more }
+        }
+    };
     let h = next_page_headers("/v2/_catalog", n, &page);
     Ok((
         StatusCode::OK,

@@ -1,0 +1,210 @@
+//! Repositories, their tags and artifacts, and storage usage per namespace.
+//! A repository name contains `/`: clients send it as one path segment
+//! with `/` encoded as `%2F` (`acme%2Fapp`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde_json::json;
+use tcr_raft::{Action, Command};
+
+use super::errors::{ApiError, ApiResult};
+use super::namespaces::page_params;
+use crate::auth::access::require_on_namespace;
+use crate::auth::Caller;
+use crate::oci::names::check_repository;
+use crate::server::AppState;
+
+fn namespace_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
+}
+
+/// Check the name and the caller's right to `action` in its namespace.
+async fn authorise<'a>(
+    st: &'a AppState,
+    caller: &Caller,
+    repo: &str,
+    action: Action,
+) -> ApiResult<&'a tcr_raft::StateReader> {
+    check_repository(repo).map_err(ApiError::invalid)?;
+    let state = st.meta.read().await?;
+    require_on_namespace(state, caller, namespace_of(repo), action)?;
+    if !state.repository_exists(repo)? {
+        return Err(ApiError::not_found(format!(
+            "repository '{repo}' does not exist"
+        )));
+    }
+    Ok(state)
+}
+
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(repo): Path<String>,
+) -> ApiResult {
+    let state = authorise(&st, &caller, &repo, Action::Pull).await?;
+    let r = state
+        .repository(&repo)?
+        .ok_or_else(|| ApiError::not_found(format!("repository '{repo}' does not exist")))?;
+    Ok(Json(json!({"name": r.name, "createdAt": r.created_at})).into_response())
+}
+
+/// Every tag and manifest of the repository. Blob bytes are reclaimed by
+/// garbage collection once nothing references them.
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(repo): Path<String>,
+) -> ApiResult {
+    authorise(&st, &caller, &repo, Action::Delete).await?;
+    st.meta.write(Command::DeleteRepository { repo }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Tags in name order: `n`, `last`; `prefix` filters.
+pub async fn tags(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(repo): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (last, n) = page_params(&q)?;
+    let state = authorise(&st, &caller, &repo, Action::Pull).await?;
+    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
+    let mut items = Vec::new();
+    let mut after = last;
+    let mut more = false;
+    'scan: loop {
+        let page = state.tags(&repo, after.as_deref(), 1000)?;
+        for tag in &page.items {
+            after = Some(tag.clone());
+            if !tag.starts_with(prefix) {
+                // Tags are in order: past the prefix, nothing more matches.
+                if tag.as_str() > prefix {
+                    break 'scan;
+                }
+                continue;
+            }
+            if items.len() == n {
+                more = true;
+                break 'scan;
+            }
+            let digest = state.tag(&repo, tag)?.unwrap_or_default();
+            items.push(json!({"name": tag, "digest": digest}));
+        }
+        if !page.more {
+            break;
+        }
+    }
+    Ok(Json(json!({"repository": repo, "tags": items, "more": more})).into_response())
+}
+
+/// Artifacts (manifests) in digest order: `n`, `last`; `tagged=true|false`
+/// and `mediaType` filter.
+pub async fn artifacts(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(repo): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (last, n) = page_params(&q)?;
+    let tagged = match q.get("tagged").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "tagged={other}: use true or false"
+            )))
+        }
+    };
+    let media_type = q.get("mediaType");
+    let state = authorise(&st, &caller, &repo, Action::Pull).await?;
+    let mut items = Vec::new();
+    let mut after = last;
+    let mut more = false;
+    'scan: loop {
+        let (page, page_more) = state.manifests(&repo, after.as_deref(), 1000)?;
+        for m in page {
+            after = Some(m.digest.clone());
+            let tags = state.tags_of_digest(&repo, &m.digest)?;
+            if tagged.is_some_and(|t| t == tags.is_empty())
+                || media_type.is_some_and(|mt| *mt != m.media_type)
+            {
+                continue;
+            }
+            if items.len() == n {
+                more = true;
+                break 'scan;
+            }
+            items.push(json!({
+                "digest": m.digest,
+                "mediaType": m.media_type,
+                "artifactType": m.artifact_type,
+                "size": m.size,
+                "pushedAt": m.pushed_at,
+                "tags": tags,
+                "subject": m.subject,
+            }));
+        }
+        if !page_more {
+            break;
+        }
+    }
+    Ok(Json(json!({"repository": repo, "artifacts": items, "more": more})).into_response())
+}
+
+/// Bytes stored for a namespace now: each blob linked to one of its
+/// repositories counted once, plus the manifests' bytes.
+pub async fn usage(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    let state = st.meta.read().await?;
+    require_on_namespace(state, &caller, &ns, Action::Pull)?;
+    let mut blobs = BTreeSet::new();
+    let (mut manifest_bytes, mut manifests, mut repos) = (0u64, 0u64, 0u64);
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.repositories(Some(&ns), after.as_deref(), 1000)?;
+        for repo in &page.items {
+            repos += 1;
+            blobs.extend(state.linked_blobs(repo)?);
+            let mut m_after: Option<String> = None;
+            loop {
+                let (ms, more) = state.manifests(repo, m_after.as_deref(), 1000)?;
+                for m in &ms {
+                    manifests += 1;
+                    manifest_bytes += m.size;
+                }
+                m_after = ms.last().map(|m| m.digest.clone());
+                if !more {
+                    break;
+                }
+            }
+            after = Some(repo.clone());
+        }
+        if !page.more {
+            break;
+        }
+    }
+    let mut blob_bytes = 0u64;
+    for d in &blobs {
+        blob_bytes += state.blob(d)?.map(|b| b.size).unwrap_or(0);
+    }
+    Ok(Json(json!({
+        "namespace": ns,
+        "bytes": blob_bytes + manifest_bytes,
+        "blobBytes": blob_bytes,
+        "manifestBytes": manifest_bytes,
+        "blobs": blobs.len(),
+        "manifests": manifests,
+        "repositories": repos,
+    }))
+    .into_response())
+}

@@ -1,0 +1,303 @@
+//! Who is calling, and what they may do.
+//!
+//! A request carries one of: the bootstrap admin token (Bearer, or as the
+//! Basic password, which is what `docker login` sends); a credential secret
+//! (Bearer or Basic password); or a token from `/v2/token` (Bearer JWT).
+//! Without any it is anonymous, which may pull from public namespaces.
+//! Without an admin token configured the node is open: every caller is the
+//! admin, and the node only listens on loopback (checked at start).
+
+pub mod access;
+pub mod secrets;
+pub mod token_endpoint;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use subtle::ConstantTimeEq;
+use tcr_raft::CredentialRecord;
+
+use crate::api::errors::ApiError;
+use crate::oci::errors::OciError;
+use crate::oci::now_secs;
+use crate::server::AppState;
+use tokens::Claims;
+
+/// Who the request acts for.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Admin,
+    Anonymous,
+    Credential(Box<CredentialRecord>),
+}
+
+/// The authenticated caller: a subject, and when it came with a token, what
+/// the token grants (the subject's current rights still apply on top).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub subject: Subject,
+    pub token: Option<Claims>,
+}
+
+impl Caller {
+    pub fn admin() -> Caller {
+        Caller {
+            subject: Subject::Admin,
+            token: None,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self.subject, Subject::Admin)
+    }
+
+    pub fn credential(&self) -> Option<&CredentialRecord> {
+        match &self.subject {
+            Subject::Credential(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Why presented credentials were not accepted (always a 401).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the credentials are not valid")]
+    BadCredentials,
+    #[error("the credential has expired or was revoked")]
+    Unusable,
+    #[error("{0}")]
+    BadToken(#[from] tokens::TokenError),
+    #[error("the metadata store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct Auth {
+    admin_token: Option<String>,
+    pub secrets: secrets::SecretCache,
+    pub tokens: tokens::Tokens,
+    /// `service` in challenges and the audience of tokens.
+    pub service: String,
+}
+
+impl Auth {
+    pub fn new(admin_token: Option<String>, service: String, token_lifetime_secs: u64) -> Self {
+        Auth {
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            secrets: Default::default(),
+            tokens: tokens::Tokens::new(token_lifetime_secs),
+            service,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.admin_token.is_none()
+    }
+
+    fn is_admin_token(&self, presented: &str) -> bool {
+        match &self.admin_token {
+            None => false,
+            Some(t) => t.as_bytes().ct_eq(presented.as_bytes()).into(),
+        }
+    }
+
+    /// The subject a password (admin token or credential secret) stands for.
+    pub async fn password_subject(
+        &self,
+        st: &AppState,
+        password: &str,
+    ) -> Result<Subject, AuthError> {
+        if self.is_admin_token(password) {
+            return Ok(Subject::Admin);
+        }
+        let id = secrets::id_of(password).ok_or(AuthError::BadCredentials)?;
+        let rec = self
+            .credential(st, id)
+            .await?
+            .ok_or(AuthError::BadCredentials)?;
+        if !self.secrets.verify(id, password, &rec.secret_hash).await {
+            return Err(AuthError::BadCredentials);
+        }
+        if !rec.usable_at(now_secs()) {
+            return Err(AuthError::Unusable);
+        }
+        Ok(Subject::Credential(Box::new(rec)))
+    }
+
+    /// A credential record, reading through the read index when this node
+    /// does not know it yet (created a moment ago through another node).
+    async fn credential(
+        &self,
+        st: &AppState,
+        id: &str,
+    ) -> Result<Option<CredentialRecord>, AuthError> {
+        let unavailable = |e: &dyn std::fmt::Display| AuthError::Unavailable(e.to_string());
+        if let Some(c) = st
+            .meta
+            .reader()
+            .credential(id)
+            .map_err(|e| unavailable(&e))?
+        {
+            return Ok(Some(c));
+        }
+        let state = st.meta.read().await.map_err(|e| unavailable(&e))?;
+        state.credential(id).map_err(|e| unavailable(&e))
+    }
+
+    /// Authenticate a request from its Authorization header.
+    pub async fn caller(&self, st: &AppState, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        if self.is_open() {
+            return Ok(Caller::admin());
+        }
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(Caller {
+                subject: Subject::Anonymous,
+                token: None,
+            });
+        };
+        if let Some(password) = basic_password(value) {
+            let subject = self.password_subject(st, &password).await?;
+            return Ok(Caller {
+                subject,
+                token: None,
+            });
+        }
+        let Some(bearer) = value.strip_prefix("Bearer ").map(str::trim) else {
+            return Err(AuthError::BadCredentials);
+        };
+        if bearer.matches('.').count() != 2 {
+            let subject = self.password_subject(st, bearer).await?;
+            return Ok(Caller {
+                subject,
+                token: None,
+            });
+        }
+        let claims = self.tokens.verify(st, bearer, &self.service).await?;
+        let subject = match claims.sub.as_str() {
+            "admin" => Subject::Admin,
+            "anonymous" => Subject::Anonymous,
+            sub => {
+                let id = sub
+                    .strip_prefix("credential:")
+                    .ok_or(AuthError::BadCredentials)?;
+                let rec = self.credential(st, id).await?.ok_or(AuthError::Unusable)?;
+                // Revocation and expiry apply to tokens already issued.
+                if !rec.usable_at(now_secs()) {
+                    return Err(AuthError::Unusable);
+                }
+                Subject::Credential(Box::new(rec))
+            }
+        };
+        Ok(Caller {
+            subject,
+            token: Some(claims),
+        })
+    }
+}
+
+/// The password of a `Basic` Authorization header (the user name is not
+/// needed: a secret names its credential).
+pub fn basic_password(value: &str) -> Option<String> {
+    let b64 = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    pair.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// The `Bearer realm=...` challenge docker and containerd follow to the
+/// token endpoint of the node they asked.
+pub fn challenge(
+    st: &AppState,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+    error: Option<&str>,
+) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    let mut c = format!(
+        "Bearer realm=\"{proto}://{host}/v2/token\",service=\"{}\"",
+        st.auth.service
+    );
+    if let Some(s) = scope {
+        c.push_str(&format!(",scope=\"{s}\""));
+    }
+    if let Some(e) = error {
+        c.push_str(&format!(",error=\"{e}\""));
+    }
+    c
+}
+
+/// Middleware for `/v2` and `/v1`: authenticate, decide OCI access from the
+/// route, and hand the caller to the handlers.
+pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let oci = req.uri().path().starts_with("/v2");
+    let caller = match st.auth.caller(&st, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => return refuse(&st, &req, oci, e),
+    };
+    if oci && !caller.is_admin() {
+        if let Err(mut resp) = access::check_oci(&st, &caller, &mut req).await {
+            resp.headers_mut().insert(
+                crate::oci::API_VERSION_HEADER,
+                HeaderValue::from_static("registry/2.0"),
+            );
+            return resp;
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn refuse(st: &AppState, req: &Request, oci: bool, e: AuthError) -> Response {
+    if let AuthError::Unavailable(m) = e {
+        return if oci {
+            OciError::unavailable(m).into_response()
+        } else {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                m,
+            )
+            .into_response()
+        };
+    }
+    let message = format!("authentication failed: {e}");
+    let mut resp = if oci {
+        OciError::unauthorized(message).into_response()
+    } else {
+        ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            message,
+        )
+        .into_response()
+    };
+    if oci {
+        let c = challenge(st, req.headers(), None, Some("invalid_token"));
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp.headers_mut().insert(
+            crate::oci::API_VERSION_HEADER,
+            HeaderValue::from_static("registry/2.0"),
+        );
+    }
+    resp
+}

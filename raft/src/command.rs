@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::tenancy::{Action, CredentialRecord, Scope, SigningKeyRecord};
 
 /// Who may pull from a namespace without credentials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,

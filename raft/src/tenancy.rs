@@ -15,7 +15,19 @@ use crate::store::{
 /// The feature gate that lets an organisation use the registry at all.
 pub const FEATURE_CONTAINER_REGISTRY: &str = "containerRegistry";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pull,
@@ -44,7 +56,7 @@ impl Action {
 
 /// What a credential may do in one namespace of its organisation, or in
 /// every namespace it can see (`namespace = "*"`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Scope {
     pub namespace: String,
     pub actions: Vec<Action>,

@@ -19,6 +19,14 @@ use tcr_raft::NodeInfo;
 use super::errors::{parse_json, ApiError, ApiResult};
 use crate::server::AppState;
 
+#[utoipa::path(get, path = "/v1/container-registries/cluster", tag = "operator", description = "cluster status, members, replication (operator only)",
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
     let m = st.meta.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -103,6 +111,15 @@ pub struct AddMember {
     pub weight: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/v1/container-registries/cluster/members", tag = "operator", description = "add a member (learner, caught up, voter) (operator only)",
+    request_body = Object,
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn add_member(
     State(st): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
@@ -137,6 +154,15 @@ pub async fn add_member(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/container-registries/cluster/members/{id}", tag = "operator", description = "remove a member (operator only)",
+    params(("id" = u64, Path)),
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn remove_member(
     State(st): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
@@ -194,6 +220,15 @@ pub struct TransferLeader {
 
 /// Hand leadership to another voter (planned maintenance of the leader's
 /// host). Writes pause for about one election timeout while it happens.
+#[utoipa::path(post, path = "/v1/container-registries/cluster/leader/transfer", tag = "operator", description = "hand leadership to a voter (operator only)",
+    request_body = Object,
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn transfer_leader(
     State(st): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
@@ -246,6 +281,15 @@ pub struct Settings {
 
 /// Change cluster settings. A replication factor above the number of
 /// voters is refused: there would be fewer owners than copies asked for.
+#[utoipa::path(patch, path = "/v1/container-registries/cluster/settings", tag = "operator", description = "cluster settings (replicationFactor) (operator only)",
+    request_body = Object,
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     let req: Settings = parse_json(&body)?;
     if let Some(factor) = req.replication_factor {

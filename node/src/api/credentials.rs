@@ -8,11 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tcr_raft::{Action, Command, CredentialRecord, Scope};
 
-use super::errors::{parse_json, ApiError, ApiResult};
+use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
 use super::organisations::check_tenant_name;
 use crate::auth::access::require_org_admin;
 use crate::auth::{secrets, Caller};
@@ -23,7 +22,7 @@ use crate::server::AppState;
 /// Most scopes one credential carries.
 const MAX_SCOPES: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeIn {
     /// A namespace of the organisation, or `*` for all it can see.
@@ -31,7 +30,7 @@ pub struct ScopeIn {
     pub actions: Vec<Action>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateCredential {
     pub name: String,
@@ -43,20 +42,59 @@ pub struct CreateCredential {
     pub expires_in_secs: Option<u64>,
 }
 
-pub fn view(c: &CredentialRecord) -> serde_json::Value {
-    json!({
-        "id": c.id,
-        "organisation": c.organisation,
-        "project": c.project,
-        "name": c.name,
-        "username": c.name,
-        "scopes": c.scopes,
-        "expiresAt": c.expires_at,
-        "revokedAt": c.revoked_at,
-        "createdAt": c.created_at,
-    })
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialView {
+    pub id: String,
+    pub organisation: String,
+    pub project: Option<String>,
+    pub name: String,
+    /// What to give `docker login -u` (any user name is accepted).
+    pub username: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+    pub created_at: u64,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedCredential {
+    #[serde(flatten)]
+    pub credential: CredentialView,
+    /// Shown once; only its hash is kept.
+    pub secret: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CredentialList {
+    pub credentials: Vec<CredentialView>,
+}
+
+pub fn view(c: &CredentialRecord) -> CredentialView {
+    CredentialView {
+        id: c.id.clone(),
+        organisation: c.organisation.clone(),
+        project: c.project.clone(),
+        name: c.name.clone(),
+        username: c.name.clone(),
+        scopes: c.scopes.clone(),
+        expires_at: c.expires_at,
+        revoked_at: c.revoked_at,
+        created_at: c.created_at,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/container-registries/organisations/{org}/credentials", tag = "credentials",
+    params(("org" = String, Path)),
+    request_body = CreateCredential,
+    responses(
+        (status = 201, description = "created; the secret is in this answer only", body = CreatedCredential),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -116,11 +154,21 @@ pub async fn create(
     st.meta
         .write(Command::CreateCredential(Box::new(rec.clone())))
         .await?;
-    let mut v = view(&rec);
-    v["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let created = CreatedCredential {
+        credential: view(&rec),
+        secret,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/organisations/{org}/credentials", tag = "credentials",
+    params(("org" = String, Path)),
+    responses(
+        (status = 200, description = "never the secrets", body = CredentialList),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -133,10 +181,18 @@ pub async fn list(
             "organisation '{org}' does not exist"
         )));
     }
-    let items: Vec<_> = state.credentials(&org)?.iter().map(view).collect();
-    Ok(Json(json!({ "credentials": items })).into_response())
+    let credentials = state.credentials(&org)?.iter().map(view).collect();
+    Ok(Json(CredentialList { credentials }).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/container-registries/organisations/{org}/credentials/{id}", tag = "credentials",
+    params(("org" = String, Path), ("id" = String, Path)),
+    responses(
+        (status = 204, description = "revoked on every node at once"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn revoke(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

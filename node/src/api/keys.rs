@@ -6,37 +6,64 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
-use super::errors::{ApiError, ApiResult};
+use super::errors::{ApiError, ApiResult, ErrorBody};
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub kid: String,
+    pub created_at: u64,
+    pub retire_at: Option<u64>,
+    /// New tokens are signed with it.
+    pub signing: bool,
+    /// Tokens it signed are accepted.
+    pub verifying: bool,
+    /// SPKI PEM.
+    pub public_key: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RotatedKey {
+    pub kid: String,
+}
 use crate::oci::now_secs;
 use crate::server::AppState;
 
 /// Public facts only: never the private half.
+#[utoipa::path(get, path = "/v1/container-registries/keys", tag = "operator",
+    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(State(st): State<Arc<AppState>>) -> ApiResult {
     let now = now_secs();
-    let keys: Vec<_> = st
+    let keys = st
         .meta
         .read()
         .await?
         .signing_keys()?
         .into_iter()
-        .map(|k| {
-            json!({
-                "kid": k.kid,
-                "createdAt": k.created_at,
-                "retireAt": k.retire_at,
-                "signing": k.retire_at.is_none(),
-                "verifying": k.retire_at.is_none_or(|r| now < r),
-                "publicKey": k.public_pem,
-            })
+        .map(|k| KeyView {
+            kid: k.kid,
+            created_at: k.created_at,
+            retire_at: k.retire_at,
+            signing: k.retire_at.is_none(),
+            verifying: k.retire_at.is_none_or(|r| now < r),
+            public_key: k.public_pem,
         })
         .collect();
-    Ok(Json(json!({ "keys": keys })).into_response())
+    Ok(Json(KeyList { keys }).into_response())
 }
 
 /// A new signing key; the previous ones keep verifying until the tokens
 /// they signed have expired.
+#[utoipa::path(post, path = "/v1/container-registries/keys/rotate", tag = "operator",
+    responses((status = 201, body = RotatedKey), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn rotate(State(st): State<Arc<AppState>>) -> ApiResult {
     let kid = st.auth.tokens.add_key(&st, now_secs()).await.map_err(|e| {
         ApiError::new(
@@ -45,5 +72,5 @@ pub async fn rotate(State(st): State<Arc<AppState>>) -> ApiResult {
             e.to_string(),
         )
     })?;
-    Ok((StatusCode::CREATED, Json(json!({ "kid": kid }))).into_response())
+    Ok((StatusCode::CREATED, Json(RotatedKey { kid })).into_response())
 }

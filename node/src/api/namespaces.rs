@@ -11,17 +11,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tcr_raft::{Action, Command, NamespaceRecord, Visibility};
 
-use super::errors::{parse_json, ApiError, ApiResult};
+use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
 use crate::auth::access::{may_pull, require_gate, require_on_namespace};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
 use crate::oci::now_secs;
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
     pub name: String,
@@ -35,13 +34,13 @@ pub struct CreateNamespace {
     pub project: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNamespace {
     pub visibility: Visibility,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceView {
     pub name: String,
@@ -50,7 +49,28 @@ pub struct NamespaceView {
     pub organisation: Option<String>,
     pub project: Option<String>,
     /// Set by issue 6's retention policies; always null for now.
+    #[schema(value_type = Option<Object>)]
     pub retention_policy: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NamespaceList {
+    pub namespaces: Vec<NamespaceView>,
+    /// More follow: ask again with `last` = the last name.
+    pub more: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryView {
+    pub name: String,
+    pub created_at: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RepositoryList {
+    pub repositories: Vec<RepositoryView>,
+    pub more: bool,
 }
 
 impl From<NamespaceRecord> for NamespaceView {
@@ -122,6 +142,16 @@ fn placement(
     }
 }
 
+#[utoipa::path(post, path = "/v1/container-registries/namespaces", tag = "namespaces",
+    request_body = CreateNamespace,
+    responses(
+        (status = 201, description = "created", body = NamespaceView),
+        (status = 400, description = "invalid name or body", body = ErrorBody),
+        (status = 401, description = "no credential", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "organisation or project unknown", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+    ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -158,6 +188,17 @@ pub async fn create(
 
 /// Namespaces the caller may pull from, in name order. `organisation`
 /// filters.
+#[utoipa::path(get, path = "/v1/container-registries/namespaces", tag = "namespaces",
+    params(
+        ("n" = Option<usize>, Query, description = "page size (at most 1000)"),
+        ("last" = Option<String>, Query, description = "the last name of the previous page"),
+        ("organisation" = Option<String>, Query, description = "only this organisation's"),
+    ),
+    responses(
+        (status = 200, description = "namespaces the caller may pull from, in name order", body = NamespaceList),
+        (status = 400, description = "bad pagination", body = ErrorBody),
+        (status = 401, description = "no credential", body = ErrorBody),
+    ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -192,9 +233,21 @@ pub async fn list(
             break;
         }
     }
-    Ok(Json(json!({ "namespaces": items, "more": more })).into_response())
+    Ok(Json(NamespaceList {
+        namespaces: items,
+        more,
+    })
+    .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}", tag = "namespaces",
+    params(("ns" = String, Path)),
+    responses(
+        (status = 200, body = NamespaceView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -205,6 +258,16 @@ pub async fn show(
     Ok(Json(NamespaceView::from(rec)).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/container-registries/namespaces/{ns}", tag = "namespaces",
+    params(("ns" = String, Path)),
+    request_body = UpdateNamespace,
+    responses(
+        (status = 200, description = "updated; effective on every node at once", body = NamespaceView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn update(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -223,6 +286,15 @@ pub async fn update(
     Ok(Json(NamespaceView::from(rec)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/container-registries/namespaces/{ns}", tag = "namespaces",
+    params(("ns" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "it still holds repositories", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -233,6 +305,19 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}/repositories", tag = "repositories",
+    params(
+        ("ns" = String, Path),
+        ("n" = Option<usize>, Query),
+        ("last" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, body = RepositoryList),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn repositories(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -246,8 +331,15 @@ pub async fn repositories(
     let mut repos = Vec::new();
     for name in page.items {
         if let Some(r) = state.repository(&name)? {
-            repos.push(json!({"name": r.name, "createdAt": r.created_at}));
+            repos.push(RepositoryView {
+                name: r.name,
+                created_at: r.created_at,
+            });
         }
     }
-    Ok(Json(json!({ "repositories": repos, "more": page.more })).into_response())
+    Ok(Json(RepositoryList {
+        repositories: repos,
+        more: page.more,
+    })
+    .into_response())
 }

@@ -8,18 +8,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tcr_raft::{Command, OrganisationRecord, ProjectRecord};
 
-use super::errors::{parse_json, ApiError, ApiResult};
+use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
 use crate::auth::access::{require_admin, require_org_admin, require_org_member};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
 use crate::oci::now_secs;
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganisation {
     pub name: String,
@@ -28,16 +27,42 @@ pub struct CreateOrganisation {
     pub features: BTreeMap<String, bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetFeature {
     pub enabled: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     pub name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganisationView {
+    pub name: String,
+    pub features: BTreeMap<String, bool>,
+    pub created_at: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrganisationList {
+    pub organisations: Vec<OrganisationView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectView {
+    pub organisation: String,
+    pub name: String,
+    pub created_at: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectView>,
 }
 
 /// Organisation, project and credential names: the namespace rules
@@ -46,12 +71,20 @@ pub fn check_tenant_name(what: &str, name: &str) -> ApiResult<()> {
     check_namespace(name).map_err(|e| ApiError::invalid(format!("{what} name: {e}")))
 }
 
-fn org_view(o: &OrganisationRecord) -> serde_json::Value {
-    json!({"name": o.name, "features": o.features, "createdAt": o.created_at})
+fn org_view(o: &OrganisationRecord) -> OrganisationView {
+    OrganisationView {
+        name: o.name.clone(),
+        features: o.features.clone(),
+        created_at: o.created_at,
+    }
 }
 
-fn project_view(p: &ProjectRecord) -> serde_json::Value {
-    json!({"organisation": p.organisation, "name": p.name, "createdAt": p.created_at})
+fn project_view(p: &ProjectRecord) -> ProjectView {
+    ProjectView {
+        organisation: p.organisation.clone(),
+        name: p.name.clone(),
+        created_at: p.created_at,
+    }
 }
 
 fn check_feature(name: &str) -> ApiResult<()> {
@@ -69,6 +102,15 @@ fn check_feature(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/container-registries/organisations", tag = "organisations",
+    request_body = CreateOrganisation,
+    responses(
+        (status = 201, body = OrganisationView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -97,6 +139,11 @@ pub async fn create(
 }
 
 /// The operator sees every organisation; a credential its own.
+#[utoipa::path(get, path = "/v1/container-registries/organisations", tag = "organisations",
+    responses(
+        (status = 200, description = "all (operator) or the credential's own", body = OrganisationList),
+        (status = 401, body = ErrorBody),
+    ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -109,10 +156,10 @@ pub async fn list(
         }
         _ => return Err(ApiError::unauthenticated()),
     };
-    Ok(
-        Json(json!({"organisations": orgs.iter().map(org_view).collect::<Vec<_>>()}))
-            .into_response(),
-    )
+    Ok(Json(OrganisationList {
+        organisations: orgs.iter().map(org_view).collect(),
+    })
+    .into_response())
 }
 
 fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecord> {
@@ -121,6 +168,14 @@ fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecor
         .ok_or_else(|| ApiError::not_found(format!("organisation '{org}' does not exist")))
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/organisations/{org}", tag = "organisations",
+    params(("org" = String, Path)),
+    responses(
+        (status = 200, body = OrganisationView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -137,6 +192,15 @@ pub async fn show(
     Ok(Json(org_view(&find(state, &org)?)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/container-registries/organisations/{org}", tag = "organisations",
+    params(("org" = String, Path)),
+    responses(
+        (status = 204, description = "deleted with its projects and credentials"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "it still owns namespaces", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -149,6 +213,16 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(put, path = "/v1/container-registries/organisations/{org}/features/{feature}", tag = "organisations",
+    params(("org" = String, Path), ("feature" = String, Path, description = "e.g. containerRegistry")),
+    request_body = SetFeature,
+    responses(
+        (status = 200, body = OrganisationView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn set_feature(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -168,6 +242,17 @@ pub async fn set_feature(
     Ok(Json(org_view(&find(st.meta.read().await?, &org)?)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/container-registries/organisations/{org}/projects", tag = "projects",
+    params(("org" = String, Path)),
+    request_body = CreateProject,
+    responses(
+        (status = 201, body = ProjectView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
 pub async fn create_project(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -193,6 +278,14 @@ pub async fn create_project(
     Ok((StatusCode::CREATED, Json(project_view(&rec))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/organisations/{org}/projects", tag = "projects",
+    params(("org" = String, Path)),
+    responses(
+        (status = 200, body = ProjectList),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn list_projects(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -201,10 +294,19 @@ pub async fn list_projects(
     let state = st.meta.read().await?;
     require_org_member(state, &caller, &org)?;
     find(state, &org)?;
-    let projects: Vec<_> = state.projects(&org)?.iter().map(project_view).collect();
-    Ok(Json(json!({ "projects": projects })).into_response())
+    let projects = state.projects(&org)?.iter().map(project_view).collect();
+    Ok(Json(ProjectList { projects }).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/container-registries/organisations/{org}/projects/{project}", tag = "projects",
+    params(("org" = String, Path), ("project" = String, Path)),
+    responses(
+        (status = 204, description = "deleted with its credentials"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "namespaces are scoped to it", body = ErrorBody),
+    ))]
 pub async fn delete_project(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

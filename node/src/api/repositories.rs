@@ -9,15 +9,62 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde_json::json;
+use serde::Serialize;
 use tcr_raft::{Action, Command};
 
-use super::errors::{ApiError, ApiResult};
-use super::namespaces::page_params;
+use super::errors::{ApiError, ApiResult, ErrorBody};
+use super::namespaces::{page_params, RepositoryView};
 use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
 use crate::oci::names::check_repository;
 use crate::server::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TagView {
+    pub name: String,
+    pub digest: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TagList {
+    pub repository: String,
+    pub tags: Vec<TagView>,
+    pub more: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactView {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: u64,
+    pub pushed_at: u64,
+    pub tags: Vec<String>,
+    pub subject: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ArtifactList {
+    pub repository: String,
+    pub artifacts: Vec<ArtifactView>,
+    pub more: bool,
+}
+
+/// Bytes stored for a namespace: every blob linked to one of its
+/// repositories counted once (however many repositories and manifests use
+/// it), plus the bytes of its manifests.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub namespace: String,
+    pub bytes: u64,
+    pub blob_bytes: u64,
+    pub manifest_bytes: u64,
+    pub blobs: u64,
+    pub manifests: u64,
+    pub repositories: u64,
+}
 
 fn namespace_of(repo: &str) -> &str {
     repo.split('/').next().unwrap_or(repo)
@@ -41,6 +88,14 @@ async fn authorise<'a>(
     Ok(state)
 }
 
+#[utoipa::path(get, path = "/v1/container-registries/repositories/{repo}", tag = "repositories",
+    params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`")),
+    responses((status = 200, body = RepositoryView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -50,11 +105,23 @@ pub async fn show(
     let r = state
         .repository(&repo)?
         .ok_or_else(|| ApiError::not_found(format!("repository '{repo}' does not exist")))?;
-    Ok(Json(json!({"name": r.name, "createdAt": r.created_at})).into_response())
+    Ok(Json(RepositoryView {
+        name: r.name,
+        created_at: r.created_at,
+    })
+    .into_response())
 }
 
 /// Every tag and manifest of the repository. Blob bytes are reclaimed by
 /// garbage collection once nothing references them.
+#[utoipa::path(delete, path = "/v1/container-registries/repositories/{repo}", tag = "repositories",
+    params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`")),
+    responses((status = 204, description = "deleted: every tag and manifest"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -66,6 +133,16 @@ pub async fn delete(
 }
 
 /// Tags in name order: `n`, `last`; `prefix` filters.
+#[utoipa::path(get, path = "/v1/container-registries/repositories/{repo}/tags", tag = "repositories",
+    params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`"),
+        ("n" = Option<usize>, Query), ("last" = Option<String>, Query),
+        ("prefix" = Option<String>, Query, description = "only tags starting with this")),
+    responses((status = 200, body = TagList),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn tags(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -94,17 +171,36 @@ pub async fn tags(
                 break 'scan;
             }
             let digest = state.tag(&repo, tag)?.unwrap_or_default();
-            items.push(json!({"name": tag, "digest": digest}));
+            items.push(TagView {
+                name: tag.clone(),
+                digest,
+            });
         }
         if !page.more {
             break;
         }
     }
-    Ok(Json(json!({"repository": repo, "tags": items, "more": more})).into_response())
+    Ok(Json(TagList {
+        repository: repo,
+        tags: items,
+        more,
+    })
+    .into_response())
 }
 
 /// Artifacts (manifests) in digest order: `n`, `last`; `tagged=true|false`
 /// and `mediaType` filter.
+#[utoipa::path(get, path = "/v1/container-registries/repositories/{repo}/artifacts", tag = "repositories",
+    params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`"),
+        ("n" = Option<usize>, Query), ("last" = Option<String>, Query),
+        ("tagged" = Option<bool>, Query, description = "only tagged (true) or untagged (false)"),
+        ("mediaType" = Option<String>, Query, description = "only this manifest media type")),
+    responses((status = 200, body = ArtifactList),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn artifacts(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -141,25 +237,38 @@ pub async fn artifacts(
                 more = true;
                 break 'scan;
             }
-            items.push(json!({
-                "digest": m.digest,
-                "mediaType": m.media_type,
-                "artifactType": m.artifact_type,
-                "size": m.size,
-                "pushedAt": m.pushed_at,
-                "tags": tags,
-                "subject": m.subject,
-            }));
+            items.push(ArtifactView {
+                digest: m.digest,
+                media_type: m.media_type,
+                artifact_type: m.artifact_type,
+                size: m.size,
+                pushed_at: m.pushed_at,
+                tags,
+                subject: m.subject,
+            });
         }
         if !page_more {
             break;
         }
     }
-    Ok(Json(json!({"repository": repo, "artifacts": items, "more": more})).into_response())
+    Ok(Json(ArtifactList {
+        repository: repo,
+        artifacts: items,
+        more,
+    })
+    .into_response())
 }
 
 /// Bytes stored for a namespace now: each blob linked to one of its
 /// repositories counted once, plus the manifests' bytes.
+#[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}/usage", tag = "namespaces",
+    params(("ns" = String, Path)),
+    responses((status = 200, body = Usage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn usage(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -197,14 +306,14 @@ pub async fn usage(
     for d in &blobs {
         blob_bytes += state.blob(d)?.map(|b| b.size).unwrap_or(0);
     }
-    Ok(Json(json!({
-        "namespace": ns,
-        "bytes": blob_bytes + manifest_bytes,
-        "blobBytes": blob_bytes,
-        "manifestBytes": manifest_bytes,
-        "blobs": blobs.len(),
-        "manifests": manifests,
-        "repositories": repos,
-    }))
+    Ok(Json(Usage {
+        namespace: ns,
+        bytes: blob_bytes + manifest_bytes,
+        blob_bytes,
+        manifest_bytes,
+        blobs: blobs.len() as u64,
+        manifests,
+        repositories: repos,
+    })
     .into_response())
 }

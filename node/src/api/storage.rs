@@ -11,6 +11,15 @@ use tcr_storage::Digest;
 use super::errors::{ApiError, ApiResult};
 use crate::server::AppState;
 
+#[utoipa::path(get, path = "/v1/container-registries/storage/blobs/{digest}", tag = "operator", description = "where a blob is stored (operator only)",
+    params(("digest" = String, Path)),
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -> ApiResult {
     let d: Digest = digest
         .parse()
@@ -30,12 +39,28 @@ pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -
 }
 
 /// This node's storage loop: what its last pass found and did.
+#[utoipa::path(get, path = "/v1/container-registries/storage", tag = "operator", description = "this node's storage report (operator only)",
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
     let report = st.reconciler.report();
     Ok(Json(json!({"nodeId": st.node_id, "storage": report})).into_response())
 }
 
 /// Start a storage pass (repair, rebalance, scrub) on this node now.
+#[utoipa::path(post, path = "/v1/container-registries/storage/passes", tag = "operator", description = "start a storage pass now (operator only)",
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        (status = 400, body = crate::api::errors::ErrorBody),
+        (status = 401, body = crate::api::errors::ErrorBody),
+        (status = 403, body = crate::api::errors::ErrorBody),
+        (status = 503, body = crate::api::errors::ErrorBody),
+    ))]
 pub async fn run_pass(State(st): State<Arc<AppState>>) -> ApiResult {
     st.reconciler.wake();
     Ok((

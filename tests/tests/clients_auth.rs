@@ -230,3 +230,65 @@ async fn a_pull_secret_lets_podman_pull_a_private_image() {
         img.manifest_digest()
     );
 }
+
+#[tokio::test]
+async fn tcr_login_stores_the_credential_for_later_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, secret) = registry(&dir.path().join("node")).await;
+    let home = dir.path().join("config");
+    let tcr = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(tcr_tests::harness::bin("tcr"))
+            .args(["--endpoint", &node.url()])
+            .args(args)
+            .env("XDG_CONFIG_HOME", &home)
+            .env_remove("TCR_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let before = tcr(&["namespaces", "list"], "");
+    assert!(!before.status.success());
+    let bad = tcr(
+        &["login", "-u", "robot", "--password-stdin"],
+        "tcr_0000000000000000_nope",
+    );
+    assert!(!bad.status.success());
+    let login = tcr(&["login", "-u", "robot", "--password-stdin"], &secret);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let stored = home.join("tcr/config.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listed = tcr(&["--output", "json", "namespaces", "list"], "");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme-priv", "acme-pub"]);
+    assert!(tcr(&["logout"], "").status.success());
+    assert!(!tcr(&["namespaces", "list"], "").status.success());
+}

@@ -552,6 +552,29 @@ async fn management_calls_visibility_revocation_and_rotation() {
             .contains("containerRegistry feature is not enabled"),
         "{v}"
     );
+    // ... and so do its registry calls, directly and at the token endpoint.
+    let r = c
+        .get(format!(
+            "{}/v2/initech-pub/app/manifests/v1",
+            nodes[2].url()
+        ))
+        .basic_auth("initech-all", initech.secret.as_deref())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("containerRegistry feature is not enabled for organisation 'initech'"),
+        "{body}"
+    );
+    assert_eq!(
+        token(&c, &nodes[0], initech, "repository:initech-pub/app:pull").await,
+        Err(StatusCode::FORBIDDEN)
+    );
     assert_eq!(
         mgmt(&c, &nodes[2], anon, Method::GET, "/namespaces", None)
             .await

@@ -45,8 +45,12 @@ enum Command {
     /// Artifacts (manifests) of a repository.
     #[command(subcommand)]
     Artifacts(cmd::repos::ArtifactsCmd),
-    /// Bytes stored for a namespace now.
-    Usage { namespace: String },
+    /// Bytes stored and gigabyte-hours, per namespace or organisation.
+    Usage {
+        namespace: Option<String>,
+        #[arg(long, conflicts_with = "namespace")]
+        org: Option<String>,
+    },
     /// Organisations and their feature gates.
     #[command(subcommand, alias = "organisations")]
     Orgs(cmd::orgs::OrgsCmd),
@@ -108,7 +112,9 @@ async fn main() -> std::process::ExitCode {
         Command::Repos(c) => cmd::repos::run(&client, c, out).await,
         Command::Tags(c) => cmd::repos::run_tags(&client, c, out).await,
         Command::Artifacts(c) => cmd::repos::run_artifacts(&client, c, out).await,
-        Command::Usage { namespace } => cmd::repos::run_usage(&client, &namespace, out).await,
+        Command::Usage { namespace, org } => {
+            cmd::repos::run_usage(&client, namespace.as_deref(), org.as_deref(), out).await
+        }
         Command::Orgs(c) => cmd::orgs::run_orgs(&client, c, out).await,
         Command::Projects(c) => cmd::orgs::run_projects(&client, c, out).await,
         Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,

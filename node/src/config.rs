@@ -99,6 +99,9 @@ pub struct Config {
     /// node: key rotation retires old keys after it).
     #[arg(long, env = "TCR_TOKEN_LIFETIME_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub token_lifetime_secs: u64,
+    /// Seconds between the leader's metering ticks (gigabyte-hours).
+    #[arg(long, env = "TCR_METERING_INTERVAL_SECS", default_value_t = 60.0)]
+    pub metering_interval_secs: f64,
     /// `service` in token challenges and the audience of tokens.
     #[arg(long, env = "TCR_TOKEN_SERVICE", default_value = "tcr")]
     pub token_service: String,

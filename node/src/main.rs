@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod config;
 mod metadata;
+mod metering;
 mod metrics;
 mod oci;
 mod reconcile;

@@ -27,6 +27,9 @@ pub struct Metrics {
     storage: prometheus::IntGaugeVec,
     /// Blob transfers between nodes by kind and outcome.
     pub transfers: IntCounterVec,
+    /// Per namespace, from the replicated state (the same on every node).
+    namespace_bytes: prometheus::IntGaugeVec,
+    namespace_gb_hours: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -74,8 +77,30 @@ impl Metrics {
                 &["kind", "result"],
             )
             .expect("metric"),
+            namespace_bytes: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "tcr_namespace_stored_bytes",
+                    "bytes stored per namespace: each unique blob and manifest counted once",
+                ),
+                &["namespace"],
+            )
+            .expect("metric"),
+            namespace_gb_hours: prometheus::GaugeVec::new(
+                Opts::new(
+                    "tcr_namespace_gigabyte_hours",
+                    "stored gigabyte-hours per namespace, accumulated by the leader's metering ticks",
+                ),
+                &["namespace"],
+            )
+            .expect("metric"),
             registry,
         };
+        m.registry
+            .register(Box::new(m.namespace_bytes.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.namespace_gb_hours.clone()))
+            .expect("register");
         m.registry
             .register(Box::new(m.requests.clone()))
             .expect("register");
@@ -166,6 +191,25 @@ pub async fn render(State(st): State<Arc<AppState>>) -> Response {
         ("passes", r.passes),
     ] {
         m.storage.with_label_values(&[what]).set(v as i64);
+    }
+    // Local state: a scrape must not wait on the leader.
+    m.namespace_bytes.reset();
+    m.namespace_gb_hours.reset();
+    let reader = st.meta.reader();
+    if let Ok(all) = reader.all_namespaces() {
+        for ns in all {
+            let u = reader
+                .namespace_usage(&ns.name)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            m.namespace_bytes
+                .with_label_values(&[ns.name.as_str()])
+                .set(u.bytes() as i64);
+            m.namespace_gb_hours
+                .with_label_values(&[ns.name.as_str()])
+                .set(u.gb_hours());
+        }
     }
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buf) {

@@ -236,6 +236,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         open = state.auth.is_open(),
         "tcr-node listening"
     );
+    tokio::spawn(crate::metering::run(
+        state.clone(),
+        Duration::from_secs_f64(cfg.metering_interval_secs.max(0.1)),
+    ));
     let janitor = state.clone();
     let idle = Duration::from_secs(cfg.upload_idle_secs);
     tokio::spawn(async move {

@@ -49,6 +49,16 @@ pub enum Command {
         #[serde(default)]
         project: Option<String>,
     },
+    /// Tag patterns that may not move, and the storage quota.
+    SetNamespaceLimits {
+        name: String,
+        immutable_tags: Vec<String>,
+        quota_bytes: Option<u64>,
+    },
+    /// The leader's periodic metering tick (seconds since the epoch).
+    MeterTick {
+        at: u64,
+    },
     /// Refused while the namespace holds repositories.
     DeleteNamespace {
         name: String,
@@ -168,6 +178,8 @@ impl Command {
             Command::DeleteTag { .. } => "delete_tag",
             Command::SetReplicationFactor { .. } => "set_replication_factor",
             Command::DeleteNamespace { .. } => "delete_namespace",
+            Command::SetNamespaceLimits { .. } => "set_namespace_limits",
+            Command::MeterTick { .. } => "meter_tick",
             Command::DeleteRepository { .. } => "delete_repository",
             Command::CreateOrganisation { .. } => "create_organisation",
             Command::DeleteOrganisation { .. } => "delete_organisation",
@@ -224,6 +236,24 @@ pub enum Refusal {
     CredentialExists { organisation: String, name: String },
     #[error("credential '{0}' does not exist")]
     CredentialUnknown(String),
+    #[error(
+        "namespace '{namespace}' is over its storage quota: {usage} bytes stored, \
+         {needed} more would exceed the quota of {quota} bytes"
+    )]
+    QuotaExceeded {
+        namespace: String,
+        usage: u64,
+        quota: u64,
+        needed: u64,
+    },
+    #[error(
+        "tag '{tag}' of '{repo}' is immutable (pattern '{pattern}'): it cannot be moved or deleted"
+    )]
+    TagImmutable {
+        repo: String,
+        tag: String,
+        pattern: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ pub mod store;
 pub mod tenancy;
 pub mod transfer;
 pub mod types;
+pub mod usage;
 
 use std::path::Path;
 
@@ -38,6 +39,7 @@ pub use tenancy::{
     FEATURE_CONTAINER_REGISTRY,
 };
 pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
+pub use usage::NamespaceUsage;
 
 /// The three handles onto one node's metadata store.
 pub struct Stores {

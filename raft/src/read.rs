@@ -96,6 +96,13 @@ impl StateReader {
         self.values(CF_NAMESPACES, b"")
     }
 
+    pub fn namespace_usage(
+        &self,
+        ns: &str,
+    ) -> Result<Option<crate::usage::NamespaceUsage>, ReadError> {
+        self.get(crate::store::CF_NS_USAGE, ns)
+    }
+
     pub fn organisation(&self, name: &str) -> Result<Option<OrganisationRecord>, ReadError> {
         self.get(CF_ORGS, name)
     }

@@ -24,6 +24,7 @@ use crate::store::{
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use crate::usage::Kind;
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
@@ -201,6 +202,8 @@ impl Staged<'_> {
                     organisation: organisation.clone(),
                     // A project only means something inside an organisation.
                     project: organisation.as_ref().and(project.clone()),
+                    immutable_tags: Vec::new(),
+                    quota_bytes: None,
                 });
             }
             Command::SetNamespaceVisibility { name, visibility } => {
@@ -210,6 +213,19 @@ impl Staged<'_> {
                 ns.visibility = *visibility;
                 self.put_namespace(ns);
             }
+            Command::SetNamespaceLimits {
+                name,
+                immutable_tags,
+                quota_bytes,
+            } => {
+                let Some(mut ns) = self.reader.namespace(name)? else {
+                    return refused(Refusal::NamespaceUnknown(name.clone()));
+                };
+                ns.immutable_tags = immutable_tags.clone();
+                ns.quota_bytes = *quota_bytes;
+                self.put_namespace(ns);
+            }
+            Command::MeterTick { at } => self.meter(*at)?,
             Command::DeleteNamespace { name } => {
                 if let Err(r) = self.delete_namespace(name)? {
                     return refused(r);
@@ -219,7 +235,12 @@ impl Staged<'_> {
                 if !self.reader.repository_exists(repo)? {
                     return refused(Refusal::RepositoryUnknown(repo.clone()));
                 }
-                self.delete_repository(repo);
+                for tag in self.reader.tags(repo, None, usize::MAX)?.items {
+                    if let Some(r) = self.immutable(repo, &tag)? {
+                        return refused(r);
+                    }
+                }
+                self.delete_repository(repo)?;
             }
             Command::CommitBlob {
                 repo,
@@ -230,15 +251,19 @@ impl Staged<'_> {
                 if let Some(r) = self.require_namespace(repo)? {
                     return refused(r);
                 }
-                if self.reader.blob(digest)?.is_none() {
+                let known = self.reader.blob(digest)?;
+                let size = known.as_ref().map_or(*size, |b| b.size);
+                if let Some(r) = self.link_blob(repo, digest, size, *created_at)? {
+                    return refused(r);
+                }
+                if known.is_none() {
                     let rec = BlobRecord {
-                        size: *size,
+                        size,
                         created_at: *created_at,
                     };
                     self.batch
                         .put_cf(cf(self.db, CF_BLOBS), digest, encode(&rec));
                 }
-                self.link_blob(repo, digest, *created_at)?;
             }
             Command::MountBlob {
                 repo,
@@ -249,23 +274,29 @@ impl Staged<'_> {
                 if let Some(r) = self.require_namespace(repo)? {
                     return refused(r);
                 }
-                if self.reader.linked_blob(from, digest)?.is_none() {
+                let Some(blob) = self.reader.linked_blob(from, digest)? else {
                     return refused(Refusal::BlobUnknown {
                         repo: from.clone(),
                         digest: digest.clone(),
                     });
+                };
+                if let Some(r) = self.link_blob(repo, digest, blob.size, *created_at)? {
+                    return refused(r);
                 }
-                self.link_blob(repo, digest, *created_at)?;
             }
             Command::UnlinkBlob { repo, digest } => {
-                if self.reader.linked_blob(repo, digest)?.is_none() {
+                let Some(blob) = self.reader.linked_blob(repo, digest)? else {
                     return refused(Refusal::BlobUnknown {
                         repo: repo.clone(),
                         digest: digest.clone(),
                     });
-                }
+                };
                 self.batch
                     .delete_cf(cf(self.db, CF_REPO_BLOBS), key2(repo, digest));
+                let ns = namespace_of(repo);
+                let mut u = self.usage(ns)?;
+                self.count(&mut u, ns, Kind::Blob, digest, blob.size, -1)?;
+                self.put_usage(ns, &u);
             }
             Command::PutManifest(put) => {
                 if let Some(r) = self.put_manifest(put)? {
@@ -279,6 +310,11 @@ impl Staged<'_> {
                         digest: digest.clone(),
                     });
                 };
+                for tag in self.reader.tags_of_digest(repo, digest)? {
+                    if let Some(r) = self.immutable(repo, &tag)? {
+                        return refused(r);
+                    }
+                }
                 self.delete_manifest(repo, &rec)?;
             }
             Command::SetReplicationFactor { factor } => {
@@ -295,6 +331,9 @@ impl Staged<'_> {
                         tag: tag.clone(),
                     });
                 };
+                if let Some(r) = self.immutable(repo, tag)? {
+                    return refused(r);
+                }
                 self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, tag));
                 self.batch
                     .delete_cf(cf(self.db, CF_TAGS_BY_DIGEST), key3(repo, &digest, tag));
@@ -308,8 +347,43 @@ impl Staged<'_> {
             .put_cf(cf(self.db, CF_NAMESPACES), &rec.name, encode(&rec));
     }
 
-    /// Everything keyed `repo \0 ...` goes in one range delete per table.
-    fn delete_repository(&mut self, repo: &str) {
+    /// The refusal when `tag` of `repo` matches an immutable pattern.
+    fn immutable(&self, repo: &str, tag: &str) -> Result<Option<Refusal>, ApplyError> {
+        let Some(ns) = self.reader.namespace(namespace_of(repo))? else {
+            return Ok(None);
+        };
+        Ok(ns
+            .immutable_tags
+            .iter()
+            .find(|p| wildmatch::WildMatch::new(p).matches(tag))
+            .map(|p| Refusal::TagImmutable {
+                repo: repo.to_string(),
+                tag: tag.to_string(),
+                pattern: p.clone(),
+            }))
+    }
+
+    /// Everything keyed `repo \0 ...` goes in one range delete per table;
+    /// the namespace's usage loses what only this repository held.
+    fn delete_repository(&mut self, repo: &str) -> Result<(), ApplyError> {
+        let ns = namespace_of(repo);
+        let mut u = self.usage(ns)?;
+        for digest in self.reader.linked_blobs(repo)? {
+            let size = self.reader.blob(&digest)?.map_or(0, |b| b.size);
+            self.count(&mut u, ns, Kind::Blob, &digest, size, -1)?;
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = self.reader.manifests(repo, after.as_deref(), 1000)?;
+            for m in &page {
+                self.count(&mut u, ns, Kind::Manifest, &m.digest, m.size, -1)?;
+            }
+            after = page.last().map(|m| m.digest.clone());
+            if !more {
+                break;
+            }
+        }
+        self.put_usage(ns, &u);
         let from = key2(repo, "");
         let mut to = repo.as_bytes().to_vec();
         to.push(1);
@@ -324,6 +398,7 @@ impl Staged<'_> {
             self.batch.delete_range_cf(cf(self.db, table), &from, &to);
         }
         self.batch.delete_cf(cf(self.db, CF_REPOS), repo);
+        Ok(())
     }
 
     fn require_namespace(&self, repo: &str) -> Result<Option<Refusal>, ApplyError> {
@@ -345,11 +420,31 @@ impl Staged<'_> {
         Ok(())
     }
 
-    fn link_blob(&mut self, repo: &str, digest: &str, now: u64) -> Result<(), ApplyError> {
+    /// Link a committed blob to `repo`, counting it for the namespace; a
+    /// refusal (quota) comes before any write.
+    fn link_blob(
+        &mut self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        now: u64,
+    ) -> Result<Option<Refusal>, ApplyError> {
+        if self.reader.linked_blob(repo, digest)?.is_some() {
+            return Ok(None);
+        }
+        let ns = namespace_of(repo);
+        let mut u = self.usage(ns)?;
+        if self.is_new_to(ns, Kind::Blob, digest)? {
+            if let Some(r) = self.over_quota(ns, &u, size)? {
+                return Ok(Some(r));
+            }
+        }
         self.ensure_repository(repo, now)?;
         self.batch
             .put_cf(cf(self.db, CF_REPO_BLOBS), key2(repo, digest), b"");
-        Ok(())
+        self.count(&mut u, ns, Kind::Blob, digest, size, 1)?;
+        self.put_usage(ns, &u);
+        Ok(None)
     }
 
     fn put_manifest(&mut self, put: &ManifestPut) -> Result<Option<Refusal>, ApplyError> {
@@ -371,6 +466,33 @@ impl Staged<'_> {
                     digest: m.clone(),
                 }));
             }
+        }
+        if let Some(tag) = &put.tag {
+            if self
+                .reader
+                .tag(&put.repo, tag)?
+                .is_some_and(|old| old != put.digest)
+            {
+                if let Some(r) = self.immutable(&put.repo, tag)? {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        let ns = namespace_of(&put.repo);
+        let size = put.bytes.len() as u64;
+        if self
+            .reader
+            .manifest_record(&put.repo, &put.digest)?
+            .is_none()
+        {
+            let mut u = self.usage(ns)?;
+            if self.is_new_to(ns, Kind::Manifest, &put.digest)? {
+                if let Some(r) = self.over_quota(ns, &u, size)? {
+                    return Ok(Some(r));
+                }
+            }
+            self.count(&mut u, ns, Kind::Manifest, &put.digest, size, 1)?;
+            self.put_usage(ns, &u);
         }
         self.ensure_repository(&put.repo, put.pushed_at)?;
         let rec = ManifestRecord {
@@ -413,6 +535,10 @@ impl Staged<'_> {
     }
 
     fn delete_manifest(&mut self, repo: &str, rec: &ManifestRecord) -> Result<(), ApplyError> {
+        let ns = namespace_of(repo);
+        let mut u = self.usage(ns)?;
+        self.count(&mut u, ns, Kind::Manifest, &rec.digest, rec.size, -1)?;
+        self.put_usage(ns, &u);
         let key = key2(repo, &rec.digest);
         self.batch.delete_cf(cf(self.db, CF_MANIFESTS), &key);
         self.batch.delete_cf(cf(self.db, CF_MANIFEST_BYTES), &key);

@@ -37,10 +37,14 @@ pub(crate) const CF_CREDENTIALS: &str = "credentials";
 pub(crate) const CF_CREDENTIALS_BY_ORG: &str = "credentials_by_org";
 /// key id -> SigningKeyRecord
 pub(crate) const CF_SIGNING_KEYS: &str = "signing_keys";
+/// namespace -> NamespaceUsage
+pub(crate) const CF_NS_USAGE: &str = "namespace_usage";
+/// namespace \0 b|m \0 digest -> how many of its repositories hold it
+pub(crate) const CF_NS_REFS: &str = "namespace_refs";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 18] = [
+pub(crate) const SM_CFS: [&str; 20] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -59,6 +63,8 @@ pub(crate) const SM_CFS: [&str; 18] = [
     CF_CREDENTIALS,
     CF_CREDENTIALS_BY_ORG,
     CF_SIGNING_KEYS,
+    CF_NS_USAGE,
+    CF_NS_REFS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +128,12 @@ pub struct NamespaceRecord {
     pub organisation: Option<String>,
     #[serde(default)]
     pub project: Option<String>,
+    /// Tags matching these patterns (`*`, `?`) never move once set.
+    #[serde(default)]
+    pub immutable_tags: Vec<String>,
+    /// Pushes that would store more than this many bytes are refused.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -363,6 +363,8 @@ impl Staged<'_> {
             return Ok(Err(Refusal::NamespaceNotEmpty(name.to_string())));
         }
         self.batch.delete_cf(cf(self.db, CF_NAMESPACES), name);
+        self.batch
+            .delete_cf(cf(self.db, crate::store::CF_NS_USAGE), name);
         Ok(Ok(()))
     }
 }

@@ -79,6 +79,17 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
                 created_at: 6,
             }
         ))),
+        (
+            proptest::sample::select(NAMESPACES.to_vec()),
+            proptest::option::of(0u64..60),
+            any::<bool>()
+        )
+            .prop_map(|(n, quota, immutable)| Command::SetNamespaceLimits {
+                name: n.into(),
+                immutable_tags: if immutable { vec!["t*".into()] } else { vec![] },
+                quota_bytes: quota,
+            }),
+        (1u64..100).prop_map(|at| Command::MeterTick { at }),
         (0u8..3).prop_map(|i| Command::RevokeCredential {
             id: format!("c{i}"),
             revoked_at: 7,
@@ -248,6 +259,38 @@ fn tenancy_references_resolve(r: &StateReader) {
     }
 }
 
+/// The usage counters equal a recount from the tables: each unique blob
+/// linked in the namespace and each unique manifest, once.
+fn usage_matches_a_recount(r: &StateReader) {
+    for ns in r.all_namespaces().unwrap() {
+        let mut blobs = std::collections::BTreeSet::new();
+        let mut manifests = std::collections::BTreeMap::new();
+        for repo in r
+            .repositories(Some(&ns.name), None, usize::MAX)
+            .unwrap()
+            .items
+        {
+            blobs.extend(r.linked_blobs(&repo).unwrap());
+            for m in r.manifests(&repo, None, usize::MAX).unwrap().0 {
+                manifests.insert(m.digest.clone(), m.size);
+            }
+        }
+        let blob_bytes: u64 = blobs.iter().map(|d| r.blob(d).unwrap().unwrap().size).sum();
+        let u = r.namespace_usage(&ns.name).unwrap().unwrap_or_default();
+        assert_eq!(
+            (u.blobs, u.blob_bytes, u.manifests, u.manifest_bytes),
+            (
+                blobs.len() as u64,
+                blob_bytes,
+                manifests.len() as u64,
+                manifests.values().sum()
+            ),
+            "usage of {}",
+            ns.name
+        );
+    }
+}
+
 /// Every tag names a manifest that exists in its repository.
 fn tags_point_at_manifests(r: &StateReader) {
     for repo in r.repositories(None, None, usize::MAX).unwrap().items {
@@ -291,6 +334,33 @@ proptest! {
         });
     }
 
+    /// A command that grows a namespace's stored bytes never takes it past
+    /// its quota.
+    #[test]
+    fn growth_never_passes_a_quota(cmds in proptest::collection::vec(command(), 1..60)) {
+        rt().block_on(async {
+            let d = tempfile::tempdir().unwrap();
+            let mut s = tcr_raft::open(d.path()).unwrap();
+            for (i, cmd) in cmds.iter().enumerate() {
+                let before: Vec<(String, u64)> = NAMESPACES
+                    .iter()
+                    .map(|n| (n.to_string(), s.reader.namespace_usage(n).unwrap().unwrap_or_default().bytes()))
+                    .collect();
+                let e = Entry::<TypeConfig> {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                    payload: EntryPayload::Normal(cmd.clone().into()),
+                };
+                s.state_machine.apply(vec![e]).await.unwrap();
+                for (n, was) in before {
+                    let now = s.reader.namespace_usage(&n).unwrap().unwrap_or_default().bytes();
+                    if let Some(q) = s.reader.namespace(&n).unwrap().and_then(|r| r.quota_bytes) {
+                        assert!(now <= was || now <= q, "{n}: {was} -> {now} past quota {q} by {cmd:?}");
+                    }
+                }
+            }
+        });
+    }
+
     #[test]
     fn replicas_agree_and_snapshots_restore(cmds in proptest::collection::vec(command(), 1..60)) {
         rt().block_on(async {
@@ -305,6 +375,7 @@ proptest! {
             assert_eq!(digest1, s2.reader.state_digest().unwrap());
             tags_point_at_manifests(&s1.reader);
             tenancy_references_resolve(&s1.reader);
+            usage_matches_a_recount(&s1.reader);
 
             let snap = s1.state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
             let mut s3 = tcr_raft::open(d3.path()).unwrap();

@@ -12,6 +12,8 @@ const COLUMNS: &[(&str, &str)] = &[
     ("VISIBILITY", "visibility"),
     ("ORGANISATION", "organisation"),
     ("PROJECT", "project"),
+    ("QUOTA", "quotaBytes"),
+    ("IMMUTABLE", "immutableTags"),
     ("CREATED", "createdAt"),
 ];
 
@@ -45,6 +47,22 @@ pub enum NamespacesCmd {
     },
     /// Delete an empty namespace.
     Delete { name: String },
+    /// Immutable tag patterns and the storage quota.
+    SetLimits {
+        name: String,
+        /// A tag pattern (`*`, `?`) that may not move once set; repeatable.
+        #[arg(long = "immutable-tag")]
+        immutable_tags: Vec<String>,
+        /// Remove every immutable tag pattern.
+        #[arg(long, conflicts_with = "immutable_tags")]
+        no_immutable_tags: bool,
+        /// Storage quota, e.g. `10GiB`, `500MB`, or bytes.
+        #[arg(long)]
+        quota: Option<bytesize::ByteSize>,
+        /// Remove the quota.
+        #[arg(long, conflicts_with = "quota")]
+        no_quota: bool,
+    },
 }
 
 pub async fn run(c: &Client, cmd: NamespacesCmd, out: Output) -> anyhow::Result<()> {
@@ -83,6 +101,25 @@ pub async fn run(c: &Client, cmd: NamespacesCmd, out: Output) -> anyhow::Result<
                 Some(json!({"visibility": visibility})),
             )
             .await?
+        }
+        NamespacesCmd::SetLimits {
+            name,
+            immutable_tags,
+            no_immutable_tags,
+            quota,
+            no_quota,
+        } => {
+            let mut body = json!({});
+            if no_immutable_tags || !immutable_tags.is_empty() {
+                body["immutableTags"] = json!(immutable_tags);
+            }
+            if no_quota {
+                body["quotaBytes"] = json!(0);
+            } else if let Some(q) = quota {
+                body["quotaBytes"] = json!(q.as_u64().max(1));
+            }
+            c.call(Method::PATCH, &format!("{BASE}/{name}"), Some(body))
+                .await?
         }
         NamespacesCmd::Delete { name } => {
             c.call(Method::DELETE, &format!("{BASE}/{name}"), None)

@@ -109,24 +109,50 @@ pub async fn run_artifacts(c: &Client, cmd: ArtifactsCmd, out: Output) -> anyhow
     )
 }
 
-pub async fn run_usage(c: &Client, namespace: &str, out: Output) -> anyhow::Result<()> {
-    let v = c
-        .call(
-            Method::GET,
-            &format!("/v1/container-registries/namespaces/{namespace}/usage"),
-            None,
-        )
-        .await?;
-    print(
-        &v,
-        out,
-        None,
-        &[
-            ("NAMESPACE", "namespace"),
-            ("BYTES", "bytes"),
-            ("BLOBS", "blobs"),
-            ("MANIFESTS", "manifests"),
-            ("REPOSITORIES", "repositories"),
-        ],
-    )
+const USAGE_COLUMNS: &[(&str, &str)] = &[
+    ("NAMESPACE", "namespace"),
+    ("BYTES", "bytes"),
+    ("QUOTA", "quotaBytes"),
+    ("BLOBS", "blobs"),
+    ("MANIFESTS", "manifests"),
+    ("GB-HOURS", "gigabyteHours"),
+];
+
+/// One namespace's usage, or (`org`) every namespace of an organisation.
+pub async fn run_usage(
+    c: &Client,
+    namespace: Option<&str>,
+    org: Option<&str>,
+    out: Output,
+) -> anyhow::Result<()> {
+    match (namespace, org) {
+        (Some(ns), _) => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/container-registries/namespaces/{ns}/usage"),
+                    None,
+                )
+                .await?;
+            print(&v, out, None, USAGE_COLUMNS)
+        }
+        (None, Some(org)) => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/container-registries/organisations/{org}/usage"),
+                    None,
+                )
+                .await?;
+            print(&v, out, Some("namespaces"), USAGE_COLUMNS)?;
+            if out == Output::Human {
+                println!(
+                    "total: {} bytes, {} GB-hours",
+                    v["bytes"], v["gigabyteHours"]
+                );
+            }
+            Ok(())
+        }
+        (None, None) => anyhow::bail!("name a namespace, or --org ORG for all of its namespaces"),
+    }
 }

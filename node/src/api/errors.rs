@@ -70,6 +70,9 @@ impl From<MetaError> for ApiError {
                 | Refusal::CredentialExists { .. }),
             ) => ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", r.to_string()),
             MetaError::Refused(
+                r @ (Refusal::QuotaExceeded { .. } | Refusal::TagImmutable { .. }),
+            ) => ApiError::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", r.to_string()),
+            MetaError::Refused(
                 r @ (Refusal::NamespaceNotEmpty(_)
                 | Refusal::OrganisationNotEmpty(_)
                 | Refusal::ProjectNotEmpty { .. }),

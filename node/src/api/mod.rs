@@ -96,6 +96,10 @@ pub fn router() -> Router<Arc<AppState>> {
             put(organisations::set_feature),
         )
         .route(
+            &at("/organisations/{org}/usage"),
+            get(repositories::organisation_usage),
+        )
+        .route(
             &at("/organisations/{org}/projects"),
             get(organisations::list_projects).post(organisations::create_project),
         )

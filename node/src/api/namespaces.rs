@@ -34,11 +34,23 @@ pub struct CreateNamespace {
     pub project: Option<String>,
 }
 
+/// Fields left out are unchanged.
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateNamespace {
-    pub visibility: Visibility,
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+    /// Tag patterns (`*`, `?`) that may not be moved or deleted once set,
+    /// e.g. `["v*"]`; `[]` removes them.
+    #[serde(default)]
+    pub immutable_tags: Option<Vec<String>>,
+    /// Storage quota in bytes; 0 removes it.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
 }
+
+/// Most immutable tag patterns per namespace.
+const MAX_PATTERNS: usize = 32;
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -48,6 +60,8 @@ pub struct NamespaceView {
     pub created_at: u64,
     pub organisation: Option<String>,
     pub project: Option<String>,
+    pub immutable_tags: Vec<String>,
+    pub quota_bytes: Option<u64>,
     /// Set by issue 6's retention policies; always null for now.
     #[schema(value_type = Option<Object>)]
     pub retention_policy: Option<serde_json::Value>,
@@ -81,6 +95,8 @@ impl From<NamespaceRecord> for NamespaceView {
             created_at: r.created_at,
             organisation: r.organisation,
             project: r.project,
+            immutable_tags: r.immutable_tags,
+            quota_bytes: r.quota_bytes,
             retention_policy: None,
         }
     }
@@ -182,6 +198,8 @@ pub async fn create(
         created_at,
         organisation,
         project,
+        immutable_tags: Vec::new(),
+        quota_bytes: None,
     });
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -275,13 +293,39 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult {
     let req: UpdateNamespace = parse_json(&body)?;
-    require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
-    st.meta
-        .write(Command::SetNamespaceVisibility {
-            name: ns.clone(),
-            visibility: req.visibility,
-        })
-        .await?;
+    let current = require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
+    if let Some(patterns) = &req.immutable_tags {
+        if patterns.len() > MAX_PATTERNS
+            || patterns
+                .iter()
+                .any(|p| p.is_empty() || p.len() > 128 || p.chars().any(|c| c.is_control()))
+        {
+            return Err(ApiError::invalid(format!(
+                "immutableTags: at most {MAX_PATTERNS} patterns of 1-128 printable characters"
+            )));
+        }
+    }
+    if let Some(visibility) = req.visibility {
+        st.meta
+            .write(Command::SetNamespaceVisibility {
+                name: ns.clone(),
+                visibility,
+            })
+            .await?;
+    }
+    if req.immutable_tags.is_some() || req.quota_bytes.is_some() {
+        st.meta
+            .write(Command::SetNamespaceLimits {
+                name: ns.clone(),
+                immutable_tags: req.immutable_tags.unwrap_or(current.immutable_tags),
+                quota_bytes: match req.quota_bytes {
+                    Some(0) => None,
+                    Some(q) => Some(q),
+                    None => current.quota_bytes,
+                },
+            })
+            .await?;
+    }
     let rec = require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Pull)?;
     Ok(Json(NamespaceView::from(rec)).into_response())
 }

@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         namespaces::delete,
         namespaces::repositories,
         repositories::usage,
+        repositories::organisation_usage,
         repositories::show,
         repositories::delete,
         repositories::tags,

@@ -2,7 +2,7 @@
 //! A repository name contains `/`: clients send it as one path segment
 //! with `/` encoded as `%2F` (`acme%2Fapp`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -51,9 +51,12 @@ pub struct ArtifactList {
     pub more: bool,
 }
 
-/// Bytes stored for a namespace: every blob linked to one of its
-/// repositories counted once (however many repositories and manifests use
-/// it), plus the bytes of its manifests.
+/// Storage of a namespace. Stored bytes: each unique blob linked to one of
+/// its repositories, and each unique manifest, counted once however many of
+/// its repositories hold it (a blob shared with another namespace counts in
+/// both). Gigabyte-hours (10^9 bytes for an hour) accumulate from the
+/// leader's metering ticks, committed through Raft: every node reports the
+/// same figure, and a leader change neither repeats nor skips an interval.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
@@ -63,7 +66,39 @@ pub struct Usage {
     pub manifest_bytes: u64,
     pub blobs: u64,
     pub manifests: u64,
-    pub repositories: u64,
+    pub quota_bytes: Option<u64>,
+    pub gigabyte_hours: f64,
+    /// Stored bytes integrated over time up to `meteredAt`.
+    #[schema(value_type = u64)]
+    pub byte_seconds: u128,
+    /// The last metering tick that counted this namespace (seconds).
+    pub metered_at: u64,
+}
+
+impl Usage {
+    fn of(ns: &tcr_raft::NamespaceRecord, u: tcr_raft::NamespaceUsage) -> Usage {
+        Usage {
+            namespace: ns.name.clone(),
+            bytes: u.bytes(),
+            blob_bytes: u.blob_bytes,
+            manifest_bytes: u.manifest_bytes,
+            blobs: u.blobs,
+            manifests: u.manifests,
+            quota_bytes: ns.quota_bytes,
+            gigabyte_hours: u.gb_hours(),
+            byte_seconds: u.byte_seconds,
+            metered_at: u.metered_at,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganisationUsage {
+    pub organisation: String,
+    pub bytes: u64,
+    pub gigabyte_hours: f64,
+    pub namespaces: Vec<Usage>,
 }
 
 fn namespace_of(repo: &str) -> &str {
@@ -259,12 +294,9 @@ pub async fn artifacts(
     .into_response())
 }
 
-/// Bytes stored for a namespace now: each blob linked to one of its
-/// repositories counted once, plus the manifests' bytes.
 #[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}/usage", tag = "namespaces",
     params(("ns" = String, Path)),
     responses((status = 200, body = Usage),
-        (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -275,45 +307,42 @@ pub async fn usage(
     Path(ns): Path<String>,
 ) -> ApiResult {
     let state = st.meta.read().await?;
-    require_on_namespace(state, &caller, &ns, Action::Pull)?;
-    let mut blobs = BTreeSet::new();
-    let (mut manifest_bytes, mut manifests, mut repos) = (0u64, 0u64, 0u64);
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.repositories(Some(&ns), after.as_deref(), 1000)?;
-        for repo in &page.items {
-            repos += 1;
-            blobs.extend(state.linked_blobs(repo)?);
-            let mut m_after: Option<String> = None;
-            loop {
-                let (ms, more) = state.manifests(repo, m_after.as_deref(), 1000)?;
-                for m in &ms {
-                    manifests += 1;
-                    manifest_bytes += m.size;
-                }
-                m_after = ms.last().map(|m| m.digest.clone());
-                if !more {
-                    break;
-                }
-            }
-            after = Some(repo.clone());
-        }
-        if !page.more {
-            break;
+    let rec = require_on_namespace(state, &caller, &ns, Action::Pull)?;
+    let u = state.namespace_usage(&ns)?.unwrap_or_default();
+    Ok(Json(Usage::of(&rec, u)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/container-registries/organisations/{org}/usage", tag = "organisations",
+    params(("org" = String, Path)),
+    responses((status = 200, body = OrganisationUsage),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn organisation_usage(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+) -> ApiResult {
+    let state = st.meta.read().await?;
+    crate::auth::access::require_org_member(state, &caller, &org)?;
+    if state.organisation(&org)?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "organisation '{org}' does not exist"
+        )));
+    }
+    let mut namespaces = Vec::new();
+    for ns in state.all_namespaces()? {
+        if ns.organisation.as_deref() == Some(org.as_str()) {
+            let u = state.namespace_usage(&ns.name)?.unwrap_or_default();
+            namespaces.push(Usage::of(&ns, u));
         }
     }
-    let mut blob_bytes = 0u64;
-    for d in &blobs {
-        blob_bytes += state.blob(d)?.map(|b| b.size).unwrap_or(0);
-    }
-    Ok(Json(Usage {
-        namespace: ns,
-        bytes: blob_bytes + manifest_bytes,
-        blob_bytes,
-        manifest_bytes,
-        blobs: blobs.len() as u64,
-        manifests,
-        repositories: repos,
+    Ok(Json(OrganisationUsage {
+        organisation: org,
+        bytes: namespaces.iter().map(|u| u.bytes).sum(),
+        gigabyte_hours: namespaces.iter().map(|u| u.gigabyte_hours).sum(),
+        namespaces,
     })
     .into_response())
 }

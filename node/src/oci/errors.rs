@@ -91,6 +91,8 @@ impl From<crate::metadata::MetaError> for OciError {
                 Refusal::TagUnknown { .. } => OciError::manifest_unknown(r.to_string()),
                 Refusal::BlobUnknown { .. } => OciError::blob_unknown(r.to_string()),
                 Refusal::ManifestUnknown { .. } => OciError::manifest_unknown(r.to_string()),
+                // Quota and immutable tags: DENIED, which docker prints as
+                // "denied: <message>".
                 // Tenancy refusals come from management commands, never from
                 // an OCI route; map them anyway, as denials.
                 _ => OciError::denied(r.to_string()),

@@ -60,6 +60,9 @@ enum Command {
     /// Robot credentials / API tokens: create, list, revoke.
     #[command(subcommand)]
     Credentials(cmd::credentials::CredentialsCmd),
+    /// Garbage collection: run, status.
+    #[command(subcommand)]
+    Gc(cmd::gc::GcCmd),
     /// Token signing keys: list, rotate.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
@@ -119,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         Command::Projects(c) => cmd::orgs::run_projects(&client, c, out).await,
         Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,
         Command::Keys(c) => cmd::keys::run(&client, c, out).await,
+        Command::Gc(c) => cmd::gc::run(&client, c, out).await,
         Command::Login {
             username,
             password,

@@ -99,6 +99,18 @@ pub struct Config {
     /// node: key rotation retires old keys after it).
     #[arg(long, env = "TCR_TOKEN_LIFETIME_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub token_lifetime_secs: u64,
+    /// Garbage collection: blobs committed less than this long ago are
+    /// never collected (uploads whose manifest is still to come).
+    #[arg(long, env = "TCR_GC_GRACE_SECS", default_value_t = 86_400)]
+    pub gc_grace_secs: u64,
+    /// Seconds between scheduled garbage collections on the leader (0: only
+    /// `tcr gc run`).
+    #[arg(long, env = "TCR_GC_INTERVAL_SECS", default_value_t = 86_400.0)]
+    pub gc_interval_secs: f64,
+    /// A local blob file without a committed record is deleted once it is
+    /// this old (a copy for a commit still on its way is younger).
+    #[arg(long, env = "TCR_ORPHAN_GRACE_SECS", default_value_t = 3600.0)]
+    pub orphan_grace_secs: f64,
     /// Seconds between the leader's metering ticks (gigabyte-hours).
     #[arg(long, env = "TCR_METERING_INTERVAL_SECS", default_value_t = 60.0)]
     pub metering_interval_secs: f64,

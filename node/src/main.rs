@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod config;
+mod gc;
 mod metadata;
 mod metering;
 mod metrics;

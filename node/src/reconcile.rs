@@ -9,7 +9,11 @@
 //! - a blob it holds but no longer owns is deleted only once every owner
 //!   confirms a copy, so a move never leaves fewer copies than before;
 //! - a bounded number of bytes of its own copies are re-hashed per pass; a
-//!   corrupt copy is quarantined, and the next pass pulls a good one.
+//!   corrupt copy is quarantined, and the next pass pulls a good one;
+//! - a local file whose blob has no committed record (collected by garbage
+//!   collection, or an upload that never committed) is deleted once it is
+//!   older than the orphan grace, which covers a copy written for a commit
+//!   still on its way.
 //!
 //! Reads keep working throughout: a node without a copy reads from the
 //! owners, then from any holder.
@@ -54,7 +58,23 @@ pub struct Report {
     pub dropped: u64,
     pub scrubbed_bytes: u64,
     pub corrupt_found: u64,
+    /// Local files without a committed blob deleted, and their bytes
+    /// (totals since start).
+    pub swept: u64,
+    pub swept_bytes: u64,
     pub last_pass_ms: u64,
+}
+
+/// How often and how hard the storage loop works.
+pub struct Pacing {
+    /// Between passes.
+    pub interval: Duration,
+    /// Local bytes re-hashed per pass.
+    pub scrub_bytes_per_pass: u64,
+    /// Bandwidth of repair and rebalance pulls (0: no limit).
+    pub pull_bytes_per_sec: u64,
+    /// Age after which a local file without a committed record is deleted.
+    pub orphan_grace: Duration,
 }
 
 #[derive(Clone)]
@@ -68,9 +88,7 @@ struct Inner {
     reader: StateReader,
     store: BlobStore,
     uploads: Uploads,
-    interval: Duration,
-    scrub_bytes_per_pass: u64,
-    pull_bytes_per_sec: u64,
+    pacing: Pacing,
     wake: Notify,
     report: Mutex<Report>,
     scrub_cursor: Mutex<Option<String>>,
@@ -82,9 +100,7 @@ impl Reconciler {
         replicas: Replicas,
         reader: StateReader,
         store: BlobStore,
-        interval: Duration,
-        scrub_bytes_per_pass: u64,
-        pull_bytes_per_sec: u64,
+        pacing: Pacing,
     ) -> std::io::Result<Self> {
         Ok(Reconciler {
             inner: Arc::new(Inner {
@@ -93,9 +109,7 @@ impl Reconciler {
                 reader,
                 uploads: Uploads::open(store.clone())?,
                 store,
-                interval,
-                scrub_bytes_per_pass,
-                pull_bytes_per_sec,
+                pacing,
                 wake: Notify::new(),
                 report: Mutex::new(Report::default()),
                 scrub_cursor: Mutex::new(None),
@@ -115,7 +129,7 @@ impl Reconciler {
     pub async fn run(self) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.interval) => {}
+                _ = tokio::time::sleep(self.inner.pacing.interval) => {}
                 _ = self.inner.wake.notified() => {}
             }
             self.inner.report.lock().expect("report lock").running = true;
@@ -135,6 +149,8 @@ impl Reconciler {
             r.dropped += report.dropped;
             r.scrubbed_bytes += report.scrubbed_bytes;
             r.corrupt_found += report.corrupt_found;
+            r.swept += report.swept;
+            r.swept_bytes += report.swept_bytes;
             *report = r;
         }
     }
@@ -164,7 +180,32 @@ impl Reconciler {
             }
         }
         self.scrub(&mut r).await?;
+        self.sweep(&mut r).await?;
         Ok(r)
+    }
+
+    /// Delete local blob files that have no committed record and are older
+    /// than the orphan grace.
+    async fn sweep(&self, r: &mut Report) -> Result<(), tcr_raft::ReadError> {
+        let me = &self.inner;
+        if !me.replicas.caught_up() {
+            return Ok(());
+        }
+        for (d, size, age) in me.store.list().await.unwrap_or_default() {
+            if age < me.pacing.orphan_grace || me.reader.blob(&d.to_string())?.is_some() {
+                continue;
+            }
+            match me.store.remove(&d).await {
+                Ok(true) => {
+                    tracing::info!(digest = %d, size, "swept a blob with no committed record");
+                    r.swept += 1;
+                    r.swept_bytes += size;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(digest = %d, "sweep: {e}"),
+            }
+        }
+        Ok(())
     }
 
     /// Bring this node's copy of `d` in line with placement. Returns the
@@ -211,10 +252,11 @@ impl Reconciler {
                         .unwrap_or_else(|_| {
                             Err(replication::ReplicationError::Peer("pull timed out".into()))
                         });
-                if me.pull_bytes_per_sec > 0 {
+                if me.pacing.pull_bytes_per_sec > 0 {
                     // Throttle: this pull may not have taken less than its
                     // share of the bandwidth allows.
-                    let share = Duration::from_secs_f64(size as f64 / me.pull_bytes_per_sec as f64);
+                    let share =
+                        Duration::from_secs_f64(size as f64 / me.pacing.pull_bytes_per_sec as f64);
                     tokio::time::sleep(share.saturating_sub(started.elapsed())).await;
                 }
                 match pulled {
@@ -313,7 +355,7 @@ impl Reconciler {
     async fn scrub(&self, r: &mut Report) -> Result<(), tcr_raft::ReadError> {
         let me = &self.inner;
         let mut cursor = me.scrub_cursor.lock().expect("cursor lock").clone();
-        let mut budget = me.scrub_bytes_per_pass;
+        let mut budget = me.pacing.scrub_bytes_per_pass;
         'pages: loop {
             let page = me.reader.blob_digests(cursor.as_deref(), 100)?;
             for name in &page.items {

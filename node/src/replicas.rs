@@ -80,6 +80,14 @@ impl Replicas {
         self.network.channel(addr)
     }
 
+    /// Whether this node has applied every entry of its log and knows a
+    /// leader: its view of the committed blobs is current enough to delete
+    /// a file for lack of a record (not while replaying after a restart).
+    pub fn caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.last_log_index
+    }
+
     /// Owners of `d` under the membership this node knows and the
     /// replication factor in its state.
     pub fn placement(&self, reader: &StateReader, d: &Digest) -> Placement {

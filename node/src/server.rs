@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub auth: Auth,
     pub ready: AtomicBool,
+    /// Default grace period of garbage collection.
+    pub gc_grace_secs: u64,
 }
 
 fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
@@ -201,9 +203,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         replicas.clone(),
         stores.reader.clone(),
         blobs.clone(),
-        Duration::from_secs_f64(cfg.storage_interval_secs),
-        cfg.scrub_bytes_per_pass,
-        cfg.rebalance_bytes_per_sec,
+        crate::reconcile::Pacing {
+            interval: Duration::from_secs_f64(cfg.storage_interval_secs),
+            scrub_bytes_per_pass: cfg.scrub_bytes_per_pass,
+            pull_bytes_per_sec: cfg.rebalance_bytes_per_sec,
+            orphan_grace: Duration::from_secs_f64(cfg.orphan_grace_secs.max(0.0)),
+        },
     )?;
     tokio::spawn(reconciler.clone().run());
     let state = Arc::new(AppState {
@@ -226,6 +231,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         auth,
         ready: AtomicBool::new(false),
+        gc_grace_secs: cfg.gc_grace_secs,
     });
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -236,6 +242,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         open = state.auth.is_open(),
         "tcr-node listening"
     );
+    if cfg.gc_interval_secs > 0.0 {
+        tokio::spawn(crate::gc::schedule(
+            state.clone(),
+            Duration::from_secs_f64(cfg.gc_interval_secs.max(1.0)),
+        ));
+    }
     tokio::spawn(crate::metering::run(
         state.clone(),
         Duration::from_secs_f64(cfg.metering_interval_secs.max(0.1)),

@@ -55,6 +55,14 @@ pub enum Command {
         immutable_tags: Vec<String>,
         quota_bytes: Option<u64>,
     },
+    /// Garbage collection: remove these blobs if, when applied, no
+    /// manifest references them and they were committed before
+    /// `grace_before` (see `gc.rs` for why this is safe).
+    CollectBlobs {
+        digests: Vec<String>,
+        at: u64,
+        grace_before: u64,
+    },
     /// The leader's periodic metering tick (seconds since the epoch).
     MeterTick {
         at: u64,
@@ -180,6 +188,7 @@ impl Command {
             Command::DeleteNamespace { .. } => "delete_namespace",
             Command::SetNamespaceLimits { .. } => "set_namespace_limits",
             Command::MeterTick { .. } => "meter_tick",
+            Command::CollectBlobs { .. } => "collect_blobs",
             Command::DeleteRepository { .. } => "delete_repository",
             Command::CreateOrganisation { .. } => "create_organisation",
             Command::DeleteOrganisation { .. } => "delete_organisation",

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod command;
+pub mod gc;
 pub mod log_store;
 pub mod network;
 pub mod read;
@@ -30,6 +31,7 @@ pub mod usage;
 use std::path::Path;
 
 pub use command::{Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility};
+pub use gc::GcRun;
 pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};
 pub use state_machine::StateMachineStore;

@@ -96,6 +96,32 @@ impl StateReader {
         self.values(CF_NAMESPACES, b"")
     }
 
+    /// Whether any manifest references blob `digest`.
+    pub fn blob_referenced(&self, digest: &str) -> Result<bool, ReadError> {
+        let prefix = key2(digest, "");
+        Ok(!self
+            .scan_names(crate::store::CF_BLOB_REFS, &prefix, "", 1)?
+            .items
+            .is_empty())
+    }
+
+    /// Repositories blob `digest` is linked to.
+    pub fn blob_links(&self, digest: &str) -> Result<Vec<String>, ReadError> {
+        Ok(self
+            .scan_names(
+                crate::store::CF_BLOB_LINKS,
+                &key2(digest, ""),
+                "",
+                usize::MAX,
+            )?
+            .items)
+    }
+
+    /// The last garbage collection, if any ran.
+    pub fn gc_last(&self) -> Result<Option<crate::gc::GcRun>, ReadError> {
+        self.get(crate::store::CF_SETTINGS, crate::gc::KEY_GC_LAST)
+    }
+
     pub fn namespace_usage(
         &self,
         ns: &str,

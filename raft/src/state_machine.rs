@@ -226,6 +226,11 @@ impl Staged<'_> {
                 self.put_namespace(ns);
             }
             Command::MeterTick { at } => self.meter(*at)?,
+            Command::CollectBlobs {
+                digests,
+                at,
+                grace_before,
+            } => self.collect_blobs(digests, *at, *grace_before)?,
             Command::DeleteNamespace { name } => {
                 if let Err(r) = self.delete_namespace(name)? {
                     return refused(r);
@@ -293,6 +298,7 @@ impl Staged<'_> {
                 };
                 self.batch
                     .delete_cf(cf(self.db, CF_REPO_BLOBS), key2(repo, digest));
+                self.index_link(repo, digest, false);
                 let ns = namespace_of(repo);
                 let mut u = self.usage(ns)?;
                 self.count(&mut u, ns, Kind::Blob, digest, blob.size, -1)?;
@@ -371,12 +377,14 @@ impl Staged<'_> {
         for digest in self.reader.linked_blobs(repo)? {
             let size = self.reader.blob(&digest)?.map_or(0, |b| b.size);
             self.count(&mut u, ns, Kind::Blob, &digest, size, -1)?;
+            self.index_link(repo, &digest, false);
         }
         let mut after: Option<String> = None;
         loop {
             let (page, more) = self.reader.manifests(repo, after.as_deref(), 1000)?;
             for m in &page {
                 self.count(&mut u, ns, Kind::Manifest, &m.digest, m.size, -1)?;
+                self.index_refs(repo, &m.digest, &m.blobs, false);
             }
             after = page.last().map(|m| m.digest.clone());
             if !more {
@@ -442,6 +450,7 @@ impl Staged<'_> {
         self.ensure_repository(repo, now)?;
         self.batch
             .put_cf(cf(self.db, CF_REPO_BLOBS), key2(repo, digest), b"");
+        self.index_link(repo, digest, true);
         self.count(&mut u, ns, Kind::Blob, digest, size, 1)?;
         self.put_usage(ns, &u);
         Ok(None)
@@ -495,6 +504,7 @@ impl Staged<'_> {
             self.put_usage(ns, &u);
         }
         self.ensure_repository(&put.repo, put.pushed_at)?;
+        self.index_refs(&put.repo, &put.digest, &put.blobs, true);
         let rec = ManifestRecord {
             digest: put.digest.clone(),
             media_type: put.media_type.clone(),
@@ -539,6 +549,7 @@ impl Staged<'_> {
         let mut u = self.usage(ns)?;
         self.count(&mut u, ns, Kind::Manifest, &rec.digest, rec.size, -1)?;
         self.put_usage(ns, &u);
+        self.index_refs(repo, &rec.digest, &rec.blobs, false);
         let key = key2(repo, &rec.digest);
         self.batch.delete_cf(cf(self.db, CF_MANIFESTS), &key);
         self.batch.delete_cf(cf(self.db, CF_MANIFEST_BYTES), &key);

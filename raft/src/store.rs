@@ -37,6 +37,10 @@ pub(crate) const CF_CREDENTIALS: &str = "credentials";
 pub(crate) const CF_CREDENTIALS_BY_ORG: &str = "credentials_by_org";
 /// key id -> SigningKeyRecord
 pub(crate) const CF_SIGNING_KEYS: &str = "signing_keys";
+/// digest \0 repository \0 manifest: manifests that reference a blob
+pub(crate) const CF_BLOB_REFS: &str = "blob_refs";
+/// digest \0 repository: repositories a blob is linked to
+pub(crate) const CF_BLOB_LINKS: &str = "blob_links";
 /// namespace -> NamespaceUsage
 pub(crate) const CF_NS_USAGE: &str = "namespace_usage";
 /// namespace \0 b|m \0 digest -> how many of its repositories hold it
@@ -44,7 +48,7 @@ pub(crate) const CF_NS_REFS: &str = "namespace_refs";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 20] = [
+pub(crate) const SM_CFS: [&str; 22] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -65,6 +69,8 @@ pub(crate) const SM_CFS: [&str; 20] = [
     CF_SIGNING_KEYS,
     CF_NS_USAGE,
     CF_NS_REFS,
+    CF_BLOB_REFS,
+    CF_BLOB_LINKS,
 ];
 
 #[derive(Debug, thiserror::Error)]

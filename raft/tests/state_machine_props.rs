@@ -90,6 +90,13 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
                 quota_bytes: quota,
             }),
         (1u64..100).prop_map(|at| Command::MeterTick { at }),
+        (proptest::collection::vec(0u8..4, 0..4), 1u64..5).prop_map(|(ds, grace_before)| {
+            Command::CollectBlobs {
+                digests: ds.into_iter().map(digest).collect(),
+                at: 10,
+                grace_before,
+            }
+        }),
         (0u8..3).prop_map(|i| Command::RevokeCredential {
             id: format!("c{i}"),
             revoked_at: 7,
@@ -291,9 +298,20 @@ fn usage_matches_a_recount(r: &StateReader) {
     }
 }
 
-/// Every tag names a manifest that exists in its repository.
+/// Every tag names a manifest that exists in its repository, and every
+/// blob a manifest references is committed (garbage collection never
+/// removes one: invariant 4).
 fn tags_point_at_manifests(r: &StateReader) {
     for repo in r.repositories(None, None, usize::MAX).unwrap().items {
+        for m in r.manifests(&repo, None, usize::MAX).unwrap().0 {
+            for b in &m.blobs {
+                assert!(
+                    r.blob(b).unwrap().is_some(),
+                    "{repo}@{} references collected {b}",
+                    m.digest
+                );
+            }
+        }
         for tag in r.tags(&repo, None, usize::MAX).unwrap().items {
             let d = r.tag(&repo, &tag).unwrap().unwrap();
             assert!(

@@ -199,6 +199,43 @@ impl BlobStore {
         .map_err(io::Error::other)?
     }
 
+    /// Every local blob file: digest, size, and time since it was written.
+    /// Names that are not digests (temporary files) are skipped.
+    pub async fn list(&self) -> io::Result<Vec<(Digest, u64, std::time::Duration)>> {
+        let base = self.root.join("blobs").join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let now = std::time::SystemTime::now();
+            for shard in std::fs::read_dir(&base)? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for f in std::fs::read_dir(shard.path())? {
+                    let f = f?;
+                    let Ok(d) =
+                        format!("sha256:{}", f.file_name().to_string_lossy()).parse::<Digest>()
+                    else {
+                        continue;
+                    };
+                    let Ok(m) = f.metadata() else { continue };
+                    if !m.is_file() {
+                        continue;
+                    }
+                    let age = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                        .unwrap_or_default();
+                    out.push((d, m.len(), age));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     pub async fn remove(&self, d: &Digest) -> io::Result<bool> {
         match tokio::fs::remove_file(self.path(d)).await {
             Ok(()) => Ok(true),

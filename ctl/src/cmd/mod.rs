@@ -1,5 +1,6 @@
 pub mod cluster;
 pub mod credentials;
+pub mod gc;
 pub mod keys;
 pub mod login;
 pub mod namespaces;

@@ -27,7 +27,7 @@ pub enum StorageCmd {
 const CLUSTER: &str = "/v1/container-registries/cluster";
 const STORAGE: &str = "/v1/container-registries/storage";
 
-async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
+pub async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
     let status = c.call(Method::GET, CLUSTER, None).await?;
     Ok(status["members"]
         .as_array()

@@ -71,7 +71,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
 }
 
 /// `None` when this node leads; otherwise a 307 to the leader (or 503).
-fn redirect_to_leader(st: &AppState, uri: &axum::http::Uri) -> Option<Response> {
+pub(crate) fn redirect_to_leader(st: &AppState, uri: &axum::http::Uri) -> Option<Response> {
     let m = st.meta.raft.metrics().borrow().clone();
     match m.current_leader {
         Some(l) if l == st.node_id => None,

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod credentials;
 pub mod errors;
+pub mod gc;
 pub mod keys;
 pub mod namespaces;
 pub mod openapi;
@@ -57,6 +58,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(&at("/cluster/members/{id}"), delete(cluster::remove_member))
         .route(&at("/keys"), get(keys::list))
         .route(&at("/keys/rotate"), post(keys::rotate))
+        .route(&at("/gc"), get(gc::status))
+        .route(&at("/gc/runs"), post(gc::run))
         .route_layer(middleware::from_fn(operator_only));
     Router::new()
         .route(

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cluster, credentials, keys, namespaces, organisations, repositories, storage};
+use super::{cluster, credentials, gc, keys, namespaces, organisations, repositories, storage};
 
 struct BearerAuth;
 
@@ -61,6 +61,8 @@ impl Modify for BearerAuth {
         credentials::revoke,
         keys::list,
         keys::rotate,
+        gc::run,
+        gc::status,
         cluster::status,
         cluster::add_member,
         cluster::remove_member,

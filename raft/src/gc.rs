@@ -1,0 +1,130 @@
+//! Online garbage collection of blobs, the state machine's half.
+//!
+//! Two indexes make "is this blob still needed" a prefix lookup:
+//! `blob_refs` (digest, repository, manifest) for every manifest that
+//! references a blob, and `blob_links` (digest, repository) for every
+//! repository it is linked to.
+//!
+//! Why collection is safe against a concurrent push (invariant 4): the
+//! leader proposes `CollectBlobs` for blobs that, in the state it read,
+//! no manifest referenced and that were older than the grace period. The
+//! state machine checks both again when it applies the command, in log
+//! order with every `PutManifest`:
+//! - a manifest committed before the collection references the blob, so
+//!   the blob is kept (the leader's earlier reading does not matter);
+//! - a manifest proposed after it finds the blob record gone and is refused
+//!   with MANIFEST_BLOB_UNKNOWN; the client uploads the blob again. No
+//!   committed manifest ever points at a collected blob.
+//!
+//! Uploads in progress are protected by the grace period: a blob committed
+//! less than the grace period ago is never collected, and a node deletes a
+//! local file without a record only once the file is older than its own
+//! grace (`--orphan-grace-secs`), so a copy written for a commit that has
+//! not applied yet is never swept.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state_machine::{ApplyError, Staged};
+use crate::store::{
+    cf, encode, key2, key3, CF_BLOBS, CF_BLOB_LINKS, CF_BLOB_REFS, CF_REPO_BLOBS, CF_SETTINGS,
+};
+use crate::usage::Kind;
+
+pub(crate) const KEY_GC_LAST: &str = "gc_last";
+
+/// What the last collection removed (kept in the replicated settings).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRun {
+    /// When the leader decided the run (seconds).
+    pub at: u64,
+    /// Blobs committed before this time could be collected.
+    pub grace_before: u64,
+    pub candidates: u64,
+    pub collected: u64,
+    pub collected_bytes: u64,
+}
+
+fn namespace_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
+}
+
+impl Staged<'_> {
+    pub(crate) fn index_link(&mut self, repo: &str, digest: &str, linked: bool) {
+        let k = key2(digest, repo);
+        let t = cf(self.db, CF_BLOB_LINKS);
+        if linked {
+            self.batch.put_cf(t, k, b"");
+        } else {
+            self.batch.delete_cf(t, k);
+        }
+    }
+
+    pub(crate) fn index_refs(
+        &mut self,
+        repo: &str,
+        manifest: &str,
+        blobs: &[String],
+        present: bool,
+    ) {
+        let t = cf(self.db, CF_BLOB_REFS);
+        for b in blobs {
+            let k = key3(b, repo, manifest);
+            if present {
+                self.batch.put_cf(t, k, b"");
+            } else {
+                self.batch.delete_cf(t, k);
+            }
+        }
+    }
+
+    /// Remove each of `digests` that still qualifies: committed before
+    /// `grace_before` and referenced by no manifest.
+    pub(crate) fn collect_blobs(
+        &mut self,
+        digests: &[String],
+        at: u64,
+        grace_before: u64,
+    ) -> Result<(), ApplyError> {
+        // One run commits its candidates in batches: they add up.
+        let mut run = match self.reader.gc_last()? {
+            Some(last) if last.at == at => last,
+            _ => GcRun {
+                at,
+                grace_before,
+                ..GcRun::default()
+            },
+        };
+        run.candidates += digests.len() as u64;
+        let mut usages = std::collections::BTreeMap::new();
+        for d in digests {
+            let Some(blob) = self.reader.blob(d)? else {
+                continue;
+            };
+            if blob.created_at >= grace_before || self.reader.blob_referenced(d)? {
+                continue;
+            }
+            for repo in self.reader.blob_links(d)? {
+                let ns = namespace_of(&repo).to_string();
+                if !usages.contains_key(&ns) {
+                    usages.insert(ns.clone(), self.usage(&ns)?);
+                }
+                let u = usages.get_mut(&ns).expect("inserted above");
+                let mut u2 = u.clone();
+                self.count(&mut u2, &ns, Kind::Blob, d, blob.size, -1)?;
+                *u = u2;
+                self.batch
+                    .delete_cf(cf(self.db, CF_REPO_BLOBS), key2(&repo, d));
+                self.index_link(&repo, d, false);
+            }
+            self.batch.delete_cf(cf(self.db, CF_BLOBS), d);
+            run.collected += 1;
+            run.collected_bytes += blob.size;
+        }
+        for (ns, u) in usages {
+            self.put_usage(&ns, &u);
+        }
+        self.batch
+            .put_cf(cf(self.db, CF_SETTINGS), KEY_GC_LAST, encode(&run));
+        Ok(())
+    }
+}

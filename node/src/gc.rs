@@ -49,7 +49,7 @@ pub async fn run(st: &AppState, dry_run: bool, grace_secs: u64) -> Result<GcOutc
         let page = state.blob_digests(after.as_deref(), 1000)?;
         for d in &page.items {
             let Some(b) = state.blob(d)? else { continue };
-            if b.created_at < grace_before && !state.blob_referenced(d)? {
+            if b.created_at <= grace_before && !state.blob_referenced(d)? {
                 out.candidate_bytes += b.size;
                 candidates.push((d.clone(), b.size));
             }

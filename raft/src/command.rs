@@ -56,7 +56,7 @@ pub enum Command {
         quota_bytes: Option<u64>,
     },
     /// Garbage collection: remove these blobs if, when applied, no
-    /// manifest references them and they were committed before
+    /// manifest references them and they were committed at or before
     /// `grace_before` (see `gc.rs` for why this is safe).
     CollectBlobs {
         digests: Vec<String>,

@@ -37,7 +37,7 @@ pub(crate) const KEY_GC_LAST: &str = "gc_last";
 pub struct GcRun {
     /// When the leader decided the run (seconds).
     pub at: u64,
-    /// Blobs committed before this time could be collected.
+    /// Blobs committed at or before this time could be collected.
     pub grace_before: u64,
     pub candidates: u64,
     pub collected: u64,
@@ -77,7 +77,7 @@ impl Staged<'_> {
         }
     }
 
-    /// Remove each of `digests` that still qualifies: committed before
+    /// Remove each of `digests` that still qualifies: committed at or before
     /// `grace_before` and referenced by no manifest.
     pub(crate) fn collect_blobs(
         &mut self,
@@ -96,25 +96,32 @@ impl Staged<'_> {
         };
         run.candidates += digests.len() as u64;
         let mut usages = std::collections::BTreeMap::new();
-        for d in digests {
+        // Reads see the state before this command, not the batch: handle
+        // each digest once, and each namespace's references in one step.
+        let unique: std::collections::BTreeSet<&String> = digests.iter().collect();
+        for d in unique {
             let Some(blob) = self.reader.blob(d)? else {
                 continue;
             };
-            if blob.created_at >= grace_before || self.reader.blob_referenced(d)? {
+            if blob.created_at > grace_before || self.reader.blob_referenced(d)? {
                 continue;
             }
+            let mut links_per_ns = std::collections::BTreeMap::<String, i64>::new();
             for repo in self.reader.blob_links(d)? {
-                let ns = namespace_of(&repo).to_string();
-                if !usages.contains_key(&ns) {
-                    usages.insert(ns.clone(), self.usage(&ns)?);
-                }
-                let u = usages.get_mut(&ns).expect("inserted above");
-                let mut u2 = u.clone();
-                self.count(&mut u2, &ns, Kind::Blob, d, blob.size, -1)?;
-                *u = u2;
+                *links_per_ns
+                    .entry(namespace_of(&repo).to_string())
+                    .or_default() += 1;
                 self.batch
                     .delete_cf(cf(self.db, CF_REPO_BLOBS), key2(&repo, d));
                 self.index_link(&repo, d, false);
+            }
+            for (ns, links) in links_per_ns {
+                let mut u = match usages.remove(&ns) {
+                    Some(u) => u,
+                    None => self.usage(&ns)?,
+                };
+                self.count(&mut u, &ns, Kind::Blob, d, blob.size, -links)?;
+                usages.insert(ns, u);
             }
             self.batch.delete_cf(cf(self.db, CF_BLOBS), d);
             run.collected += 1;

@@ -1,6 +1,7 @@
 //! Cluster status and membership. Membership changes run on the leader; a
 //! follower answers 307 with the leader's address (clients follow it).
 
+use crate::api::errors::ErrorResponses;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -22,10 +23,7 @@ use crate::server::AppState;
 #[utoipa::path(get, path = "/v1/container-registries/cluster", tag = "operator", description = "cluster status, members, replication (operator only)",
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
     let m = st.meta.raft.metrics().borrow().clone();
@@ -115,10 +113,7 @@ pub struct AddMember {
     request_body = Object,
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn add_member(
     State(st): State<Arc<AppState>>,
@@ -158,10 +153,7 @@ pub async fn add_member(
     params(("id" = u64, Path)),
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn remove_member(
     State(st): State<Arc<AppState>>,
@@ -224,10 +216,7 @@ pub struct TransferLeader {
     request_body = Object,
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn transfer_leader(
     State(st): State<Arc<AppState>>,
@@ -285,10 +274,7 @@ pub struct Settings {
     request_body = Object,
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     let req: Settings = parse_json(&body)?;

@@ -1,6 +1,7 @@
 //! Credentials (robot accounts / API tokens) of an organisation. The secret
 //! is returned once, at creation; only its argon2 hash is kept.
 
+use crate::api::errors::ErrorResponses;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tcr_raft::{Action, Command, CredentialRecord, Scope};
 
-use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
+use super::errors::{parse_json, ApiError, ApiResult};
 use super::organisations::check_tenant_name;
 use crate::auth::access::require_org_admin;
 use crate::auth::{secrets, Caller};
@@ -89,11 +90,7 @@ pub fn view(c: &CredentialRecord) -> CredentialView {
     request_body = CreateCredential,
     responses(
         (status = 201, description = "created; the secret is in this answer only", body = CreatedCredential),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
@@ -165,9 +162,7 @@ pub async fn create(
     params(("org" = String, Path)),
     responses(
         (status = 200, description = "never the secrets", body = CredentialList),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -189,9 +184,7 @@ pub async fn list(
     params(("org" = String, Path), ("id" = String, Path)),
     responses(
         (status = 204, description = "revoked on every node at once"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn revoke(
     State(st): State<Arc<AppState>>,

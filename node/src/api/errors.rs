@@ -109,3 +109,34 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// The error answers of management calls, documented once for all of
+/// them (a call gives the ones that apply to it).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents the answers
+pub enum ErrorResponses {
+    #[response(status = 400, description = "invalid input: INVALID_ARGUMENT")]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "no valid credential: UNAUTHENTICATED")]
+    Unauthenticated(ErrorBody),
+    #[response(
+        status = 403,
+        description = "not allowed, or the organisation's feature gate is off: PERMISSION_DENIED"
+    )]
+    Denied(ErrorBody),
+    #[response(
+        status = 404,
+        description = "no such resource (or not visible to the caller): NOT_FOUND"
+    )]
+    NotFound(ErrorBody),
+    #[response(
+        status = 409,
+        description = "exists already, or not empty: ALREADY_EXISTS, FAILED_PRECONDITION"
+    )]
+    Conflict(ErrorBody),
+    #[response(
+        status = 503,
+        description = "no leader yet, or the leader is unreachable: UNAVAILABLE"
+    )]
+    Unavailable(ErrorBody),
+}

@@ -1,5 +1,6 @@
 //! Garbage collection (operator only): run now, or see the last run.
 
+use crate::api::errors::ErrorResponses;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -10,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::redirect_to_leader;
-use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
+use super::errors::{parse_json, ApiError, ApiResult};
 use crate::gc::{GcError, GcOutcome};
 use crate::server::AppState;
 
@@ -62,10 +63,7 @@ impl From<GcError> for ApiError {
     responses(
         (status = 200, body = GcOutcome),
         (status = 307, description = "ask the leader"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn run(
     State(st): State<Arc<AppState>>,
@@ -88,8 +86,7 @@ pub async fn run(
 #[utoipa::path(get, path = "/v1/container-registries/gc", tag = "operator",
     responses(
         (status = 200, body = GcStatus),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
     let last = st.meta.read().await?.gc_last()?.map(|r| LastRun {

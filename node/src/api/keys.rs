@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
-use super::errors::{ApiError, ApiResult, ErrorBody};
+use super::errors::{ApiError, ApiResult, ErrorResponses};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -38,7 +38,7 @@ use crate::server::AppState;
 
 /// Public facts only: never the private half.
 #[utoipa::path(get, path = "/v1/container-registries/keys", tag = "operator",
-    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = KeyList), ErrorResponses))]
 pub async fn list(State(st): State<Arc<AppState>>) -> ApiResult {
     let now = now_secs();
     let keys = st
@@ -62,8 +62,7 @@ pub async fn list(State(st): State<Arc<AppState>>) -> ApiResult {
 /// A new signing key; the previous ones keep verifying until the tokens
 /// they signed have expired.
 #[utoipa::path(post, path = "/v1/container-registries/keys/rotate", tag = "operator",
-    responses((status = 201, body = RotatedKey), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = RotatedKey), ErrorResponses))]
 pub async fn rotate(State(st): State<Arc<AppState>>) -> ApiResult {
     let kid = st.auth.tokens.add_key(&st, now_secs()).await.map_err(|e| {
         ApiError::new(

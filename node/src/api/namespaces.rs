@@ -2,6 +2,7 @@
 //! repositories. Each belongs to an organisation (optionally to one of its
 //! projects), or, when created by the operator without one, to no tenant.
 
+use crate::api::errors::ErrorResponses;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tcr_raft::{Action, Command, NamespaceRecord, Visibility};
 
-use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
+use super::errors::{parse_json, ApiError, ApiResult};
 use crate::auth::access::{may_pull, require_gate, require_on_namespace};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
@@ -162,11 +163,7 @@ fn placement(
     request_body = CreateNamespace,
     responses(
         (status = 201, description = "created", body = NamespaceView),
-        (status = 400, description = "invalid name or body", body = ErrorBody),
-        (status = 401, description = "no credential", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "organisation or project unknown", body = ErrorBody),
-        (status = 409, description = "the name is taken", body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
@@ -214,8 +211,7 @@ pub async fn create(
     ),
     responses(
         (status = 200, description = "namespaces the caller may pull from, in name order", body = NamespaceList),
-        (status = 400, description = "bad pagination", body = ErrorBody),
-        (status = 401, description = "no credential", body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -262,9 +258,7 @@ pub async fn list(
     params(("ns" = String, Path)),
     responses(
         (status = 200, body = NamespaceView),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
@@ -281,10 +275,7 @@ pub async fn show(
     request_body = UpdateNamespace,
     responses(
         (status = 200, description = "updated; effective on every node at once", body = NamespaceView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn update(
     State(st): State<Arc<AppState>>,
@@ -334,10 +325,7 @@ pub async fn update(
     params(("ns" = String, Path)),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "it still holds repositories", body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
@@ -357,10 +345,7 @@ pub async fn delete(
     ),
     responses(
         (status = 200, body = RepositoryList),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn repositories(
     State(st): State<Arc<AppState>>,

@@ -1,5 +1,6 @@
 //! Organisations (operator only), their feature gates, and their projects.
 
+use crate::api::errors::ErrorResponses;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tcr_raft::{Command, OrganisationRecord, ProjectRecord};
 
-use super::errors::{parse_json, ApiError, ApiResult, ErrorBody};
+use super::errors::{parse_json, ApiError, ApiResult};
 use crate::auth::access::{require_admin, require_org_admin, require_org_member};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
@@ -106,10 +107,7 @@ fn check_feature(name: &str) -> ApiResult<()> {
     request_body = CreateOrganisation,
     responses(
         (status = 201, body = OrganisationView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
@@ -142,7 +140,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/container-registries/organisations", tag = "organisations",
     responses(
         (status = 200, description = "all (operator) or the credential's own", body = OrganisationList),
-        (status = 401, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -172,9 +170,7 @@ fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecor
     params(("org" = String, Path)),
     responses(
         (status = 200, body = OrganisationView),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
@@ -196,10 +192,7 @@ pub async fn show(
     params(("org" = String, Path)),
     responses(
         (status = 204, description = "deleted with its projects and credentials"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "it still owns namespaces", body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
@@ -218,10 +211,7 @@ pub async fn delete(
     request_body = SetFeature,
     responses(
         (status = 200, body = OrganisationView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn set_feature(
     State(st): State<Arc<AppState>>,
@@ -247,11 +237,7 @@ pub async fn set_feature(
     request_body = CreateProject,
     responses(
         (status = 201, body = ProjectView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn create_project(
     State(st): State<Arc<AppState>>,
@@ -282,9 +268,7 @@ pub async fn create_project(
     params(("org" = String, Path)),
     responses(
         (status = 200, body = ProjectList),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn list_projects(
     State(st): State<Arc<AppState>>,
@@ -302,10 +286,7 @@ pub async fn list_projects(
     params(("org" = String, Path), ("project" = String, Path)),
     responses(
         (status = 204, description = "deleted with its credentials"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "namespaces are scoped to it", body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn delete_project(
     State(st): State<Arc<AppState>>,

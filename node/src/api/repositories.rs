@@ -2,6 +2,7 @@
 //! A repository name contains `/`: clients send it as one path segment
 //! with `/` encoded as `%2F` (`acme%2Fapp`).
 
+use crate::api::errors::ErrorResponses;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use tcr_raft::{Action, Command};
 
-use super::errors::{ApiError, ApiResult, ErrorBody};
+use super::errors::{ApiError, ApiResult};
 use super::namespaces::{page_params, RepositoryView};
 use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
@@ -126,10 +127,7 @@ async fn authorise<'a>(
 #[utoipa::path(get, path = "/v1/container-registries/repositories/{repo}", tag = "repositories",
     params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`")),
     responses((status = 200, body = RepositoryView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn show(
     State(st): State<Arc<AppState>>,
@@ -152,10 +150,7 @@ pub async fn show(
 #[utoipa::path(delete, path = "/v1/container-registries/repositories/{repo}", tag = "repositories",
     params(("repo" = String, Path, description = "repository name, `/` sent as `%2F`")),
     responses((status = 204, description = "deleted: every tag and manifest"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
@@ -173,10 +168,7 @@ pub async fn delete(
         ("n" = Option<usize>, Query), ("last" = Option<String>, Query),
         ("prefix" = Option<String>, Query, description = "only tags starting with this")),
     responses((status = 200, body = TagList),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn tags(
     State(st): State<Arc<AppState>>,
@@ -231,10 +223,7 @@ pub async fn tags(
         ("tagged" = Option<bool>, Query, description = "only tagged (true) or untagged (false)"),
         ("mediaType" = Option<String>, Query, description = "only this manifest media type")),
     responses((status = 200, body = ArtifactList),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn artifacts(
     State(st): State<Arc<AppState>>,
@@ -297,9 +286,7 @@ pub async fn artifacts(
 #[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}/usage", tag = "namespaces",
     params(("ns" = String, Path)),
     responses((status = 200, body = Usage),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn usage(
     State(st): State<Arc<AppState>>,
@@ -315,9 +302,7 @@ pub async fn usage(
 #[utoipa::path(get, path = "/v1/container-registries/organisations/{org}/usage", tag = "organisations",
     params(("org" = String, Path)),
     responses((status = 200, body = OrganisationUsage),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn organisation_usage(
     State(st): State<Arc<AppState>>,

@@ -1,5 +1,6 @@
 //! Where a blob's copies belong and whether this node holds one.
 
+use crate::api::errors::ErrorResponses;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -15,10 +16,7 @@ use crate::server::AppState;
     params(("digest" = String, Path)),
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -> ApiResult {
     let d: Digest = digest
@@ -42,10 +40,7 @@ pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -
 #[utoipa::path(get, path = "/v1/container-registries/storage", tag = "operator", description = "this node's storage report (operator only)",
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
     let report = st.reconciler.report();
@@ -56,10 +51,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
 #[utoipa::path(post, path = "/v1/container-registries/storage/passes", tag = "operator", description = "start a storage pass now (operator only)",
     responses(
         (status = 200, description = "a JSON document", body = Object),
-        (status = 400, body = crate::api::errors::ErrorBody),
-        (status = 401, body = crate::api::errors::ErrorBody),
-        (status = 403, body = crate::api::errors::ErrorBody),
-        (status = 503, body = crate::api::errors::ErrorBody),
+        ErrorResponses,
     ))]
 pub async fn run_pass(State(st): State<Arc<AppState>>) -> ApiResult {
     st.reconciler.wake();

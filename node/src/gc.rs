@@ -104,6 +104,15 @@ pub enum GcError {
     Read(#[from] tcr_raft::ReadError),
 }
 
+/// The grace period: the cluster setting, else this node's flag.
+pub fn grace_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
+    Ok(st
+        .meta
+        .reader()
+        .gc_grace_secs()?
+        .unwrap_or(st.gc_grace_secs))
+}
+
 /// Scheduled runs on whichever node leads, with the configured grace.
 pub async fn schedule(st: Arc<AppState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -113,7 +122,14 @@ pub async fn schedule(st: Arc<AppState>, interval: Duration) {
         if st.meta.raft.metrics().borrow().current_leader != Some(st.node_id) {
             continue;
         }
-        if let Err(e) = run(&st, false, st.gc_grace_secs).await {
+        let grace = match grace_secs(&st) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("scheduled garbage collection: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = run(&st, false, grace).await {
             tracing::warn!("scheduled garbage collection failed: {e}");
         }
     }

@@ -71,7 +71,8 @@ pub struct Pacing {
     pub interval: Duration,
     /// Local bytes re-hashed per pass.
     pub scrub_bytes_per_pass: u64,
-    /// Bandwidth of repair and rebalance pulls (0: no limit).
+    /// Bandwidth of repair and rebalance pulls (0: no limit), unless the
+    /// cluster setting says otherwise.
     pub pull_bytes_per_sec: u64,
     /// Age after which a local file without a committed record is deleted.
     pub orphan_grace: Duration,
@@ -252,11 +253,17 @@ impl Reconciler {
                         .unwrap_or_else(|_| {
                             Err(replication::ReplicationError::Peer("pull timed out".into()))
                         });
-                if me.pacing.pull_bytes_per_sec > 0 {
+                // The cluster setting, else this node's flag.
+                let limit = me
+                    .reader
+                    .rebalance_bytes_per_sec()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(me.pacing.pull_bytes_per_sec);
+                if limit > 0 {
                     // Throttle: this pull may not have taken less than its
                     // share of the bandwidth allows.
-                    let share =
-                        Duration::from_secs_f64(size as f64 / me.pacing.pull_bytes_per_sec as f64);
+                    let share = Duration::from_secs_f64(size as f64 / limit as f64);
                     tokio::time::sleep(share.saturating_sub(started.elapsed())).await;
                 }
                 match pulled {

@@ -144,6 +144,13 @@ pub enum Command {
         repo: String,
         tag: String,
     },
+    /// Storage settings that override the nodes' flags cluster-wide.
+    SetStorageSettings {
+        /// Bandwidth of repair and rebalance pulls per node (0: no limit).
+        rebalance_bytes_per_sec: Option<u64>,
+        /// Garbage collection grace period.
+        gc_grace_secs: Option<u64>,
+    },
     /// How many nodes hold each blob (validated against the voters at the
     /// edge; placement caps it at the number of members anyway).
     SetReplicationFactor {
@@ -188,6 +195,7 @@ impl Command {
             Command::DeleteNamespace { .. } => "delete_namespace",
             Command::SetNamespaceLimits { .. } => "set_namespace_limits",
             Command::MeterTick { .. } => "meter_tick",
+            Command::SetStorageSettings { .. } => "set_storage_settings",
             Command::CollectBlobs { .. } => "collect_blobs",
             Command::DeleteRepository { .. } => "delete_repository",
             Command::CreateOrganisation { .. } => "create_organisation",

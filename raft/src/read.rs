@@ -73,6 +73,16 @@ impl StateReader {
         self.get(CF_SETTINGS, crate::store::KEY_REPLICATION_FACTOR)
     }
 
+    /// Repair and rebalance bandwidth set with `tcr cluster set`, if any.
+    pub fn rebalance_bytes_per_sec(&self) -> Result<Option<u64>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::KEY_REBALANCE_BYTES_PER_SEC)
+    }
+
+    /// Garbage collection grace period set with `tcr cluster set`, if any.
+    pub fn gc_grace_secs(&self) -> Result<Option<u64>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::KEY_GC_GRACE_SECS)
+    }
+
     pub fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>, ReadError> {
         self.get(CF_NAMESPACES, name)
     }

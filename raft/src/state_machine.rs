@@ -226,6 +226,23 @@ impl Staged<'_> {
                 self.put_namespace(ns);
             }
             Command::MeterTick { at } => self.meter(*at)?,
+            Command::SetStorageSettings {
+                rebalance_bytes_per_sec,
+                gc_grace_secs,
+            } => {
+                let settings = cf(self.db, CF_SETTINGS);
+                if let Some(v) = rebalance_bytes_per_sec {
+                    self.batch.put_cf(
+                        settings,
+                        crate::store::KEY_REBALANCE_BYTES_PER_SEC,
+                        encode(v),
+                    );
+                }
+                if let Some(v) = gc_grace_secs {
+                    self.batch
+                        .put_cf(settings, crate::store::KEY_GC_GRACE_SECS, encode(v));
+                }
+            }
             Command::CollectBlobs {
                 digests,
                 at,

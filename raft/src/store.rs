@@ -28,6 +28,8 @@ pub(crate) const CF_REQUESTS_BY_INDEX: &str = "requests_by_index";
 /// Cluster settings (replication factor, ...), by name.
 pub(crate) const CF_SETTINGS: &str = "settings";
 pub(crate) const KEY_REPLICATION_FACTOR: &str = "replication_factor";
+pub(crate) const KEY_REBALANCE_BYTES_PER_SEC: &str = "rebalance_bytes_per_sec";
+pub(crate) const KEY_GC_GRACE_SECS: &str = "gc_grace_secs";
 pub(crate) const CF_ORGS: &str = "organisations";
 /// organisation \0 project -> ProjectRecord
 pub(crate) const CF_PROJECTS: &str = "projects";

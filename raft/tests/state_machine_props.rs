@@ -90,6 +90,14 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
                 quota_bytes: quota,
             }),
         (1u64..100).prop_map(|at| Command::MeterTick { at }),
+        (
+            proptest::option::of(0u64..1000),
+            proptest::option::of(0u64..1000)
+        )
+            .prop_map(|(r, g)| Command::SetStorageSettings {
+                rebalance_bytes_per_sec: r,
+                gc_grace_secs: g,
+            }),
         (proptest::collection::vec(0u8..4, 0..4), 1u64..5).prop_map(|(ds, grace_before)| {
             Command::CollectBlobs {
                 digests: ds.into_iter().map(digest).collect(),

@@ -128,6 +128,21 @@ async fn collection_while_pushing_keeps_every_acknowledged_image() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
+    // The grace period is a cluster setting: with an hour, nothing this
+    // young is a candidate; `--grace-period` overrides it for one run.
+    let set = tcr_json(&urls[1], &["cluster", "set", "gc-grace-period", "1h"]);
+    assert_eq!(set["gcGracePeriodSecs"], 3600, "{set}");
+    let young = tcr_json(&urls[0], &["gc", "run", "--dry-run"]);
+    assert_eq!(
+        (
+            young["candidates"].as_u64(),
+            young["gracePeriodSecs"].as_u64()
+        ),
+        (Some(0), Some(3600)),
+        "{young}"
+    );
+    let set = tcr_json(&urls[2], &["cluster", "set", "rebalance-bandwidth", "50MB"]);
+    assert_eq!(set["rebalanceBytesPerSec"], 50_000_000, "{set}");
     let dry = tcr_json(
         &urls[2],
         &["gc", "run", "--dry-run", "--grace-period", "0s"],

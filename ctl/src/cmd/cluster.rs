@@ -23,6 +23,12 @@ pub enum ClusterCmd {
 pub enum SetCmd {
     /// How many nodes hold each blob (at most the number of voters).
     ReplicationFactor { factor: u32 },
+    /// Bandwidth of repair and rebalance pulls per node, e.g. `100MB`
+    /// (`0`: no limit); overrides the nodes' --rebalance-bytes-per-sec.
+    RebalanceBandwidth { per_sec: bytesize::ByteSize },
+    /// Garbage collection grace period, e.g. `24h`; overrides the nodes'
+    /// --gc-grace-secs.
+    GcGracePeriod { period: humantime::Duration },
 }
 
 #[derive(Subcommand)]
@@ -86,20 +92,23 @@ async fn member_views(c: &Client, status: &Value) -> Vec<Value> {
 }
 
 pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
-    if let ClusterCmd::Set(SetCmd::ReplicationFactor { factor }) = cmd {
+    if let ClusterCmd::Set(set) = cmd {
+        let body = match set {
+            SetCmd::ReplicationFactor { factor } => json!({ "replicationFactor": factor }),
+            SetCmd::RebalanceBandwidth { per_sec } => {
+                json!({ "rebalanceBytesPerSec": per_sec.as_u64() })
+            }
+            SetCmd::GcGracePeriod { period } => json!({ "gcGracePeriodSecs": period.as_secs() }),
+        };
         let v = c
-            .call(
-                Method::PATCH,
-                &format!("{BASE}/settings"),
-                Some(json!({ "replicationFactor": factor })),
-            )
+            .call(Method::PATCH, &format!("{BASE}/settings"), Some(body))
             .await?;
         if out == Output::Json {
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             println!(
-                "replication factor {} (write quorum {})",
-                v["replicationFactor"], v["writeQuorum"]
+                "replication factor {} (write quorum {}), rebalance bandwidth {} bytes/s (null: each node's flag), gc grace period {} s",
+                v["replicationFactor"], v["writeQuorum"], v["rebalanceBytesPerSec"], v["gcGracePeriodSecs"]
             );
         }
         return Ok(());

@@ -266,6 +266,10 @@ fn replication(reader: &tcr_raft::StateReader, voters: usize) -> Result<(usize, 
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
     pub replication_factor: Option<u32>,
+    /// Repair and rebalance bandwidth per node in bytes/s (0: no limit).
+    pub rebalance_bytes_per_sec: Option<u64>,
+    /// Garbage collection grace period in seconds.
+    pub gc_grace_period_secs: Option<u64>,
 }
 
 /// Change cluster settings. A replication factor above the number of
@@ -294,13 +298,24 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
             .write(tcr_raft::Command::SetReplicationFactor { factor })
             .await?;
     }
+    if req.rebalance_bytes_per_sec.is_some() || req.gc_grace_period_secs.is_some() {
+        st.meta
+            .write(tcr_raft::Command::SetStorageSettings {
+                rebalance_bytes_per_sec: req.rebalance_bytes_per_sec,
+                gc_grace_secs: req.gc_grace_period_secs,
+            })
+            .await?;
+    }
     let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
     // A linearizable read: this node may apply the write a beat after the leader.
-    let (factor, set) = replication(st.meta.read().await?, voters)?;
+    let state = st.meta.read().await?;
+    let (factor, set) = replication(state, voters)?;
     Ok(Json(json!({
         "replicationFactor": factor,
         "replicationFactorSet": set,
         "writeQuorum": tcr_storage::placement::write_quorum(factor),
+        "rebalanceBytesPerSec": state.rebalance_bytes_per_sec()?,
+        "gcGracePeriodSecs": state.gc_grace_secs()?.unwrap_or(st.gc_grace_secs),
     }))
     .into_response())
 }

@@ -78,7 +78,10 @@ pub async fn run(
     if let Some(r) = redirect_to_leader(&st, &uri) {
         return Ok(r);
     }
-    let grace = req.grace_period_secs.unwrap_or(st.gc_grace_secs);
+    let grace = match req.grace_period_secs {
+        Some(g) => g,
+        None => crate::gc::grace_secs(&st)?,
+    };
     let out = crate::gc::run(&st, req.dry_run, grace).await?;
     Ok((StatusCode::OK, Json(out)).into_response())
 }

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::tenancy::{Action, CredentialRecord, Scope, SigningKeyRecord};
 
+/// The namespace of a repository: its first path segment.
+pub fn namespace_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
+}
+
 /// Who may pull from a namespace without credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -24,6 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::namespace_of;
 use crate::state_machine::{ApplyError, Staged};
 use crate::store::{
     cf, encode, key2, key3, CF_BLOBS, CF_BLOB_LINKS, CF_BLOB_REFS, CF_REPO_BLOBS, CF_SETTINGS,
@@ -42,10 +43,6 @@ pub struct GcRun {
     pub candidates: u64,
     pub collected: u64,
     pub collected_bytes: u64,
-}
-
-fn namespace_of(repo: &str) -> &str {
-    repo.split('/').next().unwrap_or(repo)
 }
 
 impl Staged<'_> {

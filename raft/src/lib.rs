@@ -30,7 +30,9 @@ pub mod usage;
 
 use std::path::Path;
 
-pub use command::{Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility};
+pub use command::{
+    namespace_of, Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility,
+};
 pub use gc::GcRun;
 pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::command::{Command, CommandResult, ManifestPut, Proposal, Refusal};
+use crate::command::{namespace_of, Command, CommandResult, ManifestPut, Proposal, Refusal};
 use crate::read::StateReader;
 use crate::snapshot;
 use crate::store::{
@@ -150,10 +150,6 @@ pub(crate) struct Staged<'a> {
     pub(crate) db: &'a DB,
     pub(crate) reader: &'a StateReader,
     pub(crate) batch: &'a mut WriteBatch,
-}
-
-fn namespace_of(repo: &str) -> &str {
-    repo.split('/').next().unwrap_or(repo)
 }
 
 impl Staged<'_> {

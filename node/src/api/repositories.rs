@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Serialize;
-use tcr_raft::{Action, Command};
+use tcr_raft::{namespace_of, Action, Command};
 
 use super::errors::{ApiError, ApiResult};
 use super::namespaces::{page_params, RepositoryView};
@@ -100,10 +100,6 @@ pub struct OrganisationUsage {
     pub bytes: u64,
     pub gigabyte_hours: f64,
     pub namespaces: Vec<Usage>,
-}
-
-fn namespace_of(repo: &str) -> &str {
-    repo.split('/').next().unwrap_or(repo)
 }
 
 /// Check the name and the caller's right to `action` in its namespace.

@@ -5,7 +5,7 @@
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tcr_raft::{Action, NamespaceRecord, StateReader, Visibility};
+use tcr_raft::{namespace_of, Action, NamespaceRecord, StateReader, Visibility};
 
 use super::{challenge, Caller, Subject};
 use crate::api::errors::ApiError;
@@ -26,10 +26,6 @@ pub fn feature_off_message(org: &str) -> String {
         "the containerRegistry feature is not enabled for organisation '{org}'; \
          ask the operator to enable it"
     )
-}
-
-fn namespace_of(repo: &str) -> &str {
-    repo.split('/').next().unwrap_or(repo)
 }
 
 /// What `subject` may do in namespace `ns` (None: it does not exist).

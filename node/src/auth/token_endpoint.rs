@@ -176,7 +176,7 @@ async fn issue(
         };
         let actions = match want.kind.as_str() {
             "repository" => {
-                let ns = state.namespace(want.name.split('/').next().unwrap_or(""))?;
+                let ns = state.namespace(tcr_raft::namespace_of(&want.name))?;
                 let mut ok = Vec::new();
                 for a in &want.actions {
                     let asked: Vec<Action> = if a == "*" {

@@ -46,7 +46,7 @@ pub(crate) fn check_name(name: &str) -> OciResult<()> {
 
 /// A push needs its namespace to exist; say which one is missing.
 pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()> {
-    let ns = name.split('/').next().unwrap_or(name);
+    let ns = tcr_raft::namespace_of(name);
     if st.meta.read().await?.namespace(ns)?.is_none() {
         return Err(OciError::name_unknown(format!(
             "namespace '{ns}' does not exist; create it first (POST /v1/container-registries/namespaces)"

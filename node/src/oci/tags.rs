@@ -57,7 +57,7 @@ pub async fn catalog(st: &AppState, req: Request) -> OciResult {
                 let page = state.repositories(None, after.as_deref(), MAX_PAGE)?;
                 for repo in &page.items {
                     after = Some(repo.clone());
-                    let ns = repo.split('/').next().unwrap_or(repo).to_string();
+                    let ns = tcr_raft::namespace_of(repo).to_string();
                     let visible = match seen.get(&ns) {
                         Some(v) => *v,
                         None => {

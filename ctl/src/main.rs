@@ -63,6 +63,9 @@ enum Command {
     /// Garbage collection: run, status.
     #[command(subcommand)]
     Gc(cmd::gc::GcCmd),
+    /// Retention policies: set, show, preview, run, and the audit of runs.
+    #[command(subcommand)]
+    Retention(cmd::retention::RetentionCmd),
     /// Token signing keys: list, rotate.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
@@ -123,6 +126,7 @@ async fn main() -> std::process::ExitCode {
         Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,
         Command::Keys(c) => cmd::keys::run(&client, c, out).await,
         Command::Gc(c) => cmd::gc::run(&client, c, out).await,
+        Command::Retention(c) => cmd::retention::run(&client, c, out).await,
         Command::Login {
             username,
             password,

@@ -111,6 +111,18 @@ pub struct Config {
     /// this old (a copy for a commit still on its way is younger).
     #[arg(long, env = "TCR_ORPHAN_GRACE_SECS", default_value_t = 3600.0)]
     pub orphan_grace_secs: f64,
+    /// Seconds between scheduled retention runs on the leader, unless the
+    /// cluster setting says otherwise (0: only `tcr retention run`).
+    #[arg(long, env = "TCR_RETENTION_INTERVAL_SECS", default_value_t = 86_400)]
+    pub retention_interval_secs: u64,
+    /// Pause between the repositories of a retention run, to spread its
+    /// Raft writes under load (0: none).
+    #[arg(long, env = "TCR_RETENTION_PAUSE_MS", default_value_t = 0)]
+    pub retention_pause_ms: u64,
+    /// Seconds between flushes of this node's recorded pull times into
+    /// Raft (one command per flush, never one per pull).
+    #[arg(long, env = "TCR_PULL_FLUSH_SECS", default_value_t = 30.0)]
+    pub pull_flush_secs: f64,
     /// Seconds between the leader's metering ticks (gigabyte-hours).
     #[arg(long, env = "TCR_METERING_INTERVAL_SECS", default_value_t = 60.0)]
     pub metering_interval_secs: f64,

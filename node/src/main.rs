@@ -10,6 +10,7 @@ mod metrics;
 mod oci;
 mod reconcile;
 mod replicas;
+mod retention;
 mod server;
 
 use std::process::ExitCode;

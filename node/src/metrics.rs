@@ -27,6 +27,9 @@ pub struct Metrics {
     storage: prometheus::IntGaugeVec,
     /// Blob transfers between nodes by kind and outcome.
     pub transfers: IntCounterVec,
+    /// Retention runs finished and what they removed, counted by the
+    /// leader that finished them.
+    pub retention: IntCounterVec,
     /// Per namespace, from the replicated state (the same on every node).
     namespace_bytes: prometheus::IntGaugeVec,
     namespace_gb_hours: prometheus::GaugeVec,
@@ -77,6 +80,15 @@ impl Metrics {
                 &["kind", "result"],
             )
             .expect("metric"),
+            retention: IntCounterVec::new(
+                Opts::new(
+                    "tcr_retention_total",
+                    "retention runs finished (runs) and what they removed (tags, manifests), \
+                     counted on the leader that finished each run",
+                ),
+                &["what"],
+            )
+            .expect("metric"),
             namespace_bytes: prometheus::IntGaugeVec::new(
                 Opts::new(
                     "tcr_namespace_stored_bytes",
@@ -112,6 +124,9 @@ impl Metrics {
             .expect("register");
         m.registry
             .register(Box::new(m.transfers.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.retention.clone()))
             .expect("register");
         for g in [
             &m.raft_term,

@@ -41,6 +41,7 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Default grace period of garbage collection.
     pub gc_grace_secs: u64,
+    pub retention: crate::retention::Retention,
 }
 
 fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
@@ -232,6 +233,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         auth,
         ready: AtomicBool::new(false),
         gc_grace_secs: cfg.gc_grace_secs,
+        retention: crate::retention::Retention::new(
+            cfg.retention_interval_secs,
+            Duration::from_millis(cfg.retention_pause_ms),
+        ),
     });
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -248,6 +253,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Duration::from_secs_f64(cfg.gc_interval_secs.max(1.0)),
         ));
     }
+    tokio::spawn(crate::retention::flush_pulls(
+        state.clone(),
+        Duration::from_secs_f64(cfg.pull_flush_secs.max(0.1)),
+    ));
+    tokio::spawn(crate::retention::run_pending(state.clone()));
     tokio::spawn(crate::metering::run(
         state.clone(),
         Duration::from_secs_f64(cfg.metering_interval_secs.max(0.1)),
@@ -289,6 +299,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     state.ready.store(false, Ordering::Relaxed);
+    // Pulls seen since the last flush are not lost on a clean stop.
+    crate::retention::flush_once(&state).await;
     raft.shutdown().await.ok();
     tracing::info!("tcr-node stopped");
     Ok(())

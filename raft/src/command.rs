@@ -68,6 +68,26 @@ pub enum Command {
         at: u64,
         grace_before: u64,
     },
+    /// None removes the namespace's retention policy.
+    SetRetentionPolicy {
+        namespace: String,
+        policy: Option<crate::retention::RetentionPolicy>,
+    },
+    /// Open a retention run (its audit record); the leader then steps it.
+    StartRetentionRun(Box<crate::retention::RetentionRun>),
+    /// Take run `id` through the repository after `reached` (or finish it
+    /// when there is none); a no-op unless the run is still at `reached`.
+    RetentionStep {
+        namespace: String,
+        id: String,
+        reached: Option<String>,
+        at: u64,
+    },
+    /// Last pulls seen by one node since its previous flush:
+    /// (repository, tag or digest, milliseconds since the epoch).
+    RecordPulls {
+        pulls: Vec<(String, String, u64)>,
+    },
     /// The leader's periodic metering tick (seconds since the epoch).
     MeterTick {
         at: u64,
@@ -155,6 +175,9 @@ pub enum Command {
         rebalance_bytes_per_sec: Option<u64>,
         /// Garbage collection grace period.
         gc_grace_secs: Option<u64>,
+        /// Seconds between scheduled retention runs (0: only on demand).
+        #[serde(default)]
+        retention_interval_secs: Option<u64>,
     },
     /// How many nodes hold each blob (validated against the voters at the
     /// edge; placement caps it at the number of members anyway).
@@ -200,6 +223,10 @@ impl Command {
             Command::DeleteNamespace { .. } => "delete_namespace",
             Command::SetNamespaceLimits { .. } => "set_namespace_limits",
             Command::MeterTick { .. } => "meter_tick",
+            Command::SetRetentionPolicy { .. } => "set_retention_policy",
+            Command::StartRetentionRun(_) => "start_retention_run",
+            Command::RetentionStep { .. } => "retention_step",
+            Command::RecordPulls { .. } => "record_pulls",
             Command::SetStorageSettings { .. } => "set_storage_settings",
             Command::CollectBlobs { .. } => "collect_blobs",
             Command::DeleteRepository { .. } => "delete_repository",
@@ -256,6 +283,8 @@ pub enum Refusal {
     },
     #[error("a credential named '{name}' already exists in organisation '{organisation}'")]
     CredentialExists { organisation: String, name: String },
+    #[error("namespace '{0}' has no retention policy")]
+    NoRetentionPolicy(String),
     #[error("credential '{0}' does not exist")]
     CredentialUnknown(String),
     #[error(

@@ -18,6 +18,7 @@ pub mod log_store;
 pub mod network;
 pub mod read;
 pub mod read_index;
+pub mod retention;
 pub mod rpc;
 pub mod rpc_server;
 pub mod snapshot;
@@ -36,6 +37,7 @@ pub use command::{
 pub use gc::GcRun;
 pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};
+pub use retention::{AuditItem, RetentionPolicy, RetentionRun, Trigger};
 pub use state_machine::StateMachineStore;
 pub use store::{BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord};
 pub use tenancy::{

@@ -42,6 +42,10 @@ impl StateReader {
         &self.db
     }
 
+    pub(crate) fn db_ref(&self) -> &DB {
+        &self.db
+    }
+
     pub(crate) fn new(db: Arc<DB>) -> Self {
         StateReader { db }
     }
@@ -79,6 +83,14 @@ impl StateReader {
     }
 
     /// Garbage collection grace period set with `tcr cluster set`, if any.
+    pub fn retention_interval_secs(&self) -> Result<Option<u64>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::KEY_RETENTION_INTERVAL_SECS)
+    }
+
+    pub fn retention_last_scheduled(&self) -> Result<Option<u64>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::KEY_RETENTION_LAST_SCHEDULED)
+    }
+
     pub fn gc_grace_secs(&self) -> Result<Option<u64>, ReadError> {
         self.get(CF_SETTINGS, crate::store::KEY_GC_GRACE_SECS)
     }

@@ -200,6 +200,7 @@ impl Staged<'_> {
                     project: organisation.as_ref().and(project.clone()),
                     immutable_tags: Vec::new(),
                     quota_bytes: None,
+                    retention: None,
                 });
             }
             Command::SetNamespaceVisibility { name, visibility } => {
@@ -222,9 +223,29 @@ impl Staged<'_> {
                 self.put_namespace(ns);
             }
             Command::MeterTick { at } => self.meter(*at)?,
+            Command::SetRetentionPolicy { namespace, policy } => {
+                let Some(mut ns) = self.reader.namespace(namespace)? else {
+                    return refused(Refusal::NamespaceUnknown(namespace.clone()));
+                };
+                ns.retention = policy.clone();
+                self.put_namespace(ns);
+            }
+            Command::StartRetentionRun(run) => {
+                if let Err(r) = self.start_retention_run((**run).clone())? {
+                    return refused(r);
+                }
+            }
+            Command::RetentionStep {
+                namespace,
+                id,
+                reached,
+                at,
+            } => self.retention_step(namespace, id, reached, *at)?,
+            Command::RecordPulls { pulls } => self.record_pulls(pulls)?,
             Command::SetStorageSettings {
                 rebalance_bytes_per_sec,
                 gc_grace_secs,
+                retention_interval_secs,
             } => {
                 let settings = cf(self.db, CF_SETTINGS);
                 if let Some(v) = rebalance_bytes_per_sec {
@@ -238,6 +259,13 @@ impl Staged<'_> {
                     self.batch
                         .put_cf(settings, crate::store::KEY_GC_GRACE_SECS, encode(v));
                 }
+                if let Some(v) = retention_interval_secs {
+                    self.batch.put_cf(
+                        settings,
+                        crate::store::KEY_RETENTION_INTERVAL_SECS,
+                        encode(v),
+                    );
+                }
             }
             Command::CollectBlobs {
                 digests,
@@ -248,6 +276,7 @@ impl Staged<'_> {
                 if let Err(r) = self.delete_namespace(name)? {
                     return refused(r);
                 }
+                self.forget_retention(name)?;
             }
             Command::DeleteRepository { repo } => {
                 if !self.reader.repository_exists(repo)? {
@@ -356,6 +385,7 @@ impl Staged<'_> {
                 self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, tag));
                 self.batch
                     .delete_cf(cf(self.db, CF_TAGS_BY_DIGEST), key3(repo, &digest, tag));
+                self.forget_tag(repo, tag);
             }
         }
         Ok(CommandResult::Ok)
@@ -415,6 +445,8 @@ impl Staged<'_> {
             CF_MANIFEST_BYTES,
             CF_REFERRERS,
             CF_REPO_BLOBS,
+            crate::store::CF_TAG_ACTIVITY,
+            crate::store::CF_PULLS,
         ] {
             self.batch.delete_range_cf(cf(self.db, table), &from, &to);
         }
@@ -548,6 +580,7 @@ impl Staged<'_> {
             }
             self.batch
                 .put_cf(cf(self.db, CF_TAGS), key2(&put.repo, tag), &put.digest);
+            self.record_tag_push(&put.repo, tag, put.pushed_at)?;
             self.batch.put_cf(
                 cf(self.db, CF_TAGS_BY_DIGEST),
                 key3(&put.repo, &put.digest, tag),
@@ -560,8 +593,23 @@ impl Staged<'_> {
     fn delete_manifest(&mut self, repo: &str, rec: &ManifestRecord) -> Result<(), ApplyError> {
         let ns = namespace_of(repo);
         let mut u = self.usage(ns)?;
-        self.count(&mut u, ns, Kind::Manifest, &rec.digest, rec.size, -1)?;
+        self.drop_manifest(repo, rec, &mut u)?;
         self.put_usage(ns, &u);
+        Ok(())
+    }
+
+    /// Remove a manifest, its referrer entry, its tags and its pull times,
+    /// counting it out of `u` (the caller stores `u`).
+    pub(crate) fn drop_manifest(
+        &mut self,
+        repo: &str,
+        rec: &ManifestRecord,
+        u: &mut crate::usage::NamespaceUsage,
+    ) -> Result<(), ApplyError> {
+        let ns = namespace_of(repo);
+        self.count(u, ns, Kind::Manifest, &rec.digest, rec.size, -1)?;
+        self.batch
+            .delete_cf(cf(self.db, crate::store::CF_PULLS), key2(repo, &rec.digest));
         self.index_refs(repo, &rec.digest, &rec.blobs, false);
         let key = key2(repo, &rec.digest);
         self.batch.delete_cf(cf(self.db, CF_MANIFESTS), &key);
@@ -577,6 +625,7 @@ impl Staged<'_> {
                 cf(self.db, CF_TAGS_BY_DIGEST),
                 key3(repo, &rec.digest, &tag),
             );
+            self.forget_tag(repo, &tag);
         }
         Ok(())
     }

@@ -48,9 +48,21 @@ pub(crate) const CF_NS_USAGE: &str = "namespace_usage";
 /// namespace \0 b|m \0 digest -> how many of its repositories hold it
 pub(crate) const CF_NS_REFS: &str = "namespace_refs";
 
+/// repository \0 tag -> PushRecord (when the tag was last pushed)
+pub(crate) const CF_TAG_ACTIVITY: &str = "tag_activity";
+/// repository \0 tag-or-digest -> last pull (ms), flushed in batches
+pub(crate) const CF_PULLS: &str = "pulls";
+/// namespace \0 run id -> RetentionRun (the audit record)
+pub(crate) const CF_RETENTION_RUNS: &str = "retention_runs";
+/// run id -> namespace, for runs not finished
+pub(crate) const CF_RETENTION_PENDING: &str = "retention_pending";
+pub(crate) const KEY_RETENTION_LAST_SCHEDULED: &str = "retention_last_scheduled";
+pub(crate) const KEY_TAG_PUSH_SEQ: &str = "tag_push_seq";
+pub(crate) const KEY_RETENTION_INTERVAL_SECS: &str = "retention_interval_secs";
+
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 22] = [
+pub(crate) const SM_CFS: [&str; 26] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -73,6 +85,10 @@ pub(crate) const SM_CFS: [&str; 22] = [
     CF_NS_REFS,
     CF_BLOB_REFS,
     CF_BLOB_LINKS,
+    CF_TAG_ACTIVITY,
+    CF_PULLS,
+    CF_RETENTION_RUNS,
+    CF_RETENTION_PENDING,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +158,8 @@ pub struct NamespaceRecord {
     /// Pushes that would store more than this many bytes are refused.
     #[serde(default)]
     pub quota_bytes: Option<u64>,
+    #[serde(default)]
+    pub retention: Option<crate::retention::RetentionPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,9 @@ pub enum SetCmd {
     /// Garbage collection grace period, e.g. `24h`; overrides the nodes'
     /// --gc-grace-secs.
     GcGracePeriod { period: humantime::Duration },
+    /// Time between scheduled retention runs, e.g. `1d` (`0s`: only
+    /// `tcr retention run`); overrides the nodes' --retention-interval-secs.
+    RetentionInterval { interval: humantime::Duration },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,9 @@ pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Re
                 json!({ "rebalanceBytesPerSec": per_sec.as_u64() })
             }
             SetCmd::GcGracePeriod { period } => json!({ "gcGracePeriodSecs": period.as_secs() }),
+            SetCmd::RetentionInterval { interval } => {
+                json!({ "retentionIntervalSecs": interval.as_secs() })
+            }
         };
         let v = c
             .call(Method::PATCH, &format!("{BASE}/settings"), Some(body))

@@ -6,4 +6,5 @@ pub mod login;
 pub mod namespaces;
 pub mod orgs;
 pub mod repos;
+pub mod retention;
 pub mod storage;

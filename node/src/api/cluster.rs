@@ -270,11 +270,13 @@ pub struct Settings {
     pub rebalance_bytes_per_sec: Option<u64>,
     /// Garbage collection grace period in seconds.
     pub gc_grace_period_secs: Option<u64>,
+    /// Seconds between scheduled retention runs (0: only on demand).
+    pub retention_interval_secs: Option<u64>,
 }
 
 /// Change cluster settings. A replication factor above the number of
 /// voters is refused: there would be fewer owners than copies asked for.
-#[utoipa::path(patch, path = "/v1/container-registries/cluster/settings", tag = "operator", description = "cluster settings (replicationFactor) (operator only)",
+#[utoipa::path(patch, path = "/v1/container-registries/cluster/settings", tag = "operator", description = "cluster settings (replicationFactor, rebalanceBytesPerSec, gcGracePeriodSecs, retentionIntervalSecs) (operator only)",
     request_body = Object,
     responses(
         (status = 200, description = "a JSON document", body = Object),
@@ -298,11 +300,15 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
             .write(tcr_raft::Command::SetReplicationFactor { factor })
             .await?;
     }
-    if req.rebalance_bytes_per_sec.is_some() || req.gc_grace_period_secs.is_some() {
+    if req.rebalance_bytes_per_sec.is_some()
+        || req.gc_grace_period_secs.is_some()
+        || req.retention_interval_secs.is_some()
+    {
         st.meta
             .write(tcr_raft::Command::SetStorageSettings {
                 rebalance_bytes_per_sec: req.rebalance_bytes_per_sec,
                 gc_grace_secs: req.gc_grace_period_secs,
+                retention_interval_secs: req.retention_interval_secs,
             })
             .await?;
     }
@@ -316,6 +322,7 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
         "writeQuorum": tcr_storage::placement::write_quorum(factor),
         "rebalanceBytesPerSec": state.rebalance_bytes_per_sec()?,
         "gcGracePeriodSecs": state.gc_grace_secs()?.unwrap_or(st.gc_grace_secs),
+        "retentionIntervalSecs": crate::retention::interval_secs(&st)?,
     }))
     .into_response())
 }

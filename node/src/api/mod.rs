@@ -9,6 +9,7 @@ pub mod namespaces;
 pub mod openapi;
 pub mod organisations;
 pub mod repositories;
+pub mod retention;
 pub mod storage;
 
 use std::sync::Arc;
@@ -77,6 +78,24 @@ pub fn router() -> Router<Arc<AppState>> {
             get(namespaces::repositories),
         )
         .route(&at("/namespaces/{ns}/usage"), get(repositories::usage))
+        .route(
+            &at("/namespaces/{ns}/retention-policy"),
+            get(retention::show)
+                .put(retention::set)
+                .delete(retention::clear),
+        )
+        .route(
+            &at("/namespaces/{ns}/retention-policy/preview"),
+            get(retention::preview),
+        )
+        .route(
+            &at("/namespaces/{ns}/retention-runs"),
+            get(retention::runs).post(retention::start),
+        )
+        .route(
+            &at("/namespaces/{ns}/retention-runs/{id}"),
+            get(retention::run),
+        )
         .route(
             &at("/repositories/{repo}"),
             get(repositories::show).delete(repositories::delete),

@@ -63,9 +63,8 @@ pub struct NamespaceView {
     pub project: Option<String>,
     pub immutable_tags: Vec<String>,
     pub quota_bytes: Option<u64>,
-    /// Set by issue 6's retention policies; always null for now.
-    #[schema(value_type = Option<Object>)]
-    pub retention_policy: Option<serde_json::Value>,
+    /// Set with `PUT .../retention-policy`.
+    pub retention_policy: Option<tcr_raft::RetentionPolicy>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -98,7 +97,7 @@ impl From<NamespaceRecord> for NamespaceView {
             project: r.project,
             immutable_tags: r.immutable_tags,
             quota_bytes: r.quota_bytes,
-            retention_policy: None,
+            retention_policy: r.retention,
         }
     }
 }
@@ -197,6 +196,7 @@ pub async fn create(
         project,
         immutable_tags: Vec::new(),
         quota_bytes: None,
+        retention: None,
     });
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }

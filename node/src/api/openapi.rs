@@ -6,7 +6,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cluster, credentials, gc, keys, namespaces, organisations, repositories, storage};
+use super::{
+    cluster, credentials, gc, keys, namespaces, organisations, repositories, retention, storage,
+};
 
 struct BearerAuth;
 
@@ -43,6 +45,13 @@ impl Modify for BearerAuth {
         namespaces::delete,
         namespaces::repositories,
         repositories::usage,
+        retention::show,
+        retention::set,
+        retention::clear,
+        retention::preview,
+        retention::start,
+        retention::runs,
+        retention::run,
         repositories::organisation_usage,
         repositories::show,
         repositories::delete,

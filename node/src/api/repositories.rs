@@ -21,9 +21,16 @@ use crate::oci::names::check_repository;
 use crate::server::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TagView {
     pub name: String,
     pub digest: String,
+    /// When the tag was last pushed (seconds since the epoch).
+    pub pushed_at: Option<u64>,
+    /// When the tag, or the manifest it points to, was last pulled
+    /// (milliseconds since the epoch); pulls are flushed in batches, so
+    /// this lags by up to the nodes' flush interval.
+    pub last_pulled_at_ms: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -194,9 +201,16 @@ pub async fn tags(
                 break 'scan;
             }
             let digest = state.tag(&repo, tag)?.unwrap_or_default();
+            let activity = state.tag_activity(&repo, tag, &digest)?;
+            let pushed_at = match activity.pushed_at {
+                Some(at) => Some(at),
+                None => state.manifest_record(&repo, &digest)?.map(|m| m.pushed_at),
+            };
             items.push(TagView {
                 name: tag.clone(),
                 digest,
+                pushed_at,
+                last_pulled_at_ms: activity.pulled_at_ms,
             });
         }
         if !page.more {

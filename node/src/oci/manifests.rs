@@ -223,6 +223,13 @@ pub async fn get(
     if head {
         return Ok((StatusCode::OK, h).into_response());
     }
+    // A GET is a pull (a HEAD only checks); retention's pull rules see it
+    // after the next flush.
+    let key = match &reference {
+        Reference::Tag(t) => t.to_string(),
+        Reference::Digest(_) => digest.clone(),
+    };
+    st.retention.record_pull(name, &key);
     Ok((StatusCode::OK, h, Body::from(bytes)).into_response())
 }
 

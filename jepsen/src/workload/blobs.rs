@@ -1,0 +1,101 @@
+//! No lost data: clients push unique blobs through random nodes; after the
+//! faults are healed, every acknowledged blob is read from every node and
+//! its digest verified.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{from_error, from_status, perform, Ctx, Invocation, Outcome};
+
+pub const REPO: &str = "jepsen/blobs";
+
+pub async fn op(ctx: &Ctx, process: i64) -> bool {
+    let node = ctx.random_node();
+    let size = rand::rng().random_range(1024..256 * 1024);
+    let mut data = vec![0u8; size];
+    rand::rng().fill(&mut data[..]);
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let inv = Invocation {
+        f: "push",
+        key: Some(digest.clone()),
+        value: Some(size.to_string()),
+        node,
+    };
+    let run = async {
+        let r = ctx
+            .http
+            .post(ctx.url(node, &format!("/v2/{REPO}/blobs/uploads/?digest={digest}")))
+            .bearer_auth(&ctx.token)
+            .body(data)
+            .send()
+            .await;
+        match r {
+            Err(e) => from_error(&e),
+            Ok(r) if r.status() == reqwest::StatusCode::CREATED => Outcome::Ok(None),
+            Ok(r) => {
+                let s = r.status();
+                from_status(s, &r.text().await.unwrap_or_default())
+            }
+        }
+    };
+    perform(ctx, "blobs", process, inv, run).await
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Verification {
+    pub acknowledged: usize,
+    /// Acknowledged blobs some node could not serve at all.
+    pub lost: Vec<String>,
+    /// Acknowledged blobs some node served with the wrong bytes.
+    pub corrupt: Vec<String>,
+    pub reads: usize,
+}
+
+/// Read every acknowledged blob from every node; a read that fails is
+/// retried until `patience` runs out (a node may still be catching up).
+pub async fn verify(ctx: &Ctx, digests: &[String], patience: Duration) -> Verification {
+    let mut v = Verification {
+        acknowledged: digests.len(),
+        ..Verification::default()
+    };
+    let deadline = Instant::now() + patience;
+    for d in digests {
+        for node in 1..=ctx.urls.len() {
+            loop {
+                v.reads += 1;
+                let r = ctx
+                    .http
+                    .get(ctx.url(node, &format!("/v2/{REPO}/blobs/{d}")))
+                    .bearer_auth(&ctx.token)
+                    .send()
+                    .await;
+                let body = match r {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                    _ => None,
+                };
+                match body {
+                    Some(b) => {
+                        let got = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
+                        if &got != d && !v.corrupt.contains(d) {
+                            v.corrupt.push(d.clone());
+                        }
+                        break;
+                    }
+                    None if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    None => {
+                        if !v.lost.contains(d) {
+                            v.lost.push(d.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    v
+}

@@ -353,6 +353,33 @@ async fn exercise(
         serde_json::to_vec_pretty(&summary)?,
     )?;
     std::fs::write(dir.join("report.html"), report::html(&ops, &summary))?;
+    // The anomalies themselves, before the summary line.
+    for (w, r) in [
+        ("tags", &summary["workloads"]["tags"]),
+        ("namespaces", &summary["workloads"]["namespaces"]),
+    ] {
+        for a in r["anomalies"].as_array().into_iter().flatten() {
+            println!(
+                "{w} {}: not linearizable; smallest window found:",
+                a["key"].as_str().unwrap_or("")
+            );
+            for line in a["window"].as_array().into_iter().flatten() {
+                println!("    {}", line.as_str().unwrap_or(""));
+            }
+        }
+    }
+    for (what, list) in [
+        ("lost blob", &summary["workloads"]["blobs"]["lost"]),
+        ("corrupt blob", &summary["workloads"]["blobs"]["corrupt"]),
+        (
+            "missing namespace",
+            &summary["workloads"]["namespaces"]["missingCreations"],
+        ),
+    ] {
+        for item in list.as_array().into_iter().flatten() {
+            println!("{what}: {}", item.as_str().unwrap_or(""));
+        }
+    }
     println!(
         "tcr-jepsen: {} — {} operations (ok {}, fail {}, info {}), {faults} faults, {anomalies} anomalies; {}",
         if valid { "valid" } else { "INVALID" },

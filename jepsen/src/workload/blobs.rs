@@ -54,48 +54,82 @@ pub struct Verification {
     pub reads: usize,
 }
 
-/// Read every acknowledged blob from every node; a read that fails is
-/// retried until `patience` runs out (a node may still be catching up).
+/// How one node served one blob in the end.
+enum Served {
+    Intact,
+    Corrupt,
+    Missing,
+}
+
+async fn read_one(ctx: &Ctx, node: usize, d: &str, deadline: Instant) -> (Served, usize) {
+    let mut reads = 0;
+    loop {
+        reads += 1;
+        let r = ctx
+            .http
+            .get(ctx.url(node, &format!("/v2/{REPO}/blobs/{d}")))
+            .bearer_auth(&ctx.token)
+            .send()
+            .await;
+        let body = match r {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+            _ => None,
+        };
+        match body {
+            Some(b) => {
+                let got = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
+                return (
+                    if got == d {
+                        Served::Intact
+                    } else {
+                        Served::Corrupt
+                    },
+                    reads,
+                );
+            }
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            None => return (Served::Missing, reads),
+        }
+    }
+}
+
+/// Read every acknowledged blob from every node (16 reads at a time); a
+/// read that fails is retried until `patience` runs out (a node may still
+/// be catching up).
 pub async fn verify(ctx: &Ctx, digests: &[String], patience: Duration) -> Verification {
+    use futures::StreamExt;
+    let deadline = Instant::now() + patience;
+    let nodes = ctx.urls.len();
+    let results: Vec<(String, Served, usize)> = futures::stream::iter(
+        digests
+            .iter()
+            .flat_map(|d| (1..=nodes).map(move |n| (d.clone(), n))),
+    )
+    .map(|(d, node)| async move {
+        let (served, reads) = read_one(ctx, node, &d, deadline).await;
+        (d, served, reads)
+    })
+    .buffer_unordered(16)
+    .collect()
+    .await;
     let mut v = Verification {
         acknowledged: digests.len(),
         ..Verification::default()
     };
-    let deadline = Instant::now() + patience;
-    for d in digests {
-        for node in 1..=ctx.urls.len() {
-            loop {
-                v.reads += 1;
-                let r = ctx
-                    .http
-                    .get(ctx.url(node, &format!("/v2/{REPO}/blobs/{d}")))
-                    .bearer_auth(&ctx.token)
-                    .send()
-                    .await;
-                let body = match r {
-                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
-                    _ => None,
-                };
-                match body {
-                    Some(b) => {
-                        let got = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
-                        if &got != d && !v.corrupt.contains(d) {
-                            v.corrupt.push(d.clone());
-                        }
-                        break;
-                    }
-                    None if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    None => {
-                        if !v.lost.contains(d) {
-                            v.lost.push(d.clone());
-                        }
-                        break;
-                    }
-                }
-            }
+    for (d, served, reads) in results {
+        v.reads += reads;
+        let list = match served {
+            Served::Intact => continue,
+            Served::Corrupt => &mut v.corrupt,
+            Served::Missing => &mut v.lost,
+        };
+        if !list.contains(&d) {
+            list.push(d);
         }
     }
+    v.lost.sort();
+    v.corrupt.sort();
     v
 }

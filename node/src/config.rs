@@ -58,6 +58,19 @@ pub struct Config {
     /// Do not initialise a new cluster on an empty data dir; wait to be added.
     #[arg(long, env = "TCR_NO_INIT")]
     pub no_init: bool,
+    /// Under a StatefulSet: take the node id from the host name's ordinal
+    /// (`tcr-2` is node 3); ordinal 0 initialises the cluster on an empty
+    /// data dir and ignores --join, the others join through --join.
+    #[arg(long, env = "TCR_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
+    /// How long a stopping node (SIGTERM) keeps serving while not ready,
+    /// so that load balancers (a Service's endpoints) stop sending to it
+    /// before it stops accepting connections.
+    #[arg(long, env = "TCR_SHUTDOWN_DELAY_SECS", default_value_t = 2.0)]
+    pub shutdown_delay_secs: f64,
+    /// How long a stopping node (SIGTERM) waits for requests in flight.
+    #[arg(long, env = "TCR_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
+    pub shutdown_grace_secs: f64,
     /// File holding the bootstrap admin token (alternative to TCR_ADMIN_TOKEN).
     #[arg(long, env = "TCR_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -140,6 +153,30 @@ impl Default for Config {
 impl Config {
     /// Flags and env vars, over the TOML file named by `--config`, over defaults.
     pub fn load() -> anyhow::Result<Config> {
+        let mut cfg = Config::load_flags()?;
+        if cfg.id_from_hostname {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .unwrap_or_default();
+            let ordinal = ordinal(host.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--id-from-hostname: host name '{}' does not end in -<ordinal>",
+                    host.trim()
+                )
+            })?;
+            cfg.node_id = ordinal + 1;
+            if ordinal == 0 {
+                cfg.join = None;
+            } else {
+                cfg.no_init = true;
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn load_flags() -> anyhow::Result<Config> {
         let from_args = Config::parse();
         let Some(path) = from_args.config.clone() else {
             return Ok(from_args);
@@ -177,5 +214,22 @@ impl Config {
         self.advertise_rpc_addr
             .clone()
             .unwrap_or_else(|| self.rpc_addr.to_string())
+    }
+}
+
+/// The ordinal a StatefulSet gives a pod: `tcr-12` -> 12.
+pub fn ordinal(host: &str) -> Option<u64> {
+    let (_, n) = host.split('.').next()?.rsplit_once('-')?;
+    n.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ordinals_come_from_the_last_dash() {
+        assert_eq!(super::ordinal("tcr-0"), Some(0));
+        assert_eq!(super::ordinal("my-registry-12.tcr-peers.ns.svc"), Some(12));
+        assert_eq!(super::ordinal("tcr"), None);
+        assert_eq!(super::ordinal("tcr-x"), None);
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub auth: Auth,
     pub ready: AtomicBool,
+    /// Set on SIGTERM: not ready, no new uploads, leadership handed over.
+    pub draining: AtomicBool,
     /// Default grace period of garbage collection.
     pub gc_grace_secs: u64,
     pub retention: crate::retention::Retention,
@@ -88,12 +90,49 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Ready: a leader is known, this node has caught up (a read-index read
+/// succeeds: it applied everything committed when it asked), and it is not
+/// draining. Liveness (`/healthz`) is only "the process answers".
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    if st.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    let not = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
+    if st.draining.load(Ordering::Relaxed) {
+        return not("shutting down");
     }
+    if !st.ready.load(Ordering::Relaxed) {
+        return not("no leader known yet");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), st.meta.read()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready".to_string()),
+        Ok(Err(e)) => not(&format!("not caught up: {e}")),
+        Err(_) => not("not caught up: no read index within 2 s"),
+    }
+}
+
+/// SIGTERM: stop being ready and refuse new uploads, hand leadership to
+/// the most caught-up other voter, give load balancers `delay` to notice.
+async fn drain(st: &AppState, delay: Duration) {
+    st.draining.store(true, Ordering::Relaxed);
+    tracing::info!("draining: not ready, new uploads refused");
+    let m = st.meta.raft.metrics().borrow().clone();
+    if m.current_leader == Some(st.node_id) {
+        let to = m.replication.as_ref().and_then(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != st.node_id)
+                .filter(|(id, _)| {
+                    m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == **id)
+                })
+                .max_by_key(|(_, l)| l.map(|l| l.index))
+                .map(|(id, _)| *id)
+        });
+        if let Some(to) = to {
+            let reply = st.meta.transfer_leadership(to).await;
+            tracing::info!(to, ?reply, "handed leadership over before stopping");
+        }
+    }
+    tokio::time::sleep(delay).await;
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -232,6 +271,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         auth,
         ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         gc_grace_secs: cfg.gc_grace_secs,
         retention: crate::retention::Retention::new(
             cfg.retention_interval_secs,
@@ -295,9 +335,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // On SIGTERM: drain, then stop accepting connections and let requests
+    // in flight finish, for at most the grace period.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let draining = state.clone();
+    let delay = Duration::from_secs_f64(cfg.shutdown_delay_secs.max(0.0));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        drain(&draining, delay).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stopped = stop_rx.clone();
+    let serve = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    let grace = Duration::from_secs_f64(cfg.shutdown_grace_secs.max(0.0));
+    tokio::select! {
+        r = serve => r?,
+        _ = async {
+            let _ = stop_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
+    }
     state.ready.store(false, Ordering::Relaxed);
     // Pulls seen since the last flush are not lost on a clean stop.
     crate::retention::flush_once(&state).await;

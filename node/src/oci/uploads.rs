@@ -182,6 +182,12 @@ async fn record_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciRes
 }
 
 pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
+    if st.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(
+            OciError::unavailable("this node is shutting down; retry on another node")
+                .with_header("retry-after", "1"),
+        );
+    }
     check_name(name)?;
     require_namespace(st, name).await?;
     let q = query(&req);

@@ -1,0 +1,534 @@
+//! The Kubernetes deployment: the rendered manifests validate against the
+//! Kubernetes schemas, and Docker stands in for the cluster: the containers'
+//! command line, environment, host names, user, read-only root and mounts
+//! are taken from the rendered StatefulSet (not copied from it), three
+//! replicas bootstrap from their ordinals, take a docker push through one
+//! of them, and roll (SIGTERM, wait ready, one at a time, highest ordinal
+//! first) while a client pulls in a loop without a single failed pull.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tcr_tests::harness::{run, wait_for};
+use tcr_tests::images::tar;
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl kustomize <dir>`, as YAML and as JSON documents.
+fn render(dir: &str) -> (String, Vec<Value>) {
+    let yaml = run(
+        "kubectl",
+        &["kustomize", repo_root().join(dir).to_str().unwrap()],
+    );
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    (yaml, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn validate(yaml: &str) -> std::process::Output {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), yaml).unwrap();
+    Command::new("kubernetes-validate")
+        .args(["--strict", f.path().to_str().unwrap()])
+        .output()
+        .expect("kubernetes-validate (scripts/setup installs it)")
+}
+
+#[test]
+fn the_manifests_render_and_validate_against_the_kubernetes_schemas() {
+    for dir in ["deploy/kubernetes", "deploy/overlays/production-region"] {
+        let (yaml, docs) = render(dir);
+        let out = validate(&yaml);
+        assert!(
+            out.status.success(),
+            "{dir}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        for k in ["StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"] {
+            assert!(kinds.contains(&k), "{dir}: no {k} in {kinds:?}");
+        }
+    }
+    // The validator does refuse a broken manifest.
+    let (yaml, _) = render("deploy/kubernetes");
+    let broken = yaml.replace("replicas: 3", "replicas: three");
+    assert_ne!(broken, yaml);
+    assert!(!validate(&broken).status.success());
+}
+
+/// What a pod of the StatefulSet runs, read off the rendered manifests.
+struct PodSpec {
+    service: String,
+    command: Vec<String>,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    user: String,
+    read_only: bool,
+    data_mount: String,
+    secret_mount: String,
+    secret_key: String,
+    http_port: u16,
+    ready_path: String,
+    grace_secs: u64,
+}
+
+fn pod_spec(docs: &[Value]) -> PodSpec {
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let config = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut env = BTreeMap::new();
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        assert_eq!(from["configMapRef"]["name"], config["metadata"]["name"]);
+        for (k, v) in config["data"].as_object().unwrap() {
+            env.insert(k.clone(), v.as_str().unwrap().to_string());
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => "$(POD_NAME)".to_string(),
+            _ => e["value"].as_str().unwrap().to_string(),
+        };
+        env.insert(e["name"].as_str().unwrap().to_string(), value);
+    }
+    let mount = |volume: &str| -> String {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap()["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let secret_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"].is_object())
+        .unwrap();
+    let secret_key = strings(&c["args"])
+        .iter()
+        .find_map(|a| a.strip_prefix("--admin-token-file="))
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    PodSpec {
+        service: sts["spec"]["serviceName"].as_str().unwrap().to_string(),
+        command: strings(&c["command"]),
+        args: strings(&c["args"]),
+        env,
+        user: format!(
+            "{}:{}",
+            pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+        ),
+        read_only: c["securityContext"]["readOnlyRootFilesystem"] == true,
+        data_mount: mount(
+            sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+                .as_str()
+                .unwrap(),
+        ),
+        secret_mount: mount(secret_volume["name"].as_str().unwrap()),
+        secret_key,
+        http_port: c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "http")
+            .unwrap()["containerPort"]
+            .as_u64()
+            .unwrap() as u16,
+        ready_path: c["readinessProbe"]["httpGet"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        grace_secs: pod["terminationGracePeriodSeconds"].as_u64().unwrap(),
+    }
+}
+
+/// Containers, volumes and the network of one test, removed on drop.
+struct Pods {
+    spec: PodSpec,
+    tag: String,
+    image: String,
+    network: String,
+    secret_dir: tempfile::TempDir,
+    /// Host port of each started pod's HTTP port.
+    ports: Mutex<BTreeMap<usize, u16>>,
+}
+
+impl Pods {
+    fn name(&self, ordinal: usize) -> String {
+        format!("tcr-{ordinal}-{}", self.tag)
+    }
+
+    /// `docker run` the pod as the kubelet would: host name `tcr-<n>`, DNS
+    /// name `tcr-<n>.<service>`, `$(POD_NAME)` expanded, its own volume.
+    fn start(&self, ordinal: usize) {
+        let pod = format!("tcr-{ordinal}");
+        let s = &self.spec;
+        let expand = |v: &str| v.replace("$(POD_NAME)", &pod);
+        let mut cmd: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &self.name(ordinal),
+            "--hostname",
+            &pod,
+            "--network",
+            &self.network,
+            "--network-alias",
+            &format!("{pod}.{}", s.service),
+            "--user",
+            &s.user,
+            "-p",
+            &format!("127.0.0.1::{}", s.http_port),
+            "-v",
+            &format!("{}-{ordinal}:{}", self.tag, s.data_mount),
+            "-v",
+            &format!("{}:{}:ro", self.secret_dir.path().display(), s.secret_mount),
+            "--stop-timeout",
+            &s.grace_secs.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if s.read_only {
+            cmd.push("--read-only".into());
+        }
+        for (k, v) in &s.env {
+            cmd.extend(["-e".into(), format!("{k}={}", expand(v))]);
+        }
+        cmd.extend([
+            "--entrypoint".into(),
+            s.command[0].clone(),
+            self.image.clone(),
+        ]);
+        cmd.extend(s.command[1..].iter().cloned());
+        cmd.extend(s.args.iter().map(|a| expand(a)));
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        run("docker", &args);
+        self.learn_port(ordinal);
+    }
+
+    fn learn_port(&self, ordinal: usize) {
+        let out = run(
+            "docker",
+            &[
+                "port",
+                &self.name(ordinal),
+                &format!("{}/tcp", self.spec.http_port),
+            ],
+        );
+        let port: u16 = out
+            .trim()
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.ports.lock().unwrap().insert(ordinal, port);
+    }
+
+    fn url(&self, ordinal: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports.lock().unwrap()[&ordinal])
+    }
+
+    /// The readiness probe, with the manifest's path and a 1 s timeout.
+    async fn ready(&self, ordinal: usize) -> bool {
+        let url = format!("{}{}", self.url(ordinal), self.spec.ready_path);
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        c.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    async fn wait_ready(&self, ordinal: usize) {
+        wait_for(
+            &format!("pod {ordinal} ready"),
+            Duration::from_secs(90),
+            || async { self.ready(ordinal).await },
+        )
+        .await;
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for i in 0..6 {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &self.name(i)])
+                .output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &format!("{}-{i}", self.tag)])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+async fn voters(url: &str, token: &str) -> usize {
+    let Ok(r) = reqwest::Client::new()
+        .get(format!("{url}/v1/container-registries/cluster"))
+        .bearer_auth(token)
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let s: Value = r.json().await.unwrap_or_default();
+    s["members"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_bootstraps_takes_a_push_and_rolls_without_a_failed_pull() {
+    let tag = format!("tcrk8s{}", std::process::id());
+    let image = format!("tcr:{tag}");
+    let build = Command::new(repo_root().join("scripts/build-image"))
+        .args(["--profile", "debug", "--tag", &image])
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let (_, docs) = render("deploy/kubernetes");
+    let spec = pod_spec(&docs);
+    let replicas = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap()["spec"]["replicas"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(replicas, 3);
+    let token = format!("k8s-admin-{}", rand::random::<u64>());
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join(&spec.secret_key);
+    std::fs::write(&secret, &token).unwrap();
+    // As the kubelet does with fsGroup and defaultMode 0400.
+    run(
+        "chown",
+        &["-R", "10001:10001", secret_dir.path().to_str().unwrap()],
+    );
+    run("chmod", &["0400", secret.to_str().unwrap()]);
+    run("chmod", &["0755", secret_dir.path().to_str().unwrap()]);
+    run("docker", &["network", "create", &tag]);
+    let pods = Arc::new(Pods {
+        spec,
+        tag: tag.clone(),
+        image: image.clone(),
+        network: tag.clone(),
+        secret_dir,
+        ports: Mutex::new(BTreeMap::new()),
+    });
+
+    // OrderedReady: each pod starts once the one before it is ready.
+    for i in 0..replicas {
+        pods.start(i);
+        pods.wait_ready(i).await;
+    }
+    wait_for("three voters", Duration::from_secs(60), || async {
+        voters(&pods.url(0), &token).await == 3
+    })
+    .await;
+
+    // A docker push through one node.
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!(
+            "{}/v1/container-registries/namespaces",
+            pods.url(1)
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "acme", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let host = pods.url(0).trim_start_matches("http://").to_string();
+    let img = format!("{host}/acme/app:v1");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    std::fs::write(&rootfs, tar(&[("hello.txt", tag.as_bytes())])).unwrap();
+    run("docker", &["import", rootfs.to_str().unwrap(), &img]);
+    run("docker", &["login", "-u", "admin", "-p", &token, &host]);
+    run("docker", &["push", &img]);
+    run("docker", &["rmi", &img]);
+    run("docker", &["logout", &host]);
+
+    // A client pulls in a loop through the ready pods, as through the
+    // client Service: a prober keeps the endpoints, like kube-proxy.
+    let endpoints: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new((0..replicas).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pulls, failures) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let prober = {
+        let (pods, endpoints, stop) = (pods.clone(), endpoints.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let probes = (0..replicas).map(|i| {
+                    let pods = pods.clone();
+                    async move { (i, pods.ready(i).await) }
+                });
+                let ready = futures::future::join_all(probes)
+                    .await
+                    .into_iter()
+                    .filter(|(_, ok)| *ok)
+                    .map(|(i, _)| i)
+                    .collect();
+                *endpoints.lock().unwrap() = ready;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let puller = {
+        let (pods, endpoints, stop, pulls, failures, token) = (
+            pods.clone(),
+            endpoints.clone(),
+            stop.clone(),
+            pulls.clone(),
+            failures.clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            // No connection reuse: a pooled connection to a pod that went
+            // away would be a failure of the test's client, not of tcr.
+            let c = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let eps = endpoints.lock().unwrap().clone();
+                if eps.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let pod = eps[n % eps.len()];
+                n += 1;
+                match pull(&c, &pods.url(pod), &token).await {
+                    Ok(()) => {
+                        pulls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("pod {pod}: {e}")),
+                }
+            }
+        })
+    };
+
+    // The rolling restart: highest ordinal first, SIGTERM, back, ready.
+    for i in (0..replicas).rev() {
+        let before = pulls.load(Ordering::Relaxed);
+        // Off the runtime's threads: the prober and the puller go on meanwhile.
+        let name = pods.name(i);
+        tokio::task::spawn_blocking(move || {
+            run("docker", &["stop", &name]);
+            run("docker", &["start", &name]);
+        })
+        .await
+        .unwrap();
+        pods.learn_port(i);
+        pods.wait_ready(i).await;
+        wait_for(
+            "three voters after the restart",
+            Duration::from_secs(60),
+            || async { voters(&pods.url(i), &token).await == 3 },
+        )
+        .await;
+        wait_for("pulls going on", Duration::from_secs(30), || async {
+            pulls.load(Ordering::Relaxed) > before + 5
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    puller.await.unwrap();
+    prober.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "failed pulls during the roll"
+    );
+    assert!(pulls.load(Ordering::Relaxed) > 20);
+    run("docker", &["rmi", "-f", &image]);
+}
+
+/// One whole pull: the manifest by tag, then every blob it references.
+async fn pull(c: &reqwest::Client, base: &str, token: &str) -> Result<(), String> {
+    let r = c
+        .get(format!("{base}/v2/acme/app/manifests/v1"))
+        .bearer_auth(token)
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    if !r.status().is_success() {
+        return Err(format!("manifest: {}", r.status()));
+    }
+    let m: Value = r.json().await.map_err(|e| format!("{e:?}"))?;
+    let mut digests = vec![m["config"]["digest"].as_str().unwrap_or("").to_string()];
+    for l in m["layers"].as_array().into_iter().flatten() {
+        digests.push(l["digest"].as_str().unwrap_or("").to_string());
+    }
+    for d in digests {
+        let r = c
+            .get(format!("{base}/v2/acme/app/blobs/{d}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        if !r.status().is_success() {
+            return Err(format!("blob {d}: {}", r.status()));
+        }
+        r.bytes().await.map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
+}

@@ -325,7 +325,7 @@ async fn voters(url: &str, token: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statefulset_bootstraps_takes_a_push_and_rolls_without_a_failed_pull() {
+async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     let tag = format!("tcrk8s{}", std::process::id());
     let image = format!("tcr:{tag}");
     let build = Command::new(repo_root().join("scripts/build-image"))
@@ -495,7 +495,70 @@ async fn a_statefulset_bootstraps_takes_a_push_and_rolls_without_a_failed_pull()
         "failed pulls during the roll"
     );
     assert!(pulls.load(Ordering::Relaxed) > 20);
+
+    // Scale 3 -> 5: the new pods join through tcr-0 by themselves.
+    for i in 3..5 {
+        pods.start(i);
+        pods.wait_ready(i).await;
+    }
+    wait_for("five voters", Duration::from_secs(90), || async {
+        voters(&pods.url(0), &token).await == 5
+    })
+    .await;
+    // And back to 3: drain each leaving pod (`tcr members remove --drain`:
+    // out of the membership, its blobs copied to the remaining owners),
+    // then stop it, as the scale-down runbook says.
+    let c = reqwest::Client::new();
+    for i in (3..5).rev() {
+        let id = (i + 1).to_string();
+        let out = tcr_in_pod(
+            &pods,
+            &token,
+            &["members", "remove", "--id", &id, "--drain"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run("docker", &["rm", "-f", &pods.name(i)]);
+    }
+    wait_for("three voters again", Duration::from_secs(60), || async {
+        voters(&pods.url(0), &token).await == 3
+    })
+    .await;
+    // Data intact: the image pulls whole through every remaining pod.
+    for i in 0..3 {
+        pull(&c, &pods.url(i), &token)
+            .await
+            .unwrap_or_else(|e| panic!("pull through pod {i} after scaling down: {e}"));
+    }
+    // Fewer voters than an explicit replication factor is refused.
+    let out = tcr_in_pod(
+        &pods,
+        &token,
+        &["cluster", "set", "replication-factor", "3"],
+    );
+    assert!(out.status.success());
+    let out = tcr_in_pod(&pods, &token, &["members", "remove", "--id", "3"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fewer than the replication factor"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     run("docker", &["rmi", "-f", &image]);
+}
+
+/// `tcr` inside pod 0, as an operator runs it with `kubectl exec` (member
+/// addresses resolve only inside the cluster's network).
+fn tcr_in_pod(pods: &Pods, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(["exec", &pods.name(0), "/usr/local/bin/tcr"])
+        .args(["--endpoint", "http://127.0.0.1:5000", "--token", token])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// One whole pull: the manifest by tag, then every blob it references.

@@ -54,6 +54,13 @@ pub enum MembersCmd {
     Remove {
         #[arg(long)]
         id: u64,
+        /// Then wait until the remaining nodes hold every blob's copies
+        /// (with a progress display), so the node can be stopped safely.
+        #[arg(long)]
+        drain: bool,
+        /// Give up draining after this long.
+        #[arg(long, default_value = "1h")]
+        drain_timeout: humantime::Duration,
     },
 }
 
@@ -275,9 +282,21 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
             }
             r?
         }
-        MembersCmd::Remove { id } => {
-            c.call(Method::DELETE, &format!("{BASE}/members/{id}"), None)
-                .await?
+        MembersCmd::Remove {
+            id,
+            drain,
+            drain_timeout,
+        } => {
+            let v = c
+                .call(Method::DELETE, &format!("{BASE}/members/{id}"), None)
+                .await?;
+            if drain {
+                crate::cmd::storage::wait_until_placed(c, drain_timeout.into()).await?;
+                if out == Output::Human {
+                    println!("node {id} drained: the remaining nodes hold every blob's copies");
+                }
+            }
+            v
         }
     };
     if out == Output::Json {

@@ -183,3 +183,48 @@ pub async fn run(c: &Client, cmd: StorageCmd, out: Output) -> anyhow::Result<()>
         }
     }
 }
+
+/// After a membership change: start storage passes and wait until every
+/// member has run a full pass since, and none reports a missing or
+/// under-replicated copy.
+pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let passes = |nodes: &[Value]| -> Vec<u64> {
+        nodes
+            .iter()
+            .map(|v| v["storage"]["passes"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let start = passes(&collect(c).await?);
+    let bar = progress_bar();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        for (_, addr) in members(c).await? {
+            let _ = c
+                .at(&format!("http://{addr}"))
+                .call(
+                    Method::POST,
+                    "/v1/container-registries/storage/passes",
+                    None,
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let nodes = collect(c).await?;
+        update(&bar, &nodes);
+        let now = passes(&nodes);
+        let fresh = now.len() == start.len() && now.iter().zip(&start).all(|(n, s)| *n >= s + 2);
+        let sum = |k: &str| -> u64 { nodes.iter().filter_map(|v| v["storage"][k].as_u64()).sum() };
+        let errors = nodes.iter().any(|v| v.get("error").is_some());
+        if fresh && !errors && sum("missing") + sum("underReplicated") == 0 {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "blobs still under-replicated after {timeout:?}: {} missing copies",
+                sum("missing")
+            );
+        }
+    }
+}

@@ -185,6 +185,20 @@ pub async fn remove_member(
         return Err(ApiError::not_found(format!("node {id} is not a member")));
     };
     let remaining = voters.len() - usize::from(voters.contains(&id));
+    // A replication factor the operator set cannot exceed the voters:
+    // there would be fewer owners than copies asked for.
+    if let Some(factor) = st.meta.reader().replication_factor()? {
+        if voters.contains(&id) && (factor as usize) > remaining {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "FAILED_PRECONDITION",
+                format!(
+                    "removing node {id} would leave {remaining} voter(s), fewer than the \
+                     replication factor {factor}; lower it first (tcr cluster set replication-factor {remaining})"
+                ),
+            ));
+        }
+    }
     st.meta
         .raft
         .change_membership(change, false)

@@ -203,6 +203,8 @@ async fn schedule(st: &AppState) -> Result<(), RunError> {
 /// retried after a lost answer applies once.
 #[tracing::instrument(level = "info", skip(st))]
 async fn step_to_end(st: &AppState, ns: &str, id: &str) -> Result<(), RunError> {
+    // Only the node whose step finished the run counts it in its metrics.
+    let mut stepped = false;
     loop {
         if !leads(st) {
             return Ok(());
@@ -212,6 +214,9 @@ async fn step_to_end(st: &AppState, ns: &str, id: &str) -> Result<(), RunError> 
             return Ok(());
         };
         if run.finished_at.is_some() {
+            if !stepped {
+                return Ok(());
+            }
             let m = &st.metrics.retention;
             m.with_label_values(&["runs"]).inc();
             m.with_label_values(&["tags"]).inc_by(run.tags_removed);
@@ -236,6 +241,7 @@ async fn step_to_end(st: &AppState, ns: &str, id: &str) -> Result<(), RunError> 
                 at: now_secs(),
             })
             .await?;
+        stepped = true;
         if !st.retention.pause.is_zero() {
             tokio::time::sleep(st.retention.pause).await;
         }

@@ -37,16 +37,7 @@ pub async fn run(c: &Client, cmd: GcCmd, out: Output) -> anyhow::Result<()> {
                 .await?;
             if !dry_run {
                 // Every node deletes its files in a storage pass: start one now.
-                for (_, addr) in crate::cmd::storage::members(c).await? {
-                    let _ = c
-                        .at(&format!("http://{addr}"))
-                        .call(
-                            Method::POST,
-                            "/v1/container-registries/storage/passes",
-                            None,
-                        )
-                        .await;
-                }
+                crate::cmd::storage::start_passes(c).await?;
             }
             print(
                 &v,

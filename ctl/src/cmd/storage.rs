@@ -198,16 +198,7 @@ pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<
     let bar = progress_bar();
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        for (_, addr) in members(c).await? {
-            let _ = c
-                .at(&format!("http://{addr}"))
-                .call(
-                    Method::POST,
-                    "/v1/container-registries/storage/passes",
-                    None,
-                )
-                .await;
-        }
+        start_passes(c).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let nodes = collect(c).await?;
         update(&bar, &nodes);
@@ -227,4 +218,16 @@ pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<
             );
         }
     }
+}
+
+/// Ask every member for a storage pass now (a member that does not answer
+/// runs its next scheduled one).
+pub async fn start_passes(c: &Client) -> anyhow::Result<()> {
+    for (_, addr) in members(c).await? {
+        let _ = c
+            .at(&format!("http://{addr}"))
+            .call(Method::POST, &format!("{STORAGE}/passes"), None)
+            .await;
+    }
+    Ok(())
 }

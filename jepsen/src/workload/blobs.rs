@@ -8,7 +8,7 @@ use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{from_error, from_status, perform, Ctx, Invocation, Outcome};
+use super::{expect, perform, Ctx, Invocation};
 
 pub const REPO: &str = "jepsen/blobs";
 
@@ -32,14 +32,7 @@ pub async fn op(ctx: &Ctx, process: i64) -> bool {
             .body(data)
             .send()
             .await;
-        match r {
-            Err(e) => from_error(&e),
-            Ok(r) if r.status() == reqwest::StatusCode::CREATED => Outcome::Ok(None),
-            Ok(r) => {
-                let s = r.status();
-                from_status(s, &r.text().await.unwrap_or_default())
-            }
-        }
+        expect(r, reqwest::StatusCode::CREATED).await
     };
     perform(ctx, "blobs", process, inv, run).await
 }

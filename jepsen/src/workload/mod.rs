@@ -75,6 +75,21 @@ pub fn from_status(status: reqwest::StatusCode, body: &str) -> Outcome {
     }
 }
 
+/// The outcome of a request whose success is exactly `ok` (with no value).
+pub async fn expect(
+    r: Result<reqwest::Response, reqwest::Error>,
+    ok: reqwest::StatusCode,
+) -> Outcome {
+    match r {
+        Err(e) => from_error(&e),
+        Ok(r) if r.status() == ok => Outcome::Ok(None),
+        Ok(r) => {
+            let s = r.status();
+            from_status(s, &r.text().await.unwrap_or_default())
+        }
+    }
+}
+
 /// One operation a workload chose: what to record, and how to run it.
 pub struct Invocation {
     pub f: &'static str,

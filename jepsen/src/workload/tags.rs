@@ -5,7 +5,7 @@ use rand::Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{from_error, from_status, perform, Ctx, Invocation, Outcome};
+use super::{expect, from_error, from_status, perform, Ctx, Invocation, Outcome};
 
 pub const REPO: &str = "jepsen/tags";
 const MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -61,14 +61,7 @@ pub async fn write(ctx: &Ctx, node: usize, key: &str, value: &str) -> Outcome {
         .body(manifest(value))
         .send()
         .await;
-    match r {
-        Err(e) => from_error(&e),
-        Ok(r) if r.status() == reqwest::StatusCode::CREATED => Outcome::Ok(None),
-        Ok(r) => {
-            let s = r.status();
-            from_status(s, &r.text().await.unwrap_or_default())
-        }
-    }
+    expect(r, reqwest::StatusCode::CREATED).await
 }
 
 /// The value a tag holds (None: not set yet).

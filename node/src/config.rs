@@ -59,10 +59,14 @@ pub struct Config {
     #[arg(long, env = "TCR_NO_INIT")]
     pub no_init: bool,
     /// Under a StatefulSet: take the node id from the host name's ordinal
-    /// (`tcr-2` is node 3); ordinal 0 initialises the cluster on an empty
-    /// data dir and ignores --join, the others join through --join.
+    /// (`tcr-2` is node 3; a new volume asks the cluster, see
+    /// `server::settle_node_id`); ordinal 0 initialises the cluster on an
+    /// empty data dir unless its peers run one, the others join via --join.
     #[arg(long, env = "TCR_ID_FROM_HOSTNAME")]
     pub id_from_hostname: bool,
+    /// The pod ordinal, with --id-from-hostname.
+    #[arg(skip)]
+    pub ordinal: Option<u64>,
     /// How long a stopping node (SIGTERM) keeps serving while not ready,
     /// so that load balancers (a Service's endpoints) stop sending to it
     /// before it stops accepting connections.
@@ -167,9 +171,10 @@ impl Config {
                 )
             })?;
             cfg.node_id = ordinal + 1;
-            if ordinal == 0 {
-                cfg.join = None;
-            } else {
+            cfg.ordinal = Some(ordinal);
+            // Ordinal 0 initialises unless it finds the cluster already
+            // running (see `server::settle_node_id`); the others join.
+            if ordinal > 0 {
                 cfg.no_init = true;
             }
         }

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use tcr_raft::network::Network;
-use tcr_raft::rpc::{decode, encode, JoinReply, JoinRequest};
+use tcr_raft::rpc::{decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest};
 use tcr_raft::transfer::TransferGate;
 use tcr_raft::{NodeInfo, Raft};
 use tcr_storage::{BlobStore, Uploads};
@@ -135,7 +135,7 @@ async fn drain(st: &AppState, delay: Duration) {
     tokio::time::sleep(delay).await;
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let auth = Auth::new(
         admin_token(&cfg)?,
         cfg.token_service.clone(),
@@ -151,6 +151,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let network = Network::default();
+    settle_node_id(&mut cfg, &network).await?;
     let stores = tcr_raft::open(&cfg.data_dir.join("raft"))?;
     let raft_config = openraft::Config {
         cluster_name: "tcr".into(),
@@ -171,7 +173,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ..Default::default()
     }
     .validate()?;
-    let network = Network::default();
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
@@ -363,6 +364,121 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raft.shutdown().await.ok();
     tracing::info!("tcr-node stopped");
     Ok(())
+}
+
+/// Under a StatefulSet (`--id-from-hostname`): the id this data dir was
+/// given, kept in `<data-dir>/node-id`. A data dir without Raft state (a
+/// new pod, or one whose volume was lost) asks the cluster through --join
+/// for an id: its ordinal's if free, else a new one, and the cluster first
+/// removes a member still registered at this address (the lost incarnation).
+async fn settle_node_id(cfg: &mut Config, network: &Network) -> anyhow::Result<()> {
+    if !cfg.id_from_hostname {
+        return Ok(());
+    }
+    let file = cfg.data_dir.join("node-id");
+    if let Ok(s) = std::fs::read_to_string(&file) {
+        cfg.node_id = s
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a node id", file.display()))?;
+        return Ok(());
+    }
+    let fresh = !cfg.data_dir.join("raft").exists();
+    let node = NodeInfo {
+        rpc_addr: cfg.advertise_rpc(),
+        http_addr: cfg.advertise_http(),
+        weight: cfg.weight,
+    };
+    match (fresh, cfg.ordinal, cfg.join.clone()) {
+        // The first pod on an empty volume: a new cluster, unless its peers
+        // are running one (its volume was lost): then it rejoins that.
+        (true, Some(0), Some(seed)) => match find_running_cluster(network, &seed, &node).await {
+            Some((peer, id)) => {
+                tracing::info!(id, %peer, "a cluster is running: joining it instead of initialising");
+                cfg.node_id = id;
+                cfg.no_init = true;
+                cfg.join = Some(peer);
+            }
+            None => cfg.join = None,
+        },
+        (true, _, Some(seed)) => cfg.node_id = assign_id(network, &seed, cfg.node_id, node).await,
+        (false, Some(0), _) => cfg.join = None,
+        _ => {}
+    }
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", cfg.node_id))?;
+    std::fs::rename(&tmp, &file)?;
+    tracing::info!(node_id = cfg.node_id, "node id of this data dir");
+    Ok(())
+}
+
+/// Pod 0 on an empty volume: ask its peers (`tcr-1`.. `tcr-6` beside the
+/// `tcr-0` in `seed`) for an id, for up to 5 s. None when no peer has a
+/// cluster to offer (the first start: the other pods do not exist yet).
+async fn find_running_cluster(
+    network: &Network,
+    seed: &str,
+    node: &NodeInfo,
+) -> Option<(String, u64)> {
+    let peers: Vec<String> = (1..=6)
+        .map(|k| seed.replacen("-0.", &format!("-{k}."), 1))
+        .filter(|p| p != seed)
+        .collect();
+    // Probe all peers at once (any answer to a read-index request means a
+    // member of a cluster answers there), then ask the first for an id.
+    let probes = peers.iter().map(|peer| {
+        Box::pin(async move {
+            loop {
+                if let (Some(mut c), Ok(p)) = (network.cluster_client(peer), encode(&())) {
+                    if c.read_index(p).await.is_ok() {
+                        return peer.clone();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    });
+    let found = tokio::time::timeout(Duration::from_secs(5), futures::future::select_all(probes))
+        .await
+        .ok()?
+        .0;
+    let id = assign_id(network, &found, 1, node.clone()).await;
+    Some((found, id))
+}
+
+/// Ask the leader (found through `seed`) for an id; retries until it answers.
+async fn assign_id(network: &Network, seed: &str, preferred: u64, node: NodeInfo) -> u64 {
+    let mut target = seed.to_string();
+    loop {
+        let req = AssignRequest {
+            preferred,
+            node: node.clone(),
+        };
+        let reply = match (network.cluster_client(&target), encode(&req)) {
+            (Some(mut c), Ok(p)) => c
+                .assign(p)
+                .await
+                .map_err(|s| s.message().to_string())
+                .and_then(|r| decode::<AssignReply>(r.get_ref()).map_err(|e| e.to_string())),
+            _ => Err(format!("invalid join address '{target}'")),
+        };
+        match reply {
+            Ok(AssignReply::Assigned(id)) => {
+                tracing::info!(id, preferred, "the cluster assigned this node's id");
+                return id;
+            }
+            Ok(AssignReply::NotLeader(Some((_, leader)))) => {
+                target = leader.rpc_addr;
+                continue;
+            }
+            Ok(AssignReply::NotLeader(None)) => target = seed.to_string(),
+            Ok(AssignReply::Failed(e)) | Err(e) => {
+                tracing::warn!(%target, "asking the cluster for a node id: {e}");
+                target = seed.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Ask the cluster (through `seed`, any member's RPC address) to add this

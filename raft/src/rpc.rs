@@ -59,6 +59,19 @@ pub struct JoinRequest {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AssignRequest {
+    pub preferred: NodeId,
+    pub node: NodeInfo,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AssignReply {
+    Assigned(NodeId),
+    NotLeader(Leader),
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum JoinReply {
     Joined,
     NotLeader(Leader),

@@ -13,7 +13,8 @@ use crate::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceSe
 use crate::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::proto::Payload;
 use crate::rpc::{
-    decode, encode, JoinReply, JoinRequest, Leader, ReadIndexReply, WriteReply, MAX_MESSAGE,
+    decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest, Leader, ReadIndexReply,
+    WriteReply, MAX_MESSAGE,
 };
 use crate::transfer::TransferGate;
 use crate::types::{NodeId, NodeInfo, Raft};
@@ -93,6 +94,11 @@ impl ClusterService for ClusterRpc {
         reply(&add_voter(&self.raft, join.id, join.node).await)
     }
 
+    async fn assign(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let a: AssignRequest = decode(req.get_ref()).map_err(bad_request)?;
+        reply(&assign_id(&self.raft, a.preferred, &a.node).await)
+    }
+
     async fn elect(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
         tracing::info!("campaigning at the leader's request (leadership transfer)");
         let r: Result<(), String> = self.raft.trigger().elect().await.map_err(|e| e.to_string());
@@ -116,6 +122,55 @@ pub fn known_leader(raft: &Raft) -> Leader {
     let l = m.current_leader?;
     let node = m.membership_config.membership().get_node(&l).cloned()?;
     Some((l, node))
+}
+
+/// Ids a replacement takes: the preferred one plus a multiple of this, so
+/// `tcr-2`'s incarnations are 3, 1003, 2003, ...
+pub const ID_STRIDE: NodeId = 1000;
+
+/// On the leader: an id for a node starting afresh at `node`'s address.
+/// A member already at that address is a lost incarnation of it (its data
+/// is gone, so it must not come back under its old id, whose votes it no
+/// longer remembers): it is removed first, and the new node gets an id
+/// no member has.
+pub async fn assign_id(raft: &Raft, preferred: NodeId, node: &NodeInfo) -> AssignReply {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return AssignReply::NotLeader(known_leader(raft));
+    }
+    let membership = m.membership_config.membership().clone();
+    let stale: Option<NodeId> = membership
+        .nodes()
+        .find(|(_, n)| n.rpc_addr == node.rpc_addr)
+        .map(|(id, _)| *id);
+    if let Some(old) = stale {
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&old) {
+            if voters.len() == 1 {
+                return AssignReply::Failed(format!(
+                    "node {old} at {} is the only voter; it cannot be replaced",
+                    node.rpc_addr
+                ));
+            }
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([old]))
+        } else {
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([old]))
+        };
+        tracing::info!(old, addr = %node.rpc_addr, "removing a lost incarnation before its replacement joins");
+        match raft.change_membership(change, false).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return AssignReply::NotLeader(leader_of(&f))
+            }
+            Err(e) => return AssignReply::Failed(e.to_string()),
+        }
+    }
+    let taken = |id: NodeId| membership.get_node(&id).is_some() || Some(id) == stale;
+    let id = (0..)
+        .map(|k| preferred + k * ID_STRIDE)
+        .find(|id| !taken(*id))
+        .expect("an unbounded range has a free id");
+    AssignReply::Assigned(id)
 }
 
 /// Add `id` as a learner, wait until it has caught up, then make it a voter.

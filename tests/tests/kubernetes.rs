@@ -4,7 +4,8 @@
 //! are taken from the rendered StatefulSet (not copied from it), three
 //! replicas bootstrap from their ordinals, take a docker push through one
 //! of them, and roll (SIGTERM, wait ready, one at a time, highest ordinal
-//! first) while a client pulls in a loop without a single failed pull.
+//! first) while a client pulls in a loop without a single failed pull,
+//! scale 3 -> 5 -> 3, and take back a pod whose volume was deleted.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -547,7 +548,66 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // tcr-2 loses its volume: it comes back with an empty one, is given a
+    // new id (its old one, 3, is removed first) and rejoins as a new member.
+    run("docker", &["rm", "-f", &pods.name(2)]);
+    run("docker", &["volume", "rm", &format!("{tag}-2")]);
+    pods.start(2);
+    pods.wait_ready(2).await;
+    wait_for(
+        "tcr-2 back as a new voter",
+        Duration::from_secs(90),
+        || async {
+            let ids = voter_ids(&pods.url(0), &token).await;
+            ids.len() == 3 && !ids.contains(&3) && ids.contains(&1003)
+        },
+    )
+    .await;
+    pull(&c, &pods.url(2), &token)
+        .await
+        .unwrap_or_else(|e| panic!("pull through the rejoined pod: {e}"));
+    // The same for tcr-0, which on an empty volume would otherwise
+    // initialise a cluster of its own: it finds its peers and rejoins.
+    run("docker", &["rm", "-f", &pods.name(0)]);
+    run("docker", &["volume", "rm", &format!("{tag}-0")]);
+    pods.start(0);
+    pods.wait_ready(0).await;
+    wait_for(
+        "tcr-0 back as a new voter",
+        Duration::from_secs(90),
+        || async {
+            let ids = voter_ids(&pods.url(1), &token).await;
+            ids.len() == 3 && !ids.contains(&1) && ids.contains(&1001)
+        },
+    )
+    .await;
+    for i in 0..3 {
+        let ids = voter_ids(&pods.url(i), &token).await;
+        assert_eq!(ids.len(), 3, "pod {i} sees {ids:?}: one cluster, not two");
+        pull(&c, &pods.url(i), &token)
+            .await
+            .unwrap_or_else(|e| panic!("pull through pod {i}: {e}"));
+    }
     run("docker", &["rmi", "-f", &image]);
+}
+
+async fn voter_ids(url: &str, token: &str) -> Vec<u64> {
+    let Ok(r) = reqwest::Client::new()
+        .get(format!("{url}/v1/container-registries/cluster"))
+        .bearer_auth(token)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let s: Value = r.json().await.unwrap_or_default();
+    s["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "voter")
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
 }
 
 /// `tcr` inside pod 0, as an operator runs it with `kubectl exec` (member

@@ -515,7 +515,15 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         let out = tcr_in_pod(
             &pods,
             &token,
-            &["members", "remove", "--id", &id, "--drain"],
+            &[
+                "members",
+                "remove",
+                "--id",
+                &id,
+                "--drain",
+                "--drain-timeout",
+                "120s",
+            ],
         );
         assert!(
             out.status.success(),

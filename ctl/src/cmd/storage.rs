@@ -188,13 +188,15 @@ pub async fn run(c: &Client, cmd: StorageCmd, out: Output) -> anyhow::Result<()>
 /// member has run a full pass since, and none reports a missing or
 /// under-replicated copy.
 pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<()> {
-    let passes = |nodes: &[Value]| -> Vec<u64> {
+    // Pass counters by node id: the membership a node reports may still
+    // lag the change, so members can appear or go between readings.
+    let passes = |nodes: &[Value]| -> std::collections::BTreeMap<u64, u64> {
         nodes
             .iter()
-            .map(|v| v["storage"]["passes"].as_u64().unwrap_or(0))
+            .filter_map(|v| Some((v["nodeId"].as_u64()?, v["storage"]["passes"].as_u64()?)))
             .collect()
     };
-    let start = passes(&collect(c).await?);
+    let mut start = passes(&collect(c).await?);
     let bar = progress_bar();
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -203,7 +205,11 @@ pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<
         let nodes = collect(c).await?;
         update(&bar, &nodes);
         let now = passes(&nodes);
-        let fresh = now.len() == start.len() && now.iter().zip(&start).all(|(n, s)| *n >= s + 2);
+        for (id, n) in &now {
+            start.entry(*id).or_insert(*n);
+        }
+        // Every member answering, each with two passes since the change.
+        let fresh = now.len() == nodes.len() && now.iter().all(|(id, n)| *n >= start[id] + 2);
         let sum = |k: &str| -> u64 { nodes.iter().filter_map(|v| v["storage"][k].as_u64()).sum() };
         let errors = nodes.iter().any(|v| v.get("error").is_some());
         if fresh && !errors && sum("missing") + sum("underReplicated") == 0 {

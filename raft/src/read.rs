@@ -37,12 +37,7 @@ pub struct StateReader {
 }
 
 impl StateReader {
-    #[cfg(test)]
     pub(crate) fn db(&self) -> &DB {
-        &self.db
-    }
-
-    pub(crate) fn db_ref(&self) -> &DB {
         &self.db
     }
 

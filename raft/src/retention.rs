@@ -468,7 +468,7 @@ impl StateReader {
         tag: &str,
         digest: &str,
     ) -> Result<TagActivity, ReadError> {
-        let db = self.db_ref();
+        let db = self.db();
         let pushed: Option<PushRecord> =
             match db.get_pinned_cf(cf(db, CF_TAG_ACTIVITY), key2(repo, tag))? {
                 Some(b) => Some(decode(&b)?),
@@ -522,7 +522,7 @@ impl StateReader {
 
     /// The runs of `ns`, newest first.
     pub fn retention_runs(&self, ns: &str, n: usize) -> Result<Vec<RetentionRun>, ReadError> {
-        let db = self.db_ref();
+        let db = self.db();
         let prefix = key2(ns, "");
         let mut upper = prefix.clone();
         *upper.last_mut().expect("prefix ends in NUL") = 1;
@@ -542,7 +542,7 @@ impl StateReader {
     }
 
     pub fn retention_run(&self, ns: &str, id: &str) -> Result<Option<RetentionRun>, ReadError> {
-        let db = self.db_ref();
+        let db = self.db();
         Ok(
             match db.get_pinned_cf(cf(db, CF_RETENTION_RUNS), key2(ns, id))? {
                 Some(b) => Some(decode(&b)?),
@@ -553,7 +553,7 @@ impl StateReader {
 
     /// Runs not finished yet: (id, namespace), oldest first.
     pub fn pending_retention_runs(&self) -> Result<Vec<(String, String)>, ReadError> {
-        let db = self.db_ref();
+        let db = self.db();
         let mut out = Vec::new();
         for item in db.iterator_cf(cf(db, CF_RETENTION_PENDING), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
@@ -606,8 +606,11 @@ impl Staged<'_> {
         Ok(())
     }
 
-    /// Forget a removed tag's times.
-    pub(crate) fn forget_tag(&mut self, repo: &str, tag: &str) {
+    /// Remove `tag` (pointing at `digest`) from `repo`, with its times.
+    pub(crate) fn drop_tag(&mut self, repo: &str, tag: &str, digest: &str) {
+        self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, tag));
+        self.batch
+            .delete_cf(cf(self.db, CF_TAGS_BY_DIGEST), key3(repo, digest, tag));
         self.batch
             .delete_cf(cf(self.db, CF_TAG_ACTIVITY), key2(repo, tag));
         self.batch.delete_cf(cf(self.db, CF_PULLS), key2(repo, tag));
@@ -760,10 +763,7 @@ impl Staged<'_> {
     fn remove(&mut self, repo: &str, removals: &[Removal]) -> Result<(), ApplyError> {
         for r in removals {
             if let Some(tag) = &r.tag {
-                self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, tag));
-                self.batch
-                    .delete_cf(cf(self.db, CF_TAGS_BY_DIGEST), key3(repo, &r.digest, tag));
-                self.forget_tag(repo, tag);
+                self.drop_tag(repo, tag, &r.digest);
             }
         }
         let ns = namespace_of(repo);

@@ -382,10 +382,7 @@ impl Staged<'_> {
                 if let Some(r) = self.immutable(repo, tag)? {
                     return refused(r);
                 }
-                self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, tag));
-                self.batch
-                    .delete_cf(cf(self.db, CF_TAGS_BY_DIGEST), key3(repo, &digest, tag));
-                self.forget_tag(repo, tag);
+                self.drop_tag(repo, tag, &digest);
             }
         }
         Ok(CommandResult::Ok)
@@ -620,12 +617,7 @@ impl Staged<'_> {
         }
         // Tags pointing at a deleted manifest go with it, as in Distribution.
         for tag in self.reader.tags_of_digest(repo, &rec.digest)? {
-            self.batch.delete_cf(cf(self.db, CF_TAGS), key2(repo, &tag));
-            self.batch.delete_cf(
-                cf(self.db, CF_TAGS_BY_DIGEST),
-                key3(repo, &rec.digest, &tag),
-            );
-            self.forget_tag(repo, &tag);
+            self.drop_tag(repo, &tag, &rec.digest);
         }
         Ok(())
     }

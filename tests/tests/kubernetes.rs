@@ -310,19 +310,7 @@ impl Drop for Pods {
 }
 
 async fn voters(url: &str, token: &str) -> usize {
-    let Ok(r) = reqwest::Client::new()
-        .get(format!("{url}/v1/container-registries/cluster"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let s: Value = r.json().await.unwrap_or_default();
-    s["members"]
-        .as_array()
-        .map(|m| m.iter().filter(|m| m["role"] == "voter").count())
-        .unwrap_or(0)
+    voter_ids(url, token).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,37 +546,13 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     );
     // tcr-2 loses its volume: it comes back with an empty one, is given a
     // new id (its old one, 3, is removed first) and rejoins as a new member.
-    run("docker", &["rm", "-f", &pods.name(2)]);
-    run("docker", &["volume", "rm", &format!("{tag}-2")]);
-    pods.start(2);
-    pods.wait_ready(2).await;
-    wait_for(
-        "tcr-2 back as a new voter",
-        Duration::from_secs(90),
-        || async {
-            let ids = voter_ids(&pods.url(0), &token).await;
-            ids.len() == 3 && !ids.contains(&3) && ids.contains(&1003)
-        },
-    )
-    .await;
+    lose_volume(&pods, &token, 2, 3, 1003).await;
     pull(&c, &pods.url(2), &token)
         .await
         .unwrap_or_else(|e| panic!("pull through the rejoined pod: {e}"));
     // The same for tcr-0, which on an empty volume would otherwise
     // initialise a cluster of its own: it finds its peers and rejoins.
-    run("docker", &["rm", "-f", &pods.name(0)]);
-    run("docker", &["volume", "rm", &format!("{tag}-0")]);
-    pods.start(0);
-    pods.wait_ready(0).await;
-    wait_for(
-        "tcr-0 back as a new voter",
-        Duration::from_secs(90),
-        || async {
-            let ids = voter_ids(&pods.url(1), &token).await;
-            ids.len() == 3 && !ids.contains(&1) && ids.contains(&1001)
-        },
-    )
-    .await;
+    lose_volume(&pods, &token, 0, 1, 1001).await;
     for i in 0..3 {
         let ids = voter_ids(&pods.url(i), &token).await;
         assert_eq!(ids.len(), 3, "pod {i} sees {ids:?}: one cluster, not two");
@@ -597,6 +561,28 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
             .unwrap_or_else(|e| panic!("pull through pod {i}: {e}"));
     }
     run("docker", &["rmi", "-f", &image]);
+}
+
+/// Delete pod `ordinal` with its volume and start it again on a new one:
+/// it must come back as voter `new_id`, with `old_id` gone.
+async fn lose_volume(pods: &Pods, token: &str, ordinal: usize, old_id: u64, new_id: u64) {
+    run("docker", &["rm", "-f", &pods.name(ordinal)]);
+    run(
+        "docker",
+        &["volume", "rm", &format!("{}-{ordinal}", pods.tag)],
+    );
+    pods.start(ordinal);
+    pods.wait_ready(ordinal).await;
+    let observer = pods.url((ordinal + 1) % 3);
+    wait_for(
+        &format!("tcr-{ordinal} back as voter {new_id}"),
+        Duration::from_secs(90),
+        || async {
+            let ids = voter_ids(&observer, token).await;
+            ids.len() == 3 && !ids.contains(&old_id) && ids.contains(&new_id)
+        },
+    )
+    .await;
 }
 
 async fn voter_ids(url: &str, token: &str) -> Vec<u64> {

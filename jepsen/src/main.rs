@@ -195,14 +195,16 @@ async fn exercise(
         "running {:?} with {} clients for {time:?}; nemesis {:?}",
         args.workload, args.concurrency, args.nemesis
     ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for j in 0..args.concurrency.max(1) {
         let w = args.workload[j % args.workload.len()];
         let (ctx, tag_keys, ns_keys) = (ctx.clone(), tag_keys.clone(), ns_keys.clone());
+        let stop = stop.clone();
         let stride = args.concurrency.max(1) as i64;
         clients.push(tokio::spawn(async move {
             let mut seq = 0u64;
-            workload::client_loop(j as i64, stride, until, |p| {
+            workload::client_loop(j as i64, stride, stop, |p| {
                 seq += 1;
                 let (ctx, tag_keys, ns_keys) = (ctx.clone(), tag_keys.clone(), ns_keys.clone());
                 let s = seq;
@@ -224,11 +226,12 @@ async fn exercise(
         fault: args.fault.into(),
         calm: args.calm.into(),
     };
-    let injected = tokio::spawn(nemesis::run(cluster.clone(), rec.clone(), schedule, until));
+    let injected = nemesis::run(cluster.clone(), rec.clone(), schedule, until).await;
+    tokio::time::sleep_until(until.into()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in clients {
         c.await?;
     }
-    let injected = injected.await?;
 
     log("healing; waiting for the cluster to settle");
     {

@@ -128,10 +128,15 @@ impl Reconciler {
     }
 
     pub async fn run(self) {
+        // A membership, weight or placement change starts a pass at once
+        // on every node, not at the next interval.
+        let mut metrics = self.inner.replicas.metrics();
+        let mut seen = *metrics.borrow().membership_config.log_id();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.inner.pacing.interval) => {}
                 _ = self.inner.wake.notified() => {}
+                _ = membership_changed(&mut metrics, &mut seen) => {}
             }
             self.inner.report.lock().expect("report lock").running = true;
             let started = std::time::Instant::now();
@@ -395,5 +400,25 @@ impl Reconciler {
         }
         *me.scrub_cursor.lock().expect("cursor lock") = cursor;
         Ok(())
+    }
+}
+
+/// Resolves when the committed membership differs from `seen` (and
+/// updates it); never, if the metrics channel closes.
+async fn membership_changed(
+    metrics: &mut tokio::sync::watch::Receiver<
+        openraft::RaftMetrics<tcr_raft::NodeId, tcr_raft::NodeInfo>,
+    >,
+    seen: &mut Option<tcr_raft::types::LogId>,
+) {
+    loop {
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = *metrics.borrow().membership_config.log_id();
+        if now != *seen {
+            *seen = now;
+            return;
+        }
     }
 }

@@ -14,7 +14,7 @@ use tcr_raft::network::Network;
 use tcr_raft::{NodeInfo, Raft, StateReader};
 use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
-use tcr_storage::{BlobStore, Digest};
+use tcr_storage::{BlobStore, Digest, Hold};
 
 /// A peer that does not start answering a read in this time is skipped.
 const FETCH_START: Duration = Duration::from_secs(5);
@@ -75,6 +75,20 @@ impl Replicas {
             .inc();
     }
 
+    /// Keep this node's copy of `d` while an upload installs and pushes it
+    /// (see `Hold`); hand it to `replicate` or `finish_tee`.
+    pub fn hold(&self, d: &Digest) -> Hold {
+        self.store.hold(d)
+    }
+
+    /// Raft's metrics (membership, leader, progress), as they change.
+    pub fn metrics(
+        &self,
+    ) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<tcr_raft::NodeId, tcr_raft::NodeInfo>>
+    {
+        self.raft.metrics()
+    }
+
     /// A channel to a peer's RPC address (shared, connected on first use).
     pub fn channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
         self.network.channel(addr)
@@ -120,8 +134,13 @@ impl Replicas {
     /// owners. Returns once a write quorum of owners holds it (this node
     /// counts if it owns it); the other pushes finish in the background.
     /// A node that does not own the blob drops its copy once every owner
-    /// has one.
-    pub async fn replicate(&self, reader: &StateReader, d: &Digest) -> Result<(), ReplicaError> {
+    /// has one, unless another upload of the same digest still holds it.
+    pub async fn replicate(
+        &self,
+        reader: &StateReader,
+        d: &Digest,
+        hold: Hold,
+    ) -> Result<(), ReplicaError> {
         let owners = self.placement(reader, d).owners;
         if owners.is_empty() {
             return Ok(()); // not a member yet (single node before init)
@@ -174,7 +193,7 @@ impl Replicas {
                 failures: failures.join("; "),
             });
         }
-        let (store, d) = (self.store.clone(), d.clone());
+        let d = d.clone();
         let all_so_far = failures.is_empty();
         tokio::spawn(async move {
             let mut all = all_so_far;
@@ -185,7 +204,7 @@ impl Replicas {
             }
             // Keep a copy an owner may still need (the repair loop's job).
             if !mine && all {
-                if let Err(e) = store.remove(&d).await {
+                if let Err(e) = hold.release_and_remove().await {
                     tracing::warn!(digest = %d, "dropping the non-owner copy: {e}");
                 }
             }
@@ -444,6 +463,7 @@ impl Replicas {
         reader: &StateReader,
         d: &Digest,
         tee: TeeHandles,
+        hold: Hold,
     ) -> Result<(), ReplicaError> {
         let needed = placement::write_quorum(tee.owners);
         let mut acked = usize::from(tee.mine);
@@ -463,10 +483,10 @@ impl Replicas {
             }
         }
         if acked < needed || !all {
-            return self.replicate(reader, d).await;
+            return self.replicate(reader, d, hold).await;
         }
         if !tee.mine {
-            self.store.remove(d).await?;
+            hold.release_and_remove().await?;
         }
         Ok(())
     }

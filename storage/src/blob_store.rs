@@ -1,14 +1,30 @@
 //! The local content-addressed store: `blobs/sha256/<2 hex>/<hex>`. A file
 //! appears under its digest only after it was verified and fsynced.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Digests an upload on this node is installing or pushing, with how
+    /// many such uploads there are. `remove` leaves a held digest alone.
+    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+}
+
+/// Keeps the local copy of a digest from being removed while an upload
+/// installs it and pushes it to its owners. Take it before the install:
+/// an install that finds the copy present keeps that copy, so a removal
+/// between the two would leave the upload with nothing to push.
+#[derive(Debug)]
+pub struct Hold {
+    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+    path: PathBuf,
+    d: Digest,
 }
 
 impl BlobStore {
@@ -16,7 +32,22 @@ impl BlobStore {
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
         Ok(BlobStore {
             root: root.to_path_buf(),
+            holds: Arc::default(),
         })
+    }
+
+    pub fn hold(&self, d: &Digest) -> Hold {
+        *self
+            .holds
+            .lock()
+            .expect("holds lock")
+            .entry(d.clone())
+            .or_default() += 1;
+        Hold {
+            holds: self.holds.clone(),
+            path: self.path(d),
+            d: d.clone(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -236,13 +267,58 @@ impl BlobStore {
         .map_err(io::Error::other)?
     }
 
+    /// Delete the local copy unless an upload holds it. `Ok(false)` when
+    /// there was no copy or it is held.
     pub async fn remove(&self, d: &Digest) -> io::Result<bool> {
-        match tokio::fs::remove_file(self.path(d)).await {
+        remove_unless_held(self.holds.clone(), self.path(d), d.clone(), 0).await
+    }
+}
+
+impl Hold {
+    /// Give up the hold and delete the copy, unless another upload holds
+    /// it too (that one will decide when it finishes).
+    pub async fn release_and_remove(self) -> io::Result<bool> {
+        let (holds, path, d) = (self.holds.clone(), self.path.clone(), self.d.clone());
+        // Our own hold is released after the removal, under the same lock.
+        let removed = remove_unless_held(holds, path, d, 1).await;
+        drop(self);
+        removed
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock().expect("holds lock");
+        if let Some(n) = holds.get_mut(&self.d) {
+            *n -= 1;
+            if *n == 0 {
+                holds.remove(&self.d);
+            }
+        }
+    }
+}
+
+/// The check and the unlink happen under the holds lock, so no hold (and
+/// so no install relying on the copy) can slip in between.
+async fn remove_unless_held(
+    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+    path: PathBuf,
+    d: Digest,
+    ours: usize,
+) -> io::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        let holds = holds.lock().expect("holds lock");
+        if holds.get(&d).copied().unwrap_or(0) > ours {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
-    }
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// A slice of a mapped blob that keeps the mapping alive.
@@ -272,5 +348,36 @@ impl Drop for MappedRange {
                 self.to - self.from,
             )
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_copy_outlives_removals_until_its_last_upload_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = Digest::of(b"shared layer");
+        std::fs::create_dir_all(store.path(&d).parent().unwrap()).unwrap();
+        std::fs::write(store.path(&d), b"shared layer").unwrap();
+
+        // Two uploads of the same digest through this node.
+        let first = store.hold(&d);
+        let second = store.hold(&d);
+        // A sweep or rebalance drop leaves it alone.
+        assert!(!store.remove(&d).await.unwrap());
+        // The first upload finishes: the second still needs the copy.
+        assert!(!first.release_and_remove().await.unwrap());
+        assert!(store.path(&d).exists());
+        // The last one to finish removes it.
+        assert!(second.release_and_remove().await.unwrap());
+        assert!(!store.path(&d).exists());
+        // With no hold left, removal works as before.
+        std::fs::write(store.path(&d), b"shared layer").unwrap();
+        drop(store.hold(&d));
+        assert!(store.remove(&d).await.unwrap());
+        assert!(!store.remove(&d).await.unwrap());
     }
 }

@@ -170,18 +170,8 @@ pub async fn pull(
     let stream = fetch(channel, d, 0, 0).await?;
     let id = format!("repair-{}", uuid::Uuid::new_v4().simple());
     uploads
-        .create(&id, "")
+        .receive(&id, Box::pin(stream), size, d)
         .await
-        .map_err(|e| ReplicationError::Peer(e.to_string()))?;
-    let result = async {
-        uploads.append(&id, None, Box::pin(stream), size).await?;
-        uploads.finish(&id, d).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = uploads.cancel(&id).await;
-    }
-    result
         .map(|_| ())
         .map_err(|e| ReplicationError::Peer(e.to_string()))
 }
@@ -242,27 +232,15 @@ impl BlobService for BlobRpc {
             return Ok(Response::new(PutReply { written: false }));
         }
         let id = format!("replica-{}", uuid::Uuid::new_v4().simple());
-        self.uploads.create(&id, "").await.map_err(upload_status)?;
         let body = futures::stream::once(async move { Ok::<_, Status>(first.data) })
             .chain(stream.map_ok(|c| c.data));
-        let result = async {
-            let size = self
-                .uploads
-                .append(&id, None, Box::pin(body), first.size)
-                .await?;
-            if size != first.size {
-                return Err(UploadError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("got {size} of {} bytes", first.size),
-                )));
-            }
-            self.uploads.finish(&id, &d).await
-        }
-        .await;
-        match result {
+        match self
+            .uploads
+            .receive(&id, Box::pin(body), first.size, &d)
+            .await
+        {
             Ok(_) => Ok(Response::new(PutReply { written: true })),
             Err(e) => {
-                let _ = self.uploads.cancel(&id).await;
                 tracing::warn!(digest = %d, "refused a replica: {e}");
                 Err(upload_status(e))
             }

@@ -305,6 +305,39 @@ impl Uploads {
         Ok(removed)
     }
 
+    /// Receive a whole blob of `size` bytes from `body` into a new internal
+    /// session `id` and install it as `expected`. The staging file goes on
+    /// any failure, and also when this future is dropped unfinished (a
+    /// caller's timeout, a peer gone): nothing is left for the janitor.
+    pub async fn receive<S, E>(
+        &self,
+        id: &str,
+        body: S,
+        size: u64,
+        expected: &Digest,
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.create(id, "").await?;
+        let mut staging = Staging {
+            uploads: self,
+            id,
+            done: false,
+        };
+        let got = self.append(id, None, body, size).await?;
+        if got != size {
+            return Err(UploadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("got {got} of {size} bytes"),
+            )));
+        }
+        let installed = self.finish(id, expected).await?;
+        staging.done = true;
+        Ok(installed)
+    }
+
     /// Remove the session and its staging file.
     pub async fn cancel(&self, id: &str) -> Result<(), UploadError> {
         if !valid_id(id) {
@@ -323,6 +356,32 @@ impl Uploads {
                 Err(UploadError::Unknown(id.to_string()))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Removes an internal session that did not finish. Synchronous, because
+/// it runs in `Drop` (possibly outside a runtime): one small directory.
+struct Staging<'a> {
+    uploads: &'a Uploads,
+    id: &'a str,
+    done: bool,
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.uploads
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(self.id);
+        if let Err(e) = std::fs::remove_dir_all(self.uploads.dir.join(self.id)) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(session = self.id, "removing an unfinished staging dir: {e}");
+            }
         }
     }
 }
@@ -367,6 +426,58 @@ mod tests {
         assert_eq!(std::fs::read(blobs.path(&d)).unwrap(), b"hello world");
         assert!(matches!(
             up.status("u1").await,
+            Err(UploadError::Unknown(_))
+        ));
+    }
+
+    fn staged(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir.join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_received_blob_is_installed_and_leaves_no_session() {
+        let (dir, up, blobs) = store().await;
+        let d = Digest::of(b"hello world");
+        let n = up
+            .receive("replica-1", body(&[b"hello ", b"world"]), 11, &d)
+            .await
+            .unwrap();
+        assert_eq!(n, 11);
+        assert_eq!(std::fs::read(blobs.path(&d)).unwrap(), b"hello world");
+        assert!(staged(dir.path()).is_empty());
+        // Short or wrong bodies are refused and leave nothing either.
+        assert!(up
+            .receive("replica-2", body(&[b"hello"]), 11, &d)
+            .await
+            .is_err());
+        let other = Digest::of(b"other");
+        assert!(up
+            .receive("replica-3", body(&[b"hello world"]), 11, &other)
+            .await
+            .is_err());
+        assert!(!blobs.path(&other).exists());
+        assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_receive_abandoned_by_a_timeout_removes_its_staging_file() {
+        let (dir, up, _b) = store().await;
+        let d = Digest::of(b"never finished");
+        // A peer that sends a first chunk and then goes silent.
+        let stalled = futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"never"))])
+            .chain(futures::stream::pending());
+        let r = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            up.receive("repair-1", Box::pin(stalled), 14, &d),
+        )
+        .await;
+        assert!(r.is_err(), "the stalled receive must not finish");
+        assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
+        assert!(matches!(
+            up.status("repair-1").await,
             Err(UploadError::Unknown(_))
         ));
     }

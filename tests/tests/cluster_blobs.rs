@@ -572,7 +572,7 @@ async fn an_upload_moves_between_nodes_start_patch_put() {
 }
 
 #[tokio::test]
-async fn a_member_of_weight_zero_owns_no_blob() {
+async fn a_member_of_weight_zero_owns_no_blob_until_its_weight_is_raised() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster(dir.path()).await;
     add_fourth(dir.path(), &mut nodes, 0).await;
@@ -593,4 +593,152 @@ async fn a_member_of_weight_zero_owns_no_blob() {
         assert!(!o.contains(&4), "{d} placed on the weight-0 member: {o:?}");
     }
     all_on_their_owners(&nodes, &blobs, Duration::from_secs(30)).await;
+
+    // Its disk was grown: raise its weight. About half of the blobs now
+    // count it among their two owners and move there; nothing else moves.
+    let v = tcr_json(
+        &nodes[1].url(),
+        &["members", "set-weight", "--id", "4", "--weight", "100"],
+    );
+    assert_eq!(v["weight"], 100, "{v}");
+    assert_eq!(v["previousWeight"], 0, "{v}");
+    let listed = tcr_json(&nodes[2].url(), &["members", "list"]);
+    let four = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned()
+        .unwrap();
+    assert_eq!(four["weight"], 100, "{listed}");
+    weight_seen_everywhere(&nodes, 100).await;
+    let mut moved = 0;
+    for d in &blobs {
+        moved += usize::from(owners(&nodes[0], d).await.contains(&4));
+    }
+    assert!(
+        (5..=25).contains(&moved),
+        "{moved} of 30 blobs now owned by node 4"
+    );
+    all_on_their_owners(&nodes, &blobs, Duration::from_secs(60)).await;
+    for d in &blobs {
+        assert_eq!(pull(&nodes[3], d).await.map(|b| digest(&b)), Ok(d.clone()));
+    }
+
+    // Back to 0 (the disk is being retired): node 4 ends up holding nothing.
+    tcr_json(
+        &nodes[0].url(),
+        &["members", "set-weight", "--id", "4", "--weight", "0"],
+    );
+    weight_seen_everywhere(&nodes, 0).await;
+    all_on_their_owners(&nodes, &blobs, Duration::from_secs(60)).await;
+    assert!(blobs.iter().all(|d| !blob_path(&nodes[3], d).exists()));
+    // An unknown member is refused, not created.
+    let out = tcr(
+        &nodes[0].url(),
+        &["members", "set-weight", "--id", "9", "--weight", "100"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a member"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every node's membership gives node 4 this weight.
+async fn weight_seen_everywhere(nodes: &[Node], weight: u64) {
+    for n in nodes {
+        let url = format!("{}/v1/container-registries/cluster", n.url());
+        wait_for(
+            "the new weight on every node",
+            Duration::from_secs(10),
+            || async {
+                json(&url).await.is_some_and(|s| {
+                    s["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|m| m["id"] == 4 && m["weight"] == weight))
+                })
+            },
+        )
+        .await;
+    }
+}
+
+/// POST, PATCH, PUT: the way docker pushes a layer (the digest, and so
+/// the owners, known only at the end). Returns the final status.
+async fn push_chunked(c: &reqwest::Client, base: &str, data: &[u8], d: &str) -> StatusCode {
+    let start = c
+        .post(format!("{base}/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::ACCEPTED);
+    let at = start.headers()["location"].to_str().unwrap().to_string();
+    let at = if at.starts_with('/') {
+        format!("{base}{at}")
+    } else {
+        at
+    };
+    let patched = c.patch(&at).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(patched.status(), StatusCode::ACCEPTED);
+    let at = patched.headers()["location"].to_str().unwrap().to_string();
+    let at = if at.starts_with('/') {
+        format!("{base}{at}")
+    } else {
+        at
+    };
+    let sep = if at.contains('?') { '&' } else { '?' };
+    c.put(format!("{at}{sep}digest={d}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Several builds pushing the same base layer at once through a node that
+/// does not own it: every push succeeds (none loses its copy to another's
+/// clean-up), and afterwards only the owners hold it.
+#[tokio::test]
+async fn concurrent_pushes_of_one_layer_through_a_non_owner_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path()).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let c = reqwest::Client::new();
+    for round in 0..3 {
+        let mut data = vec![0u8; 3 << 20];
+        rng.fill(&mut data[..]);
+        let d = digest(&data);
+        let own = owners(&nodes[0], &d).await;
+        let outsider = (1..=3u64).find(|i| !own.contains(i)).unwrap();
+        let base = nodes[outsider as usize - 1].url();
+        let pushes = (0..8).map(|i| {
+            let (c, base, data, d) = (c.clone(), base.clone(), data.clone(), d.clone());
+            async move {
+                if i % 2 == 0 {
+                    push_chunked(&c, &base, &data, &d).await
+                } else {
+                    c.post(format!("{base}/v2/acme/app/blobs/uploads/?digest={d}"))
+                        .body(data)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                }
+            }
+        });
+        let statuses = futures::future::join_all(pushes).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::CREATED),
+            "round {round}: {statuses:?}"
+        );
+        wait_for("copies on the owners only", Duration::from_secs(20), || {
+            let ok = holders(&nodes, &d) == own;
+            async move { ok }
+        })
+        .await;
+        for n in &nodes {
+            assert_eq!(pull(n, &d).await.map(|b| digest(&b)), Ok(d.clone()));
+        }
+    }
 }

@@ -50,6 +50,16 @@ pub enum MembersCmd {
         #[arg(long, default_value_t = 100)]
         weight: u32,
     },
+    /// Change a member's blob placement weight (its relative capacity, for
+    /// a disk that was grown or shrunk; 0 owns nothing). The blobs whose
+    /// owners change move in the background: follow with `tcr storage
+    /// status --watch`.
+    SetWeight {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        weight: u32,
+    },
     /// Remove a node from the cluster.
     Remove {
         #[arg(long)]
@@ -240,10 +250,11 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
                         m["role"].as_str().unwrap_or("").to_string(),
                         m["rpcAddr"].as_str().unwrap_or("").to_string(),
                         m["httpAddr"].as_str().unwrap_or("").to_string(),
+                        m["weight"].to_string(),
                     ]
                 })
                 .collect();
-            table(&["ID", "ROLE", "RPC", "HTTP"], &rows);
+            table(&["ID", "ROLE", "RPC", "HTTP", "WEIGHT"], &rows);
             return Ok(());
         }
         MembersCmd::Add {
@@ -281,6 +292,24 @@ pub async fn run_members(c: &Client, cmd: MembersCmd, out: Output) -> anyhow::Re
                 bar.finish_and_clear();
             }
             r?
+        }
+        MembersCmd::SetWeight { id, weight } => {
+            let v = c
+                .call(
+                    Method::PATCH,
+                    &format!("{BASE}/members/{id}"),
+                    Some(json!({ "weight": weight })),
+                )
+                .await?;
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "node {id}: weight {} (was {}); blobs move in the background (tcr storage status --watch)",
+                    v["weight"], v["previousWeight"]
+                );
+            }
+            return Ok(());
         }
         MembersCmd::Remove {
             id,

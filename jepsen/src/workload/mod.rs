@@ -7,8 +7,9 @@ pub mod blobs;
 pub mod namespaces;
 pub mod tags;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 
@@ -132,15 +133,15 @@ where
     kind == Type::Info
 }
 
-/// Run `op` in a loop until `until`, as process `first`, `first + stride`,
+/// Run `op` in a loop until `stop` is set, as process `first`, `first + stride`,
 /// ... (a new number after each indeterminate operation).
-pub async fn client_loop<F, Fut>(first: i64, stride: i64, until: Instant, mut op: F)
+pub async fn client_loop<F, Fut>(first: i64, stride: i64, stop: Arc<AtomicBool>, mut op: F)
 where
     F: FnMut(i64) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let mut process = first;
-    while Instant::now() < until {
+    while !stop.load(Ordering::Relaxed) {
         if op(process).await {
             process += stride;
         }

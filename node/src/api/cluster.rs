@@ -220,6 +220,80 @@ pub async fn remove_member(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct UpdateMember {
+    /// Blob placement weight (relative capacity); 0 owns nothing.
+    pub weight: u32,
+}
+
+/// Change a member's placement weight (a disk was grown or shrunk). The
+/// storage loops then move the blobs whose owners changed, as after a
+/// membership change. Addresses stay as they are: only the weight of an
+/// existing member is rewritten, which is what makes `SetNodes` safe here.
+#[utoipa::path(patch, path = "/v1/container-registries/cluster/members/{id}", tag = "operator", description = "change a member's placement weight (operator only)",
+    params(("id" = u64, Path)),
+    request_body = Object,
+    responses(
+        (status = 200, description = "a JSON document", body = Object),
+        ErrorResponses,
+    ))]
+pub async fn update_member(
+    State(st): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> ApiResult {
+    let req: UpdateMember = parse_json(&body)?;
+    if let Some(r) = redirect_to_leader(&st, &uri) {
+        return Ok(r);
+    }
+    let membership = st
+        .meta
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let Some(node) = membership.get_node(&id) else {
+        return Err(ApiError::not_found(format!("node {id} is not a member")));
+    };
+    let others_weigh = membership
+        .voter_ids()
+        .filter(|v| *v != id)
+        .any(|v| membership.get_node(&v).is_some_and(|n| n.weight > 0));
+    if req.weight == 0 && membership.voter_ids().any(|v| v == id) && !others_weigh {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "FAILED_PRECONDITION",
+            format!(
+                "node {id} is the only voter with a weight above 0; no blob would have an owner"
+            ),
+        ));
+    }
+    let previous = node.weight;
+    let node = NodeInfo {
+        weight: req.weight,
+        ..node.clone()
+    };
+    st.meta
+        .raft
+        .change_membership(
+            ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)])),
+            false,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "MEMBERSHIP_CHANGE_FAILED",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(json!({"id": id, "weight": req.weight, "previousWeight": previous})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransferLeader {
     pub to: u64,
 }

@@ -56,7 +56,10 @@ pub fn router() -> Router<Arc<AppState>> {
             &at("/cluster/leader/transfer"),
             post(cluster::transfer_leader),
         )
-        .route(&at("/cluster/members/{id}"), delete(cluster::remove_member))
+        .route(
+            &at("/cluster/members/{id}"),
+            delete(cluster::remove_member).patch(cluster::update_member),
+        )
         .route(&at("/keys"), get(keys::list))
         .route(&at("/keys/rotate"), post(keys::rotate))
         .route(&at("/gc"), get(gc::status))

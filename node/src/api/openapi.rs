@@ -75,6 +75,7 @@ impl Modify for BearerAuth {
         cluster::status,
         cluster::add_member,
         cluster::remove_member,
+        cluster::update_member,
         cluster::transfer_leader,
         cluster::update_settings,
         storage::status,

@@ -133,9 +133,15 @@ fn new_upload_id(st: &AppState) -> String {
 
 /// Copy the verified blob to its owners (a write quorum of them), then
 /// record it in Raft.
-async fn commit_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
+async fn commit_blob(
+    st: &AppState,
+    name: &str,
+    d: &Digest,
+    size: u64,
+    hold: tcr_storage::Hold,
+) -> OciResult<()> {
     st.replicas
-        .replicate(st.meta.reader(), d)
+        .replicate(st.meta.reader(), d, hold)
         .await
         .map_err(replica_error)?;
     record_blob(st, name, d, size).await
@@ -161,9 +167,10 @@ async fn teed_upload(
     st.uploads
         .append(id, start, body, st.max_blob_bytes)
         .await?;
+    let hold = st.replicas.hold(d);
     let size = st.uploads.finish(id, d).await?;
     st.replicas
-        .finish_tee(st.meta.reader(), d, handles)
+        .finish_tee(st.meta.reader(), d, handles, hold)
         .await
         .map_err(replica_error)?;
     record_blob(st, name, d, size).await
@@ -238,8 +245,9 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
             let _ = st.uploads.cancel(&id).await;
             return Err(e);
         }
+        let hold = st.replicas.hold(&d);
         let size = st.uploads.finish(&id, &d).await?;
-        commit_blob(st, name, &d, size).await?;
+        commit_blob(st, name, &d, size, hold).await?;
         return Ok(blob_created(name, &d));
     }
     let mut h = session_headers(name, &id, 0);
@@ -293,8 +301,9 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
         }
     }
     append_body(st, id, req).await?;
+    let hold = st.replicas.hold(&d);
     let size = st.uploads.finish(id, &d).await?;
-    commit_blob(st, name, &d, size).await?;
+    commit_blob(st, name, &d, size, hold).await?;
     Ok(blob_created(name, &d))
 }
 

@@ -14,7 +14,7 @@ use tcr_raft::network::Network;
 use tcr_raft::{NodeInfo, Raft, StateReader};
 use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
-use tcr_storage::{BlobStore, Digest, Hold};
+use tcr_storage::{BlobStore, Digest, Hold, Mapped, UploadError};
 
 /// A peer that does not start answering a read in this time is skipped.
 const FETCH_START: Duration = Duration::from_secs(5);
@@ -29,6 +29,9 @@ pub enum ReplicaError {
     },
     #[error("no member could serve the blob: {0}")]
     NoHolder(String),
+    /// This node's own copy failed (the digest did not match, a disk error).
+    #[error(transparent)]
+    Local(#[from] UploadError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -130,32 +133,49 @@ impl Replicas {
         }
     }
 
-    /// Copy the local blob `d` (just verified and installed here) to its
-    /// owners. Returns once a write quorum of owners holds it (this node
-    /// counts if it owns it); the other pushes finish in the background.
-    /// A node that does not own the blob drops its copy once every owner
-    /// has one, unless another upload of the same digest still holds it.
+    /// Copy the local blob `d` (verified and installed here) to its owners:
+    /// `replicate_staged` with the stored copy as the source.
     pub async fn replicate(
         &self,
         reader: &StateReader,
         d: &Digest,
         hold: Hold,
     ) -> Result<(), ReplicaError> {
+        let blob = self.store.map(d).await?;
+        let size = blob.len();
+        self.replicate_staged(reader, d, blob, async { Ok(size) }, hold)
+            .await
+            .map(|_| ())
+    }
+
+    /// Copy `blob` (the verified bytes of `d`) to its owners while `local`
+    /// makes this node's copy durable and installs it; the two overlap, so
+    /// the local fsync does not delay the pushes. Returns the size `local`
+    /// reports, once it is done and a write quorum of owners holds the blob
+    /// (this node counts if it owns it); the other pushes finish in the
+    /// background. A node that does not own the blob drops its copy once
+    /// every owner has one, unless another upload of the digest holds it.
+    pub async fn replicate_staged<F>(
+        &self,
+        reader: &StateReader,
+        d: &Digest,
+        blob: Mapped,
+        local: F,
+        hold: Hold,
+    ) -> Result<u64, ReplicaError>
+    where
+        F: std::future::Future<Output = Result<u64, UploadError>>,
+    {
         let owners = self.placement(reader, d).owners;
-        if owners.is_empty() {
-            return Ok(()); // not a member yet (single node before init)
-        }
-        let needed = placement::write_quorum(owners.len());
         let mine = owners.iter().any(|(id, _)| *id == self.node_id);
-        let mut acked = usize::from(mine);
         let mut pushes: FuturesUnordered<_> = owners
             .iter()
             .filter(|(id, _)| *id != self.node_id)
             .map(|(id, node)| {
-                let (id, addr, store, d, network) = (
+                let (id, addr, blob, d, network) = (
                     *id,
                     node.rpc_addr.clone(),
-                    self.store.clone(),
+                    blob.clone(),
                     d.clone(),
                     self.network.clone(),
                 );
@@ -166,26 +186,50 @@ impl Replicas {
                             Err(ReplicationError::Peer(format!("bad address {addr}"))),
                         );
                     };
-                    (id, replication::push(channel, &store, &d).await)
+                    (id, replication::push(channel, &d, &blob).await)
                 })
             })
             .collect();
+        drop(blob);
+        // No membership yet (a single node before init): the local copy is all.
+        let needed = if owners.is_empty() {
+            0
+        } else {
+            placement::write_quorum(owners.len())
+        };
+        let mut local = std::pin::pin!(local);
+        let mut size = None;
+        let mut acked = 0;
         let mut failures = Vec::new();
-        while acked < needed {
-            match pushes.next().await {
-                Some(Ok((_, Ok(_)))) => {
-                    self.count("push", true);
-                    acked += 1;
+        while size.is_none() || acked < needed {
+            tokio::select! {
+                r = &mut local, if size.is_none() => {
+                    // A local failure (digest, disk) is the upload's own error.
+                    size = Some(r?);
+                    acked += usize::from(mine);
                 }
-                Some(Ok((id, Err(e)))) => {
-                    self.count("push", false);
-                    tracing::warn!(digest = %d, node = id, "replica push failed: {e}");
-                    failures.push(format!("node {id}: {e}"));
-                }
-                Some(Err(e)) => failures.push(format!("push task: {e}")),
-                None => break,
+                p = pushes.next(), if acked < needed => match p {
+                    Some(Ok((_, Ok(_)))) => {
+                        self.count("push", true);
+                        acked += 1;
+                    }
+                    Some(Ok((id, Err(e)))) => {
+                        self.count("push", false);
+                        tracing::warn!(digest = %d, node = id, "replica push failed: {e}");
+                        failures.push(format!("node {id}: {e}"));
+                    }
+                    Some(Err(e)) => failures.push(format!("push task: {e}")),
+                    // Every push is done; only the local copy may still count.
+                    None if size.is_some() => break,
+                    None => {
+                        size = Some((&mut local).await?);
+                        acked += usize::from(mine);
+                        break;
+                    }
+                },
             }
         }
+        let size = size.expect("the local copy finished");
         if acked < needed {
             return Err(ReplicaError::TooFewOwners {
                 acked,
@@ -209,7 +253,7 @@ impl Replicas {
                 }
             }
         });
-        Ok(())
+        Ok(size)
     }
 
     /// `len` bytes of `d` from `start`: from the local copy, else from its
@@ -456,8 +500,9 @@ impl Replicas {
     }
 
     /// After a teed upload was verified and installed here: wait for a
-    /// write quorum of owners. Owners the tee did not reach get the copy
-    /// the usual way (`replicate`, which skips owners that have it).
+    /// write quorum of owners, no more; the other pushes finish in the
+    /// background. Owners the tee did not reach get the copy the usual way
+    /// (`replicate`, which skips owners that have it).
     pub async fn finish_tee(
         &self,
         reader: &StateReader,
@@ -467,28 +512,60 @@ impl Replicas {
     ) -> Result<(), ReplicaError> {
         let needed = placement::write_quorum(tee.owners);
         let mut acked = usize::from(tee.mine);
+        let mut pushes: FuturesUnordered<_> = tee.pushes.into_iter().collect();
         let mut all = true;
-        for push in tee.pushes {
-            match push.await {
-                Ok((_, Ok(_))) => {
-                    self.count("push", true);
-                    acked += 1;
+        while acked < needed {
+            match pushes.next().await {
+                Some(r) => {
+                    if self.teed(d, r) {
+                        acked += 1;
+                    } else {
+                        all = false;
+                    }
                 }
-                Ok((id, Err(e))) => {
-                    self.count("push", false);
-                    tracing::warn!(digest = %d, node = id, "teed push failed: {e}");
-                    all = false;
-                }
-                Err(_) => all = false,
+                None => break,
             }
         }
-        if acked < needed || !all {
+        if acked < needed {
             return self.replicate(reader, d, hold).await;
         }
-        if !tee.mine {
-            hold.release_and_remove().await?;
-        }
+        let (me, reader, d, mine) = (self.clone(), reader.clone(), d.clone(), tee.mine);
+        tokio::spawn(async move {
+            while let Some(r) = pushes.next().await {
+                all &= me.teed(&d, r);
+            }
+            if !all {
+                // Also drops a non-owner's copy once every owner has one.
+                if let Err(e) = me.replicate(&reader, &d, hold).await {
+                    tracing::warn!(digest = %d, "re-pushing after a teed push failed: {e}");
+                }
+            } else if !mine {
+                if let Err(e) = hold.release_and_remove().await {
+                    tracing::warn!(digest = %d, "dropping the non-owner copy: {e}");
+                }
+            }
+        });
         Ok(())
+    }
+
+    /// Count a finished teed push; whether the owner took its copy.
+    fn teed(
+        &self,
+        d: &Digest,
+        r: Result<(u64, Result<bool, ReplicationError>), tokio::task::JoinError>,
+    ) -> bool {
+        match r {
+            Ok((_, Ok(_))) => {
+                self.count("push", true);
+                true
+            }
+            Ok((id, Err(e))) => {
+                self.count("push", false);
+                tracing::warn!(digest = %d, node = id, "teed push failed: {e}");
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -123,21 +123,13 @@ impl BlobStore {
         &self,
         d: &Digest,
     ) -> io::Result<(std::fs::File, Option<std::sync::Arc<memmap2::Mmap>>)> {
-        let path = self.path(d);
-        let (file, map) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let f = std::fs::File::open(&path)?;
-            if f.metadata()?.len() == 0 {
-                return Ok((f, None));
-            }
-            // SAFETY: the file is never written or truncated once in place
-            // (see above), so the mapped bytes cannot change under us.
-            let map = unsafe { memmap2::Mmap::map(&f)? };
-            let _ = map.advise(memmap2::Advice::Sequential);
-            Ok((f, Some(map)))
-        })
-        .await
-        .map_err(io::Error::other)??;
-        Ok((file, map.map(std::sync::Arc::new)))
+        open_mapped_path(self.path(d)).await
+    }
+
+    /// The local copy of `d`, mapped.
+    pub async fn map(&self, d: &Digest) -> io::Result<Mapped> {
+        let (_, map) = self.open_mapped(d).await?;
+        Ok(Mapped { map })
     }
 
     fn chunks(
@@ -319,6 +311,55 @@ async fn remove_unless_held(
     })
     .await
     .map_err(io::Error::other)?
+}
+
+async fn open_mapped_path(
+    path: PathBuf,
+) -> io::Result<(std::fs::File, Option<std::sync::Arc<memmap2::Mmap>>)> {
+    let (file, map) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let f = std::fs::File::open(&path)?;
+        if f.metadata()?.len() == 0 {
+            return Ok((f, None));
+        }
+        // SAFETY: blob and staging files are never rewritten or cut below
+        // a length once mapped at it (a staging file only grows, or is cut
+        // back to an acknowledged size, which is at least the verified one;
+        // otherwise files are replaced by rename or unlinked).
+        let map = unsafe { memmap2::Mmap::map(&f)? };
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok((f, Some(map)))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok((file, map.map(std::sync::Arc::new)))
+}
+
+/// A blob's bytes mapped from one open file, a stored copy or a verified
+/// staging file; the mapping stays valid when the file is renamed or
+/// unlinked, so a push can run while the file is installed or dropped.
+#[derive(Clone, Debug)]
+pub struct Mapped {
+    map: Option<std::sync::Arc<memmap2::Mmap>>,
+}
+
+impl Mapped {
+    pub(crate) async fn open(path: PathBuf) -> io::Result<Mapped> {
+        let (_, map) = open_mapped_path(path).await?;
+        Ok(Mapped { map })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole blob in chunks of 1 MiB, straight from the page cache.
+    pub fn stream(&self) -> impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+        BlobStore::chunks(self.map.clone(), 0, self.len()).expect("the whole mapped range")
+    }
 }
 
 /// A slice of a mapped blob that keeps the mapping alive.

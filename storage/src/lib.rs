@@ -7,6 +7,6 @@ pub mod placement;
 pub mod replication;
 pub mod upload;
 
-pub use blob_store::{BlobStore, Hold};
+pub use blob_store::{BlobStore, Hold, Mapped};
 pub use digest::{Digest, DigestError};
 pub use upload::{SessionInfo, UploadError, Uploads};

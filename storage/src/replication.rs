@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::blob_store::BlobStore;
+use crate::blob_store::{BlobStore, Mapped};
 use crate::digest::Digest;
 use crate::upload::{UploadError, Uploads};
 
@@ -47,19 +47,10 @@ fn client(channel: Channel) -> BlobServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE)
 }
 
-/// Stream the local copy of `d` to the peer behind `channel`. Returns
-/// whether the peer wrote it (false: it already held it).
-pub async fn push(
-    channel: Channel,
-    store: &BlobStore,
-    d: &Digest,
-) -> Result<bool, ReplicationError> {
-    let size = store
-        .stat(d)
-        .await?
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no local copy"))?;
-    let chunks = store.read_stream(d, 0, size).await?;
-    push_stream(channel, d, size, chunks).await
+/// Stream `blob` (mapped bytes of `d`) to the peer behind `channel`.
+/// Returns whether the peer wrote it (false: it already held it).
+pub async fn push(channel: Channel, d: &Digest, blob: &Mapped) -> Result<bool, ReplicationError> {
+    push_stream(channel, d, blob.len(), blob.stream()).await
 }
 
 /// Stream `size` bytes that should hash to `d` to the peer behind

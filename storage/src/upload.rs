@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
-use crate::blob_store::BlobStore;
+use crate::blob_store::{BlobStore, Mapped};
 use crate::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -241,22 +241,58 @@ impl Uploads {
         Ok((size, hasher))
     }
 
+    /// Check the upload against `expected` and map its staging file, so
+    /// copies can stream to other nodes while `finish` makes the local one
+    /// durable. A mismatch ends the session, as in `finish`.
+    pub async fn verified(&self, id: &str, expected: &Digest) -> Result<Mapped, UploadError> {
+        let s = self.session(id).await?;
+        let mut s = s.lock().await;
+        let size = match self.check_digest(&mut s, expected).await {
+            Err(e @ UploadError::DigestMismatch { .. }) => {
+                drop(s);
+                self.cancel(id).await?;
+                return Err(e);
+            }
+            r => r?,
+        };
+        let mapped = Mapped::open(self.data_path(id)).await?;
+        if mapped.len() != size {
+            return Err(UploadError::Io(io::Error::other(format!(
+                "staging file holds {} bytes, the upload {size}",
+                mapped.len()
+            ))));
+        }
+        Ok(mapped)
+    }
+
+    /// The upload's size if its bytes hash to `expected`.
+    async fn check_digest(&self, s: &mut Session, expected: &Digest) -> Result<u64, UploadError> {
+        let (size, hasher) = self.progress(s).await?;
+        let actual = Digest::from_sha256_bytes(&hasher.clone().finalize());
+        s.progress = Some((size, hasher));
+        if &actual != expected {
+            return Err(UploadError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(size)
+    }
+
     /// Verify the upload against `expected`, make it durable and move it into
     /// the blob store. Returns the blob size. The session ends either way,
     /// except on I/O errors.
     pub async fn finish(&self, id: &str, expected: &Digest) -> Result<u64, UploadError> {
         let s = self.session(id).await?;
         let mut s = s.lock().await;
-        let (size, hasher) = self.progress(&mut s).await?;
-        let actual = Digest::from_sha256_bytes(&hasher.finalize());
-        if &actual != expected {
-            drop(s);
-            self.cancel(id).await?;
-            return Err(UploadError::DigestMismatch {
-                expected: expected.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        let size = match self.check_digest(&mut s, expected).await {
+            Err(e @ UploadError::DigestMismatch { .. }) => {
+                drop(s);
+                self.cancel(id).await?;
+                return Err(e);
+            }
+            r => r?,
+        };
         let data = self.data_path(id);
         tokio::fs::File::open(&data).await?.sync_all().await?;
         self.blobs.install(&data, expected).await?;

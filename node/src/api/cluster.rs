@@ -163,14 +163,7 @@ pub async fn remove_member(
     if let Some(r) = redirect_to_leader(&st, &uri) {
         return Ok(r);
     }
-    let membership = st
-        .meta
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = committed_membership(&st);
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
@@ -199,17 +192,7 @@ pub async fn remove_member(
             ));
         }
     }
-    st.meta
-        .raft
-        .change_membership(change, false)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "MEMBERSHIP_CHANGE_FAILED",
-                e.to_string(),
-            )
-        })?;
+    change_membership(&st, change).await?;
     // A majority of n voters tolerates (n-1)/2 failures.
     let tolerance = (remaining - 1) / 2;
     let warning = (tolerance == 0).then(|| {
@@ -246,14 +229,7 @@ pub async fn update_member(
     if let Some(r) = redirect_to_leader(&st, &uri) {
         return Ok(r);
     }
-    let membership = st
-        .meta
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = committed_membership(&st);
     let Some(node) = membership.get_node(&id) else {
         return Err(ApiError::not_found(format!("node {id} is not a member")));
     };
@@ -275,21 +251,38 @@ pub async fn update_member(
         weight: req.weight,
         ..node.clone()
     };
+    let change = ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)]));
+    change_membership(&st, change).await?;
+    Ok(Json(json!({"id": id, "weight": req.weight, "previousWeight": previous})).into_response())
+}
+
+/// The membership this node has seen committed.
+fn committed_membership(st: &AppState) -> openraft::Membership<u64, NodeInfo> {
     st.meta
         .raft
-        .change_membership(
-            ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)])),
-            false,
-        )
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
+async fn change_membership(
+    st: &AppState,
+    change: ChangeMembers<u64, NodeInfo>,
+) -> Result<(), ApiError> {
+    st.meta
+        .raft
+        .change_membership(change, false)
         .await
+        .map(|_| ())
         .map_err(|e| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "MEMBERSHIP_CHANGE_FAILED",
                 e.to_string(),
             )
-        })?;
-    Ok(Json(json!({"id": id, "weight": req.weight, "previousWeight": previous})).into_response())
+        })
 }
 
 #[derive(Deserialize)]

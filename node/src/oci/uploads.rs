@@ -131,24 +131,25 @@ fn new_upload_id(st: &AppState) -> String {
     format!("{}-{}", st.node_id, uuid::Uuid::new_v4().simple())
 }
 
-/// Copy the verified blob to its owners (a write quorum of them), then
-/// record it in Raft.
-async fn commit_blob(
-    st: &AppState,
-    name: &str,
-    d: &Digest,
-    size: u64,
-    hold: tcr_storage::Hold,
-) -> OciResult<()> {
-    st.replicas
-        .replicate(st.meta.reader(), d, hold)
+/// Finish upload `id` as blob `d`: verify it, copy it to its owners (a
+/// write quorum of them) while the local copy is made durable, then record
+/// it in Raft.
+async fn commit_blob(st: &AppState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
+    let hold = st.replicas.hold(d);
+    let blob = st.uploads.verified(id, d).await?;
+    let size = st
+        .replicas
+        .replicate_staged(st.meta.reader(), d, blob, st.uploads.finish(id, d), hold)
         .await
         .map_err(replica_error)?;
     record_blob(st, name, d, size).await
 }
 
 fn replica_error(e: crate::replicas::ReplicaError) -> OciError {
-    OciError::unavailable(e.to_string()).with_header("retry-after", "1")
+    match e {
+        crate::replicas::ReplicaError::Local(e) => e.into(),
+        e => OciError::unavailable(e.to_string()).with_header("retry-after", "1"),
+    }
 }
 
 /// A monolithic upload whose size is known: the owners receive their copies
@@ -245,9 +246,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
             let _ = st.uploads.cancel(&id).await;
             return Err(e);
         }
-        let hold = st.replicas.hold(&d);
-        let size = st.uploads.finish(&id, &d).await?;
-        commit_blob(st, name, &d, size, hold).await?;
+        commit_blob(st, name, &id, &d).await?;
         return Ok(blob_created(name, &d));
     }
     let mut h = session_headers(name, &id, 0);
@@ -301,9 +300,7 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
         }
     }
     append_body(st, id, req).await?;
-    let hold = st.replicas.hold(&d);
-    let size = st.uploads.finish(id, &d).await?;
-    commit_blob(st, name, &d, size, hold).await?;
+    commit_blob(st, name, id, &d).await?;
     Ok(blob_created(name, &d))
 }
 

@@ -314,7 +314,8 @@ impl Replicas {
                     self.count("remote_read", true);
                     let stream = stream.map(|r| r.map_err(std::io::Error::other));
                     return Ok(if start == 0 && len == size {
-                        verified(stream, d.clone(), None).boxed()
+                        let (stream, verdict) = hashed_aside(stream, d.clone());
+                        held_for(stream, verdict, d.clone(), Box::new(|| {})).boxed()
                     } else {
                         stream.boxed()
                     });
@@ -333,64 +334,41 @@ impl Replicas {
     }
 }
 
-/// Pass `inner` through, holding back one chunk, and end with an error
-/// instead of the last chunk when the bytes do not hash to `d`.
-fn verified(
+/// Pass `inner` through unchanged while a blocking thread hashes a copy
+/// of each chunk (a reference, not the bytes): the verdict, whether the
+/// whole stream hashed to `d`, is ready soon after the stream ends, and the
+/// hashing runs beside the forwarding instead of between chunks.
+fn hashed_aside(
     inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     d: Digest,
-    on_corrupt: Option<Box<dyn FnOnce() + Send>>,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    struct State<S> {
-        inner: S,
-        hasher: Sha256,
-        held: Option<Bytes>,
-        d: Digest,
-        done: bool,
-        on_corrupt: Option<Box<dyn FnOnce() + Send>>,
-    }
-    let state = State {
-        inner: Box::pin(inner),
-        hasher: Sha256::new(),
-        held: None,
-        d,
-        done: false,
-        on_corrupt,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
+) -> (
+    impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<std::io::Result<bool>>,
+) {
+    // Bounded: a hasher that falls behind slows the stream, not memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let verdict = tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            h.update(&chunk);
         }
-        loop {
-            match s.inner.next().await {
+        Ok(Digest::from_sha256_bytes(&h.finalize()) == d)
+    });
+    let stream =
+        futures::stream::unfold((Box::pin(inner), Some(tx)), |(mut inner, tx)| async move {
+            let tx = tx?;
+            match inner.next().await {
                 Some(Ok(chunk)) => {
-                    s.hasher.update(&chunk);
-                    if let Some(prev) = s.held.replace(chunk) {
-                        return Some((Ok(prev), s));
-                    }
+                    // A hasher gone (it cannot be) would only lose the verdict.
+                    let _ = tx.send(chunk.clone()).await;
+                    Some((Ok(chunk), (inner, Some(tx))))
                 }
-                Some(Err(e)) => {
-                    s.done = true;
-                    return Some((Err(e), s));
-                }
-                None => {
-                    s.done = true;
-                    let actual = Digest::from_sha256_bytes(&s.hasher.clone().finalize());
-                    return if actual == s.d {
-                        s.held.take().map(|last| (Ok(last), s))
-                    } else {
-                        tracing::error!(expected = %s.d, %actual, "a corrupt copy; cutting the response");
-                        if let Some(f) = s.on_corrupt.take() {
-                            f();
-                        }
-                        Some((
-                            Err(std::io::Error::other(format!("copy of {} is corrupt", s.d))),
-                            s,
-                        ))
-                    };
-                }
+                // The end closes the channel (tx dropped), which lets the hasher finish.
+                Some(Err(e)) => Some((Err(e), (inner, None))),
+                None => None,
             }
-        }
-    })
+        });
+    (stream, verdict)
 }
 
 /// Pass `inner` through, holding back its last chunk until `verdict` says

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod config;
 mod gc;
+mod listing;
 mod metadata;
 mod metering;
 mod metrics;

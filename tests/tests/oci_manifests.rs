@@ -446,3 +446,60 @@ async fn malformed_requests_never_get_a_server_error() {
     assert_eq!(oci.get("/v2/").await.status(), 200);
     assert!(!node.log().contains("panicked"));
 }
+
+/// The management listings filter while they page: tags by prefix,
+/// artifacts by tagged state and media type, with `more` and `last`.
+#[tokio::test]
+async fn management_listings_filter_and_page() {
+    let (_d, _n, oci) = setup().await;
+    let tagged = Image::new("tagged", "amd64");
+    let kept = push_image(&oci, "acme/app", &tagged, "v1").await;
+    for tag in ["v2", "v3", "dev", "latest", "w1"] {
+        let resp = oci
+            .put_manifest("acme/app", tag, OCI_MANIFEST, &tagged.manifest)
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let loose = Image::new("untagged", "amd64");
+    let loose_digest = loose.manifest_digest();
+    push_image(&oci, "acme/app", &loose, &loose_digest).await;
+
+    let list = |path: String| {
+        let oci = &oci;
+        async move {
+            let resp = oci
+                .get(&format!(
+                    "/v1/container-registries/repositories/acme%2Fapp/{path}"
+                ))
+                .await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            resp.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let names = |v: &serde_json::Value, field: &str, key: &str| -> Vec<String> {
+        v[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = list("tags?prefix=v&n=2".into()).await;
+    assert_eq!(names(&first, "tags", "name"), ["v1", "v2"]);
+    assert_eq!(first["more"], true);
+    let rest = list("tags?prefix=v&n=2&last=v2".into()).await;
+    assert_eq!(names(&rest, "tags", "name"), ["v3"]);
+    assert_eq!(rest["more"], false, "w1 is past the prefix: {rest}");
+
+    let untagged = list("artifacts?tagged=false".into()).await;
+    assert_eq!(names(&untagged, "artifacts", "digest"), [loose_digest]);
+    let with_tags = list("artifacts?tagged=true".into()).await;
+    assert_eq!(names(&with_tags, "artifacts", "digest"), [kept]);
+    let encoded = OCI_MANIFEST.replace('/', "%2F").replace('+', "%2B");
+    let by_type = list(format!("artifacts?mediaType={encoded}&n=1")).await;
+    assert_eq!(by_type["artifacts"].as_array().unwrap().len(), 1);
+    assert_eq!(by_type["more"], true);
+    let none = list("artifacts?mediaType=application%2Fx-none".into()).await;
+    assert_eq!(none["artifacts"], serde_json::json!([]));
+    assert_eq!(none["more"], false);
+}

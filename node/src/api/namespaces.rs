@@ -17,6 +17,7 @@ use tcr_raft::{Action, Command, NamespaceRecord, Visibility};
 use super::errors::{parse_json, ApiError, ApiResult};
 use crate::auth::access::{may_pull, require_gate, require_on_namespace};
 use crate::auth::{Caller, Subject};
+use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_namespace;
 use crate::oci::now_secs;
 use crate::server::AppState;
@@ -224,29 +225,27 @@ pub async fn list(
     }
     let state = st.meta.read().await?;
     let org = q.get("organisation");
-    let mut items = Vec::new();
-    let mut more = false;
-    let mut after = last;
-    'scan: loop {
-        let page = state.namespaces(after.as_deref(), MAX_PAGE)?;
-        let done = page.len() < MAX_PAGE;
-        for ns in page {
-            after = Some(ns.name.clone());
-            if org.is_some_and(|o| ns.organisation.as_ref() != Some(o))
-                || !may_pull(state, &caller, &ns)
-            {
-                continue;
-            }
-            if items.len() == n {
-                more = true;
-                break 'scan;
-            }
-            items.push(NamespaceView::from(ns));
-        }
-        if done {
-            break;
-        }
-    }
+    let (items, more) = filtered_page(
+        last,
+        n,
+        |after| {
+            let page = state.namespaces(after, MAX_PAGE)?;
+            let more = page.len() == MAX_PAGE;
+            Ok::<_, tcr_raft::ReadError>((page, more))
+        },
+        |ns| ns.name.clone(),
+        |ns| {
+            Ok(
+                if org.is_some_and(|o| ns.organisation.as_ref() != Some(o))
+                    || !may_pull(state, &caller, &ns)
+                {
+                    Step::Skip
+                } else {
+                    Step::Keep(NamespaceView::from(ns))
+                },
+            )
+        },
+    )?;
     Ok(Json(NamespaceList {
         namespaces: items,
         more,

@@ -17,6 +17,7 @@ use super::errors::{ApiError, ApiResult};
 use super::namespaces::{page_params, RepositoryView};
 use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
+use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_repository;
 use crate::server::AppState;
 
@@ -182,41 +183,37 @@ pub async fn tags(
     let (last, n) = page_params(&q)?;
     let state = authorise(&st, &caller, &repo, Action::Pull).await?;
     let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
-    let mut items = Vec::new();
-    let mut after = last;
-    let mut more = false;
-    'scan: loop {
-        let page = state.tags(&repo, after.as_deref(), 1000)?;
-        for tag in &page.items {
-            after = Some(tag.clone());
+    let (items, more) = filtered_page(
+        last,
+        n,
+        |after| {
+            let page = state.tags(&repo, after, 1000)?;
+            Ok::<_, tcr_raft::ReadError>((page.items, page.more))
+        },
+        |tag| tag.clone(),
+        |tag| {
             if !tag.starts_with(prefix) {
                 // Tags are in order: past the prefix, nothing more matches.
-                if tag.as_str() > prefix {
-                    break 'scan;
-                }
-                continue;
+                return Ok(if tag.as_str() > prefix {
+                    Step::End
+                } else {
+                    Step::Skip
+                });
             }
-            if items.len() == n {
-                more = true;
-                break 'scan;
-            }
-            let digest = state.tag(&repo, tag)?.unwrap_or_default();
-            let activity = state.tag_activity(&repo, tag, &digest)?;
+            let digest = state.tag(&repo, &tag)?.unwrap_or_default();
+            let activity = state.tag_activity(&repo, &tag, &digest)?;
             let pushed_at = match activity.pushed_at {
                 Some(at) => Some(at),
                 None => state.manifest_record(&repo, &digest)?.map(|m| m.pushed_at),
             };
-            items.push(TagView {
-                name: tag.clone(),
+            Ok(Step::Keep(TagView {
+                name: tag,
                 digest,
                 pushed_at,
                 last_pulled_at_ms: activity.pulled_at_ms,
-            });
-        }
-        if !page.more {
-            break;
-        }
-    }
+            }))
+        },
+    )?;
     Ok(Json(TagList {
         repository: repo,
         tags: items,
@@ -254,24 +251,19 @@ pub async fn artifacts(
     };
     let media_type = q.get("mediaType");
     let state = authorise(&st, &caller, &repo, Action::Pull).await?;
-    let mut items = Vec::new();
-    let mut after = last;
-    let mut more = false;
-    'scan: loop {
-        let (page, page_more) = state.manifests(&repo, after.as_deref(), 1000)?;
-        for m in page {
-            after = Some(m.digest.clone());
+    let (items, more) = filtered_page(
+        last,
+        n,
+        |after| state.manifests(&repo, after, 1000),
+        |m| m.digest.clone(),
+        |m| {
             let tags = state.tags_of_digest(&repo, &m.digest)?;
             if tagged.is_some_and(|t| t == tags.is_empty())
                 || media_type.is_some_and(|mt| *mt != m.media_type)
             {
-                continue;
+                return Ok(Step::Skip);
             }
-            if items.len() == n {
-                more = true;
-                break 'scan;
-            }
-            items.push(ArtifactView {
+            Ok(Step::Keep(ArtifactView {
                 digest: m.digest,
                 media_type: m.media_type,
                 artifact_type: m.artifact_type,
@@ -279,12 +271,9 @@ pub async fn artifacts(
                 pushed_at: m.pushed_at,
                 tags,
                 subject: m.subject,
-            });
-        }
-        if !page_more {
-            break;
-        }
-    }
+            }))
+        },
+    )?;
     Ok(Json(ArtifactList {
         repository: repo,
         artifacts: items,

@@ -45,9 +45,7 @@ pub async fn show(
     Path(ns): Path<String>,
 ) -> ApiResult {
     let rec = require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Pull)?;
-    let policy = rec
-        .retention
-        .ok_or_else(|| ApiError::not_found(format!("namespace '{ns}' has no retention policy")))?;
+    let policy = rec.retention.ok_or_else(|| no_policy(&ns))?;
     Ok(Json(policy).into_response())
 }
 
@@ -106,9 +104,7 @@ pub async fn preview(
     let state = st.meta.read().await?;
     let rec = require_on_namespace(state, &caller, &ns, Action::Pull)?;
     if rec.retention.is_none() {
-        return Err(ApiError::not_found(format!(
-            "namespace '{ns}' has no retention policy"
-        )));
+        return Err(no_policy(&ns));
     }
     let at = now_secs();
     let removals = state.retention_preview(&ns, at)?;
@@ -171,4 +167,8 @@ pub async fn run(
         ApiError::not_found(format!("no retention run '{id}' in namespace '{ns}'"))
     })?;
     Ok(Json(run).into_response())
+}
+
+fn no_policy(ns: &str) -> ApiError {
+    ApiError::not_found(format!("namespace '{ns}' has no retention policy"))
 }

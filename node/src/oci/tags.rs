@@ -14,6 +14,7 @@ use super::errors::{OciError, OciResult};
 use super::{check_name, page_size, query};
 use crate::auth::access::may_pull;
 use crate::auth::Caller;
+use crate::listing::{filtered_page, Step};
 use crate::server::AppState;
 
 /// The most names one response carries when the client sets no `n`.
@@ -49,15 +50,17 @@ pub async fn catalog(st: &AppState, req: Request) -> OciResult {
         None => state.repositories(None, last.as_deref(), n)?,
         // Only repositories of namespaces the caller may pull from.
         Some(caller) => {
-            let mut items = Vec::new();
-            let mut after = last;
-            let mut more = false;
             let mut seen: HashMap<String, bool> = HashMap::new();
-            'scan: loop {
-                let page = state.repositories(None, after.as_deref(), MAX_PAGE)?;
-                for repo in &page.items {
-                    after = Some(repo.clone());
-                    let ns = tcr_raft::namespace_of(repo).to_string();
+            let (items, more) = filtered_page(
+                last,
+                n,
+                |after| {
+                    let page = state.repositories(None, after, MAX_PAGE)?;
+                    Ok::<_, tcr_raft::ReadError>((page.items, page.more))
+                },
+                |repo| repo.clone(),
+                |repo| {
+                    let ns = tcr_raft::namespace_of(&repo).to_string();
                     let visible = match seen.get(&ns) {
                         Some(v) => *v,
                         None => {
@@ -68,19 +71,13 @@ pub async fn catalog(st: &AppState, req: Request) -> OciResult {
                             v
                         }
                     };
-                    if !visible {
-                        continue;
-                    }
-                    if items.len() == n {
-                        more = true;
-                        break 'scan;
-                    }
-                    items.push(repo.clone());
-                }
-                if !page.more {
-                    break;
-                }
-            }
+                    Ok(if visible {
+                        Step::Keep(repo)
+                    } else {
+                        Step::Skip
+                    })
+                },
+            )?;
             Page { items, more }
         }
     };

@@ -9,6 +9,7 @@ mod metadata;
 mod metering;
 mod metrics;
 mod oci;
+mod peer_reads;
 mod reconcile;
 mod replicas;
 mod retention;

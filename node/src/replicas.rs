@@ -4,8 +4,8 @@
 //! this node does not hold from a node that does.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use crate::peer_reads::{self, Via};
 use bytes::Bytes;
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{Stream, StreamExt};
@@ -15,9 +15,6 @@ use tcr_raft::{NodeInfo, Raft, StateReader};
 use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
 use tcr_storage::{BlobStore, Digest, Hold, Mapped, UploadError};
-
-/// A peer that does not start answering a read in this time is skipped.
-const FETCH_START: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -304,29 +301,26 @@ impl Replicas {
             if *id == self.node_id {
                 continue;
             }
-            let Some(channel) = self.network.channel(&node.rpc_addr) else {
-                continue;
-            };
-            let fetched =
-                tokio::time::timeout(FETCH_START, replication::fetch(channel, d, start, len)).await;
-            match fetched {
-                Ok(Ok(stream)) => {
-                    self.count("remote_read", true);
-                    let stream = stream.map(|r| r.map_err(std::io::Error::other));
+            match peer_reads::fetch_from(&self.network, &node.rpc_addr, d, start, len).await {
+                Ok((stream, via)) => {
+                    // A peer of an older version serves over gRPC only.
+                    self.count(
+                        match via {
+                            Via::Http => "remote_read",
+                            Via::Grpc => "remote_read_grpc",
+                        },
+                        true,
+                    );
                     return Ok(if start == 0 && len == size {
                         let (stream, verdict) = hashed_aside(stream, d.clone());
                         held_for(stream, verdict, d.clone(), Box::new(|| {})).boxed()
                     } else {
-                        stream.boxed()
+                        stream
                     });
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     self.count("remote_read", false);
                     errors.push(format!("node {id}: {e}"));
-                }
-                Err(_) => {
-                    self.count("remote_read", false);
-                    errors.push(format!("node {id}: no answer in {FETCH_START:?}"));
                 }
             }
         }

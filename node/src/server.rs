@@ -190,6 +190,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tcr_raft::rpc_server::services(raft.clone(), gate.clone(), read_index.clone());
     let blobs = BlobStore::open(&cfg.data_dir)?;
     let blob_svc = tcr_storage::replication::BlobRpc::server(blobs.clone(), cfg.max_blob_bytes)?;
+    let routes = tonic::service::Routes::from(crate::peer_reads::routes(blobs.clone()))
+        .add_service(raft_svc)
+        .add_service(cluster_svc)
+        .add_service(blob_svc);
     tokio::spawn(async move {
         // Nagle off: small replies (append-entries acks, forwarded-write
         // results) otherwise wait for the peer's delayed ACK, about 40 ms.
@@ -198,9 +202,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         if let Err(e) = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
-            .add_service(raft_svc)
-            .add_service(cluster_svc)
-            .add_service(blob_svc)
+            .max_frame_size(Some(tcr_raft::network::MAX_FRAME))
+            // HTTP/1.1 too, for blob reads between nodes (peer_reads).
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming(incoming)
             .await
         {

@@ -251,15 +251,7 @@ impl Uploads {
     /// durable. A mismatch ends the session, as in `finish`.
     pub async fn verified(&self, id: &str, expected: &Digest) -> Result<Mapped, UploadError> {
         let s = self.session(id).await?;
-        let mut s = s.lock().await;
-        let size = match self.check_digest(&mut s, expected).await {
-            Err(e @ UploadError::DigestMismatch { .. }) => {
-                drop(s);
-                self.cancel(id).await?;
-                return Err(e);
-            }
-            r => r?,
-        };
+        let (size, _s) = self.checked(id, s.lock().await, expected).await?;
         let mapped = Mapped::open(self.data_path(id)).await?;
         if mapped.len() != size {
             return Err(UploadError::Io(io::Error::other(format!(
@@ -268,6 +260,25 @@ impl Uploads {
             ))));
         }
         Ok(mapped)
+    }
+
+    /// The upload's size if its bytes hash to `expected`, with the session
+    /// still locked; a mismatch ends the session.
+    async fn checked<'a>(
+        &self,
+        id: &str,
+        mut s: tokio::sync::MutexGuard<'a, Session>,
+        expected: &Digest,
+    ) -> Result<(u64, tokio::sync::MutexGuard<'a, Session>), UploadError> {
+        match self.check_digest(&mut s, expected).await {
+            Ok(size) => Ok((size, s)),
+            Err(e @ UploadError::DigestMismatch { .. }) => {
+                drop(s);
+                self.cancel(id).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The upload's size if its bytes hash to `expected`.
@@ -289,15 +300,7 @@ impl Uploads {
     /// except on I/O errors.
     pub async fn finish(&self, id: &str, expected: &Digest) -> Result<u64, UploadError> {
         let s = self.session(id).await?;
-        let mut s = s.lock().await;
-        let size = match self.check_digest(&mut s, expected).await {
-            Err(e @ UploadError::DigestMismatch { .. }) => {
-                drop(s);
-                self.cancel(id).await?;
-                return Err(e);
-            }
-            r => r?,
-        };
+        let (size, s) = self.checked(id, s.lock().await, expected).await?;
         let data = self.data_path(id);
         tokio::fs::File::open(&data).await?.sync_all().await?;
         self.blobs.install(&data, expected).await?;

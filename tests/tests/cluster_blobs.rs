@@ -205,6 +205,7 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
     // Prometheus counts the transfers: pushes to owners, remote reads.
     let mut pushes_ok = 0;
     let mut remote_ok = 0;
+    let mut remote_grpc = 0;
     for n in &nodes {
         let text = reqwest::get(format!("{}/metrics", n.url()))
             .await
@@ -220,11 +221,15 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
         };
         pushes_ok += value(r#"tcr_blob_transfers_total{kind="push",result="ok"}"#);
         remote_ok += value(r#"tcr_blob_transfers_total{kind="remote_read",result="ok"}"#);
+        remote_grpc += value(r#"tcr_blob_transfers_total{kind="remote_read_grpc",result="ok"}"#);
     }
     // Every blob pushed through a node went to at least one other owner;
     // every node without a copy read each such blob remotely once.
     assert!(pushes_ok >= 200 - 1, "{pushes_ok} pushes");
     assert!(remote_ok >= 200, "{remote_ok} remote reads");
+    // Peers of one version read from each other over HTTP; gRPC is only
+    // the fallback for an older peer.
+    assert_eq!(remote_grpc, 0, "remote reads that fell back to gRPC");
 
     // A range through a node without a copy.
     let (d, len, _) = pushed.iter().find(|(_, len, _)| *len > 1 << 20).unwrap();

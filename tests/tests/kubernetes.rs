@@ -65,15 +65,64 @@ fn the_manifests_render_and_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        for k in ["StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"] {
+        for k in [
+            "StatefulSet",
+            "Service",
+            "PodDisruptionBudget",
+            "ConfigMap",
+            "NetworkPolicy",
+        ] {
             assert!(kinds.contains(&k), "{dir}: no {k} in {kinds:?}");
         }
+        rpc_port_admits_only_the_nodes(dir, &docs);
     }
     // The validator does refuse a broken manifest.
     let (yaml, _) = render("deploy/kubernetes");
     let broken = yaml.replace("replicas: 3", "replicas: three");
     assert_ne!(broken, yaml);
     assert!(!validate(&broken).status.success());
+}
+
+/// The NetworkPolicy selects the StatefulSet's pods, and its only rule
+/// naming the RPC port admits the same pods and nobody else.
+fn rpc_port_admits_only_the_nodes(dir: &str, docs: &[Value]) {
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let policy = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    let pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    let selects_the_pods = |selector: &Value| {
+        selector["matchLabels"].as_object().is_some_and(|wanted| {
+            !wanted.is_empty() && wanted.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+        })
+    };
+    assert!(
+        selects_the_pods(&policy["spec"]["podSelector"]),
+        "{dir}: the policy does not select the tcr pods"
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    // A rule without a port list admits every port.
+    let names_port = |rule: &Value, port: &str| match rule["ports"].as_array() {
+        Some(ports) => ports.iter().any(|p| p["port"] == port),
+        None => true,
+    };
+    let rpc: Vec<&Value> = rules.iter().filter(|r| names_port(r, "rpc")).collect();
+    assert!(!rpc.is_empty(), "{dir}: no rule admits the RPC port");
+    for rule in rpc {
+        let from = rule["from"]
+            .as_array()
+            .expect("an RPC rule names its peers");
+        assert!(
+            !from.is_empty() && from.iter().all(|f| selects_the_pods(&f["podSelector"])),
+            "{dir}: the RPC port is open beyond the tcr pods: {rule}"
+        );
+    }
+    assert!(
+        rules
+            .iter()
+            .any(|r| names_port(r, "http") && r["from"].is_null()),
+        "{dir}: the HTTP port is not open to clients"
+    );
 }
 
 /// What a pod of the StatefulSet runs, read off the rendered manifests.

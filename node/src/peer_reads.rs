@@ -43,6 +43,8 @@ struct Span {
 pub fn routes(store: BlobStore) -> axum::Router {
     axum::Router::new()
         .route(ROUTE, axum::routing::get(read))
+        // A span per read, as on the HTTP port.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(store)
 }
 

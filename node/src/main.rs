@@ -14,6 +14,7 @@ mod reconcile;
 mod replicas;
 mod retention;
 mod server;
+mod upload_replicas;
 
 use std::process::ExitCode;
 

@@ -81,9 +81,14 @@ async fn read(
     }
 }
 
+/// Marks a 404 that means "no copy here", not "no such route" (a proxy,
+/// a peer of another version): only the former is not worth a retry.
+const NOT_HELD: &str = "tcr-not-held";
+
 fn not_held(d: &Digest) -> Response {
     (
         StatusCode::NOT_FOUND,
+        [(NOT_HELD, "1")],
         format!("this node holds no copy of {d}"),
     )
         .into_response()
@@ -166,19 +171,20 @@ async fn fetch(
         .map_err(|e| FetchError::Failed(e.to_string()))?;
     let status = resp.status();
     if status != StatusCode::OK {
+        let held = !resp.headers().contains_key(NOT_HELD);
         let why = format!("{status}: {}", resp.text().await.unwrap_or_default());
-        return Err(
-            if status == StatusCode::NOT_FOUND && why.contains("holds no copy") {
-                FetchError::NotHeld(why)
-            } else {
-                FetchError::Failed(why)
-            },
-        );
+        return Err(if held {
+            FetchError::Failed(why)
+        } else {
+            FetchError::NotHeld(why)
+        });
     }
-    if len > 0 && resp.content_length() != Some(len) {
+    // A length past the end of the blob is cut to it, as by the gRPC `Get`;
+    // hyper ends the body with an error if fewer bytes come than announced.
+    let offered = resp.content_length();
+    if offered.is_none() || (len > 0 && offered > Some(len)) {
         return Err(FetchError::Failed(format!(
-            "the peer offered {:?} bytes where {len} were asked for",
-            resp.content_length()
+            "the peer offered {offered:?} bytes where {len} were asked for"
         )));
     }
     Ok(resp.bytes_stream().map_err(std::io::Error::other))
@@ -204,7 +210,8 @@ mod tests {
     async fn serve(store: BlobStore, with_http: bool) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let grpc = replication::BlobRpc::server(store.clone(), 1 << 30).unwrap();
+        let uploads = std::sync::Arc::new(tcr_storage::Uploads::open(store.clone()).unwrap());
+        let grpc = replication::BlobRpc::server(store.clone(), uploads, 1 << 30);
         let routes = if with_http {
             tonic::service::Routes::from(routes(store)).add_service(grpc)
         } else {
@@ -245,10 +252,10 @@ mod tests {
         let (part, via) = read_all(&network, &new, &d, 1000, 5000).await.unwrap();
         assert_eq!((&part[..], via), (&data[1000..6000], Via::Http));
         // A length past the end is cut to the blob.
-        let (tail, _) = read_all(&network, &new, &d, data.len() as u64 - 10, 100)
+        let (tail, via) = read_all(&network, &new, &d, data.len() as u64 - 10, 100)
             .await
             .unwrap();
-        assert_eq!(&tail[..], &data[data.len() - 10..]);
+        assert_eq!((&tail[..], via), (&data[data.len() - 10..], Via::Http));
 
         let missing = Digest::of(b"not stored");
         let err = read_all(&network, &new, &missing, 0, 0).await.unwrap_err();

@@ -15,6 +15,7 @@ use tcr_raft::{NodeInfo, Raft, StateReader};
 use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
 use tcr_storage::{BlobStore, Digest, Hold, Mapped, UploadError};
+use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -105,19 +106,7 @@ impl Replicas {
     /// Owners of `d` under the membership this node knows and the
     /// replication factor in its state.
     pub fn placement(&self, reader: &StateReader, d: &Digest) -> Placement {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let nodes: BTreeMap<u64, NodeInfo> =
-            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
-        let factor = match reader.replication_factor() {
-            Ok(Some(f)) => (f as usize).min(voters.len().max(1)),
-            _ => placement::default_replication(voters.len()),
-        };
-        let members: Vec<Member> = voters
-            .iter()
-            .map(|id| Member::new(*id, nodes.get(id).map_or(0, |n| n.weight)))
-            .collect();
+        let (members, nodes, factor) = self.members(reader);
         let owner_ids = placement::owners(&d.to_string(), &members, factor);
         let with_info = |id: &u64| nodes.get(id).map(|n| (*id, n.clone()));
         Placement {
@@ -128,6 +117,25 @@ impl Replicas {
                 .filter_map(with_info)
                 .collect(),
         }
+    }
+
+    /// The voters with their weights, every member's address, and the
+    /// replication factor in effect.
+    fn members(&self, reader: &StateReader) -> (Vec<Member>, BTreeMap<u64, NodeInfo>, usize) {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let nodes: BTreeMap<u64, NodeInfo> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let factor = match reader.replication_factor() {
+            Ok(Some(f)) => (f as usize).min(voters.len().max(1)),
+            _ => placement::default_replication(voters.len()),
+        };
+        let members = voters
+            .iter()
+            .map(|id| Member::new(*id, nodes.get(id).map_or(0, |n| n.weight)))
+            .collect();
+        (members, nodes, factor)
     }
 
     /// Copy the local blob `d` (verified and installed here) to its owners:
@@ -429,15 +437,47 @@ fn held_for(
 /// of every other transfer).
 const TEE_CHUNK: usize = 1 << 20;
 
-/// Pushes to the remote owners that start while an upload's body is still
-/// arriving, so the copies are written alongside the local one instead of
-/// after it. Each owner verifies size and digest itself, so a body that
-/// turns out short or wrong is refused by them as it is here.
-pub struct Tee {
+/// Transfers to peers that start while an upload's body is still arriving,
+/// so the copies are written alongside the local one instead of after it:
+/// whole-blob pushes to the owners (`Replicas::tee`), or appends to the
+/// replica sessions of a chunked upload (`crate::upload_replicas`). Each
+/// peer verifies size and digest itself, so a body that turns out short or
+/// wrong is refused by them as it is here.
+pub struct Tee<T = bool> {
     senders: Vec<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
-    pushes: Vec<tokio::task::JoinHandle<(u64, Result<bool, ReplicationError>)>>,
-    mine: bool,
-    owners: usize,
+    handles: TeeHandles<T>,
+}
+
+/// A transfer's outcome: the peer, and what it answered.
+type Transfer<T> = tokio::task::JoinHandle<(u64, Result<T, ReplicationError>)>;
+
+/// The body of a tee'd transfer, as a peer's call consumes it.
+pub type TeeBody = tokio_stream::wrappers::ReceiverStream<std::io::Result<Bytes>>;
+
+impl<T: Send + 'static> Tee<T> {
+    /// Start `call(channel, body)` for every peer; `wrap` feeds the bodies.
+    pub fn start<F, Fut>(peers: Vec<(u64, Channel)>, call: F) -> Self
+    where
+        F: Fn(Channel, TeeBody) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReplicationError>> + Send + 'static,
+    {
+        let (mut senders, mut pushes) = (Vec::new(), Vec::new());
+        for (id, channel) in peers {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let call = call(channel, tokio_stream::wrappers::ReceiverStream::new(rx));
+            pushes.push(tokio::spawn(async move { (id, call.await) }));
+            senders.push(tx);
+        }
+        Tee {
+            senders,
+            handles: TeeHandles {
+                pushes,
+                mine: false,
+                owners: 0,
+                complete: true,
+            },
+        }
+    }
 }
 
 impl Replicas {
@@ -448,27 +488,82 @@ impl Replicas {
         let remote: Vec<_> = owners
             .iter()
             .filter(|(id, _)| *id != self.node_id)
+            .collect();
+        let reachable: Vec<_> = remote
+            .iter()
             .filter_map(|(id, n)| Some((*id, self.network.channel(&n.rpc_addr)?)))
             .collect();
-        if remote.is_empty() {
+        if reachable.is_empty() {
             return None;
         }
-        let (mut senders, mut pushes) = (Vec::new(), Vec::new());
-        for (id, channel) in remote {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let complete = reachable.len() == remote.len();
+        let d = d.clone();
+        let mut tee = Tee::start(reachable, move |channel, body| {
             let d = d.clone();
-            pushes.push(tokio::spawn(async move {
-                let body = tokio_stream::wrappers::ReceiverStream::new(rx);
-                (id, replication::push_stream(channel, &d, size, body).await)
-            }));
-            senders.push(tx);
+            async move { replication::push_stream(channel, &d, size, body).await }
+        });
+        tee.handles.mine = owners.iter().any(|(id, _)| *id == self.node_id);
+        tee.handles.owners = owners.len();
+        tee.handles.complete = complete;
+        Some(tee)
+    }
+
+    /// The other voters, when every voter owns every blob (R is at least
+    /// the number of voters): a chunked upload's owners are then known
+    /// before its digest is. `None` otherwise, or with no other voter.
+    pub fn all_owners_but_me(&self, reader: &StateReader) -> Option<Vec<(u64, Channel)>> {
+        let (members, nodes, factor) = self.members(reader);
+        // Weight 0 owns nothing (placement::owners).
+        let owning: Vec<u64> = members
+            .iter()
+            .filter(|m| m.weight > 0)
+            .map(|m| m.id)
+            .collect();
+        if factor < owning.len() {
+            return None;
         }
-        Some(Tee {
-            senders,
+        let peers: Vec<_> = owning
+            .iter()
+            .filter(|id| **id != self.node_id)
+            .filter_map(|id| Some((*id, self.network.channel(&nodes.get(id)?.rpc_addr)?)))
+            .collect();
+        Some(peers).filter(|p| !p.is_empty())
+    }
+
+    /// Seal the replica sessions of chunked upload `upload` on `peers` as
+    /// blob `d`, while the local copy is installed; hand the result to
+    /// `finish_tee`. Peers that are not owners of `d` (the membership
+    /// changed during the upload) drop their session instead.
+    pub fn seal(
+        &self,
+        reader: &StateReader,
+        d: &Digest,
+        upload: &str,
+        peers: Vec<(u64, Channel)>,
+    ) -> TeeHandles {
+        let owners = self.placement(reader, d).owners;
+        let is_owner = |id: &u64| owners.iter().any(|(o, _)| o == id);
+        let (sealed, strays): (Vec<_>, Vec<_>) =
+            peers.into_iter().partition(|(id, _)| is_owner(id));
+        for (_, channel) in strays {
+            let upload = upload.to_string();
+            tokio::spawn(async move { replication::abandon(channel, &upload).await });
+        }
+        let remote_owners = owners.iter().filter(|(id, _)| *id != self.node_id).count();
+        let pushes = sealed
+            .iter()
+            .map(|(id, channel)| {
+                let (id, channel, upload, d) =
+                    (*id, channel.clone(), upload.to_string(), d.clone());
+                tokio::spawn(async move { (id, replication::seal(channel, &upload, &d).await) })
+            })
+            .collect();
+        TeeHandles {
             pushes,
-            mine: owners.iter().any(|(id, _)| *id == self.node_id),
+            mine: is_owner(&self.node_id),
             owners: owners.len(),
-        })
+            complete: sealed.len() == remote_owners,
+        }
     }
 
     /// After a teed upload was verified and installed here: wait for a
@@ -485,7 +580,8 @@ impl Replicas {
         let needed = placement::write_quorum(tee.owners);
         let mut acked = usize::from(tee.mine);
         let mut pushes: FuturesUnordered<_> = tee.pushes.into_iter().collect();
-        let mut all = true;
+        // Owners the tee could not reach still need their copy.
+        let mut all = tee.complete;
         while acked < needed {
             match pushes.next().await {
                 Some(r) => {
@@ -542,31 +638,55 @@ impl Replicas {
 }
 
 /// What is left of a `Tee` once its body stream has been consumed.
-pub struct TeeHandles {
-    pushes: Vec<tokio::task::JoinHandle<(u64, Result<bool, ReplicationError>)>>,
+pub struct TeeHandles<T = bool> {
+    pushes: Vec<Transfer<T>>,
+    /// Whether this node owns the blob, of how many owners.
     mine: bool,
     owners: usize,
+    /// Whether the transfers reach every remote owner.
+    complete: bool,
 }
 
-impl Tee {
+impl<T> TeeHandles<T> {
+    /// Each peer's answer, in the order the peers were given to
+    /// `Tee::start`, once every transfer ended or `bound` passed (a peer
+    /// that has not answered by then counts as failed).
+    pub async fn answers(self, bound: std::time::Duration) -> Vec<Result<T, String>>
+    where
+        T: Send + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut out = Vec::with_capacity(self.pushes.len());
+        for push in self.pushes {
+            let abort = push.abort_handle();
+            out.push(match tokio::time::timeout_at(deadline, push).await {
+                Ok(Ok((_, r))) => r.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(format!("transfer task: {e}")),
+                Err(_) => {
+                    abort.abort();
+                    Err(format!("no answer in {}s", bound.as_secs()))
+                }
+            });
+        }
+        out
+    }
+}
+
+impl<T> Tee<T> {
     /// Pass `body` through unchanged while sending copies of it, gathered
-    /// into chunks of about 1 MiB, to every owner. An owner that stops
-    /// taking copies is dropped from the tee (its push reports why).
+    /// into chunks of about 1 MiB, to every peer. A peer that stops
+    /// taking copies is dropped from the tee (its transfer reports why).
     pub fn wrap<S>(
         self,
         body: S,
     ) -> (
         impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
-        TeeHandles,
+        TeeHandles<T>,
     )
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     {
-        let handles = TeeHandles {
-            pushes: self.pushes,
-            mine: self.mine,
-            owners: self.owners,
-        };
+        let handles = self.handles;
         let state = (body, bytes::BytesMut::new(), self.senders, false);
         let stream =
             futures::stream::unfold(state, |(mut body, mut buf, mut senders, done)| async move {

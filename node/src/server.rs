@@ -30,8 +30,9 @@ pub struct AppState {
     pub node_id: u64,
     pub meta: Metadata,
     pub blobs: BlobStore,
-    pub uploads: Uploads,
+    pub uploads: Arc<Uploads>,
     pub replicas: crate::replicas::Replicas,
+    pub upload_replicas: crate::upload_replicas::UploadReplicas,
     pub reconciler: crate::reconcile::Reconciler,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: u64,
@@ -189,7 +190,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (raft_svc, cluster_svc) =
         tcr_raft::rpc_server::services(raft.clone(), gate.clone(), read_index.clone());
     let blobs = BlobStore::open(&cfg.data_dir)?;
-    let blob_svc = tcr_storage::replication::BlobRpc::server(blobs.clone(), cfg.max_blob_bytes)?;
+    let uploads = Arc::new(Uploads::open(blobs.clone())?);
+    let blob_svc = tcr_storage::replication::BlobRpc::server(
+        blobs.clone(),
+        uploads.clone(),
+        cfg.max_blob_bytes,
+    );
     let routes = tonic::service::Routes::from(crate::peer_reads::routes(blobs.clone()))
         .add_service(raft_svc)
         .add_service(cluster_svc)
@@ -234,7 +240,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
         }
     }
-    let uploads = Uploads::open(blobs.clone())?;
     let metrics = Metrics::new();
     let replicas = crate::replicas::Replicas::new(
         cfg.node_id,
@@ -259,6 +264,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(reconciler.clone().run());
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
+        upload_replicas: crate::upload_replicas::UploadReplicas::new(metrics.transfers.clone()),
         replicas,
         reconciler,
         meta: Metadata::new(
@@ -320,6 +326,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 Ok(n) => tracing::info!(removed = n, "expired idle upload sessions"),
                 Err(e) => tracing::warn!("expiring upload sessions: {e}"),
             }
+            janitor.upload_replicas.prune(&janitor.uploads).await;
         }
     });
     let ready_state = state.clone();

@@ -20,7 +20,10 @@ pub mod proto {
 
 use proto::blob_service_client::BlobServiceClient;
 use proto::blob_service_server::{BlobService, BlobServiceServer};
-use proto::{Chunk, GetRequest, HasManyReply, HasManyRequest, HasReply, PutChunk, PutReply};
+use proto::{
+    AbandonReply, AppendChunk, AppendReply, Chunk, GetRequest, HasManyReply, HasManyRequest,
+    HasReply, PutChunk, PutReply, SealRequest, SessionRequest,
+};
 
 /// Chunks in flight per transfer: the sender waits when the peer is slower.
 const IN_FLIGHT: usize = 4;
@@ -65,42 +68,102 @@ pub async fn push_stream<S>(
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<PutChunk>(IN_FLIGHT);
     let name = d.to_string();
+    let (messages, feeder) = feed(chunks, move |first, data| PutChunk {
+        digest: if first { name.clone() } else { String::new() },
+        size,
+        data,
+    });
+    let reply = client(channel).put(messages).await;
+    fed(feeder).await?;
+    Ok(reply?.into_inner().written)
+}
+
+/// `chunks` as a stream of messages (`make(first, bytes)`), fed by a task
+/// through a bounded channel: the sender waits when the peer is slower. An
+/// empty `chunks` still makes one message, which names the transfer.
+fn feed<S, M>(
+    chunks: S,
+    mut make: impl FnMut(bool, Bytes) -> M + Send + 'static,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<M>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    M: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<M>(IN_FLIGHT);
     let feeder = tokio::spawn(async move {
         let mut chunks = std::pin::pin!(chunks);
         let mut first = true;
         while let Some(data) = chunks.next().await {
-            let data = data?;
-            let msg = PutChunk {
-                digest: if first { name.clone() } else { String::new() },
-                size,
-                data,
-            };
+            let msg = make(first, data?);
             first = false;
             if tx.send(msg).await.is_err() {
                 return Ok(()); // the call ended; its status says why
             }
         }
         if first {
-            // An empty blob: one message that names it.
-            let _ = tx
-                .send(PutChunk {
-                    digest: name,
-                    size,
-                    data: Bytes::new(),
-                })
-                .await;
+            let _ = tx.send(make(true, Bytes::new())).await;
         }
-        Ok::<(), std::io::Error>(())
+        Ok(())
     });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), feeder)
+}
+
+/// Whether the feeder read its source to the end (a local read error
+/// fails the transfer even if the peer answered).
+async fn fed(feeder: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), ReplicationError> {
+    Ok(feeder.await.map_err(std::io::Error::other)??)
+}
+
+/// Append `chunks` to the peer's replica session for upload `session`,
+/// at `offset` (0 opens the session). Returns the session's new size.
+pub async fn append<S>(
+    channel: Channel,
+    session: &str,
+    offset: u64,
+    chunks: S,
+) -> Result<u64, ReplicationError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let session = session.to_string();
+    let (messages, feeder) = feed(chunks, move |first, data| AppendChunk {
+        session: if first {
+            session.clone()
+        } else {
+            String::new()
+        },
+        offset,
+        data,
+    });
+    let reply = client(channel).append(messages).await;
+    fed(feeder).await?;
+    Ok(reply?.into_inner().size)
+}
+
+/// Install the peer's replica session for upload `session` as blob `d`
+/// (verified, fsynced, renamed); the session ends either way.
+pub async fn seal(channel: Channel, session: &str, d: &Digest) -> Result<bool, ReplicationError> {
     let reply = client(channel)
-        .put(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
-    let fed = feeder.await.map_err(std::io::Error::other)?;
-    let reply = reply?;
-    fed?;
+        .seal(SealRequest {
+            session: session.to_string(),
+            digest: d.to_string(),
+        })
+        .await?;
     Ok(reply.into_inner().written)
+}
+
+/// Drop the peer's replica session for upload `session`, if it has one.
+pub async fn abandon(channel: Channel, session: &str) -> Result<(), ReplicationError> {
+    client(channel)
+        .abandon(SessionRequest {
+            session: session.to_string(),
+        })
+        .await?;
+    Ok(())
 }
 
 /// Stream `len` bytes of `d` from `start` out of the peer behind `channel`.
@@ -176,27 +239,47 @@ pub struct BlobRpc {
 }
 
 impl BlobRpc {
-    /// Replicas are staged as upload sessions named `replica-*`, in the
-    /// same directory as client uploads (so the janitor expires leftovers).
+    /// Replicas are staged as upload sessions named `replica-*` (a whole
+    /// blob) or `pipe-<upload id>` (a chunked upload's copy), among the
+    /// node's client uploads: `uploads` is the node's own, so the janitor
+    /// expires leftovers and sees which sessions are busy.
     pub fn server(
         store: BlobStore,
+        uploads: std::sync::Arc<Uploads>,
         max_blob_bytes: u64,
-    ) -> std::io::Result<BlobServiceServer<Self>> {
-        let uploads = std::sync::Arc::new(Uploads::open(store.clone())?);
-        Ok(BlobServiceServer::new(BlobRpc {
+    ) -> BlobServiceServer<Self> {
+        BlobServiceServer::new(BlobRpc {
             store,
             uploads,
             max_blob_bytes,
         })
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+        .max_encoding_message_size(MAX_MESSAGE)
     }
+}
+
+/// The local session that holds replicas of upload `upload`.
+fn pipe_session(upload: &str) -> Result<String, Status> {
+    let id = format!("pipe-{upload}");
+    if upload.is_empty()
+        || id.len() > 64
+        || !upload
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(Status::invalid_argument(format!(
+            "'{upload}' is not an upload id"
+        )));
+    }
+    Ok(id)
 }
 
 fn upload_status(e: UploadError) -> Status {
     match e {
         UploadError::DigestMismatch { .. } => Status::data_loss(e.to_string()),
         UploadError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        UploadError::Unknown(_) => Status::not_found(e.to_string()),
+        UploadError::OutOfOrder { .. } => Status::failed_precondition(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }
@@ -235,6 +318,68 @@ impl BlobService for BlobRpc {
                 tracing::warn!(digest = %d, "refused a replica: {e}");
                 Err(upload_status(e))
             }
+        }
+    }
+
+    async fn append(
+        &self,
+        req: Request<Streaming<AppendChunk>>,
+    ) -> Result<Response<AppendReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty append stream"))?;
+        let id = pipe_session(&first.session)?;
+        if first.offset == 0
+            && matches!(self.uploads.status(&id).await, Err(UploadError::Unknown(_)))
+        {
+            self.uploads.create(&id, "").await.map_err(upload_status)?;
+        }
+        let body = futures::stream::once(async move { Ok::<_, Status>(first.data) })
+            .chain(stream.map_ok(|c| c.data));
+        match self
+            .uploads
+            .append(&id, Some(first.offset), Box::pin(body), self.max_blob_bytes)
+            .await
+        {
+            Ok(size) => Ok(Response::new(AppendReply { size })),
+            Err(e) => {
+                // The sender stops using a session that failed once; its
+                // bytes would only wait for the janitor.
+                let _ = self.uploads.cancel(&id).await;
+                Err(upload_status(e))
+            }
+        }
+    }
+
+    async fn seal(&self, req: Request<SealRequest>) -> Result<Response<PutReply>, Status> {
+        let req = req.into_inner();
+        let id = pipe_session(&req.session)?;
+        let d: Digest = req
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        match self.uploads.finish(&id, &d).await {
+            Ok(_) => Ok(Response::new(PutReply { written: true })),
+            Err(e) => {
+                tracing::warn!(digest = %d, session = %id, "refused to seal a replica: {e}");
+                if !matches!(e, UploadError::Unknown(_)) {
+                    let _ = self.uploads.cancel(&id).await;
+                }
+                Err(upload_status(e))
+            }
+        }
+    }
+
+    async fn abandon(
+        &self,
+        req: Request<SessionRequest>,
+    ) -> Result<Response<AbandonReply>, Status> {
+        let id = pipe_session(&req.into_inner().session)?;
+        match self.uploads.cancel(&id).await {
+            Ok(()) | Err(UploadError::Unknown(_)) => Ok(Response::new(AbandonReply {})),
+            Err(e) => Err(upload_status(e)),
         }
     }
 
@@ -292,5 +437,118 @@ impl BlobService for BlobRpc {
         Ok(Response::new(Box::pin(chunks.map(|c| {
             c.map(|data| Chunk { data }).map_err(Status::from)
         }))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A real tonic server with the blob service over a fresh store.
+    async fn serve() -> (tempfile::TempDir, Channel, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let uploads = Arc::new(Uploads::open(store.clone()).unwrap());
+        let svc = BlobRpc::server(store.clone(), uploads, 1 << 20);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        (dir, channel, store)
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+        let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        futures::stream::iter(parts)
+    }
+
+    /// Staging sessions left on the peer.
+    fn staged(dir: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_replica_session_takes_chunks_in_order_and_seals_into_the_named_blob() {
+        let (dir, ch, store) = serve().await;
+        let d = Digest::of(b"hello world");
+        assert_eq!(
+            append(ch.clone(), "1-a", 0, chunks(&[b"hel", b"lo "]))
+                .await
+                .unwrap(),
+            6
+        );
+        assert_eq!(
+            append(ch.clone(), "1-a", 6, chunks(&[b"world"]))
+                .await
+                .unwrap(),
+            11
+        );
+        // Not visible as a blob until sealed.
+        assert!(store.stat(&d).await.unwrap().is_none());
+        assert!(seal(ch.clone(), "1-a", &d).await.unwrap());
+        assert_eq!(std::fs::read(store.path(&d)).unwrap(), b"hello world");
+        assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
+        // An empty append opens an empty session: the empty blob.
+        assert_eq!(append(ch.clone(), "1-e", 0, chunks(&[])).await.unwrap(), 0);
+        assert!(seal(ch.clone(), "1-e", &Digest::of(b"")).await.unwrap());
+        assert_eq!(store.stat(&Digest::of(b"")).await.unwrap(), Some(0));
+    }
+
+    fn err<T>(r: Result<T, ReplicationError>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_replica_session_refuses_gaps_wrong_digests_and_unknown_sessions_and_leaves_nothing()
+    {
+        let (dir, ch, store) = serve().await;
+
+        // A chunk that does not start at the session's end ends the session.
+        append(ch.clone(), "1-gap", 0, chunks(&[b"abc"]))
+            .await
+            .unwrap();
+        let e = err(append(ch.clone(), "1-gap", 10, chunks(&[b"x"])).await);
+        assert!(e.contains("FailedPrecondition"), "{e}");
+        let e = err(seal(ch.clone(), "1-gap", &Digest::of(b"abc")).await);
+        assert!(e.contains("NotFound"), "{e}");
+
+        // A wrong digest installs nothing and ends the session.
+        append(ch.clone(), "1-bad", 0, chunks(&[b"abc"]))
+            .await
+            .unwrap();
+        let wrong = Digest::of(b"abd");
+        let e = err(seal(ch.clone(), "1-bad", &wrong).await);
+        assert!(e.contains("DataLoss"), "{e}");
+        assert!(store.stat(&wrong).await.unwrap().is_none());
+        assert!(store.stat(&Digest::of(b"abc")).await.unwrap().is_none());
+
+        // Only offset 0 opens a session; ids cannot leave the uploads dir.
+        let e = err(append(ch.clone(), "1-none", 5, chunks(&[b"x"])).await);
+        assert!(e.contains("NotFound"), "{e}");
+        let e = err(append(ch.clone(), "../x", 0, chunks(&[b"x"])).await);
+        assert!(e.contains("InvalidArgument"), "{e}");
+
+        // Past the size limit (1 MiB here).
+        let big: &'static [u8] = Box::leak(vec![7u8; (1 << 20) + 1].into_boxed_slice());
+        let e = err(append(ch.clone(), "1-big", 0, chunks(&[big])).await);
+        assert!(e.contains("ResourceExhausted"), "{e}");
+
+        // Abandon drops a session, and is fine with one that is gone.
+        append(ch.clone(), "1-left", 0, chunks(&[b"abc"]))
+            .await
+            .unwrap();
+        abandon(ch.clone(), "1-left").await.unwrap();
+        abandon(ch.clone(), "1-left").await.unwrap();
+        assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
     }
 }

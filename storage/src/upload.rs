@@ -158,6 +158,15 @@ impl Uploads {
         Ok((size, h))
     }
 
+    /// Whether session `id` is open in this process (cheap: no disk access;
+    /// a session from before a restart is not counted until it is used).
+    pub fn contains(&self, id: &str) -> bool {
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .contains_key(id)
+    }
+
     /// Session info and the number of bytes received so far.
     pub async fn status(&self, id: &str) -> Result<(SessionInfo, u64), UploadError> {
         let s = self.session(id).await?;

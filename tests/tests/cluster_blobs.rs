@@ -97,6 +97,11 @@ async fn add_fourth(dir: &Path, nodes: &mut Vec<Node>, weight: u32) {
 }
 
 async fn start_cluster(dir: &Path) -> Vec<Node> {
+    start_cluster_with(dir, 2).await
+}
+
+/// Three voters with replication factor `r`, and the namespace `acme`.
+async fn start_cluster_with(dir: &Path, r: u32) -> Vec<Node> {
     let n1 = Node::start_with(&dir.join("n1"), &ENV, &["--node-id", "1"]).await;
     let join = n1.rpc();
     let mut nodes = vec![n1];
@@ -122,7 +127,7 @@ async fn start_cluster(dir: &Path) -> Vec<Node> {
     .await;
     let out = tcr(
         &nodes[0].url(),
-        &["cluster", "set", "replication-factor", "2"],
+        &["cluster", "set", "replication-factor", &r.to_string()],
     );
     assert!(
         out.status.success(),
@@ -134,7 +139,7 @@ async fn start_cluster(dir: &Path) -> Vec<Node> {
         wait_for("R=2 on every node", Duration::from_secs(10), || async {
             json(&url)
                 .await
-                .is_some_and(|s| s["replicationFactor"] == 2)
+                .is_some_and(|s| s["replicationFactor"] == r)
         })
         .await;
     }
@@ -746,4 +751,209 @@ async fn concurrent_pushes_of_one_layer_through_a_non_owner_all_succeed() {
             assert_eq!(pull(n, &d).await.map(|b| digest(&b)), Ok(d.clone()));
         }
     }
+}
+
+/// The pipelined replica sessions (`uploads/pipe-*`) in a node's data dir,
+/// with their sizes.
+fn pipe_sessions(node: &Node) -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(node.dir.join("data/uploads")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let name = e.ok()?.file_name().to_string_lossy().into_owned();
+        name.starts_with("pipe-").then_some(())?;
+        let size = std::fs::metadata(node.dir.join("data/uploads").join(&name).join("data"))
+            .map_or(0, |m| m.len());
+        Some((name, size))
+    })
+    .collect()
+}
+
+/// `tcr_blob_transfers_total{kind, result}` on a node.
+async fn transfers(node: &Node, kind: &str, result: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", node.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("tcr_blob_transfers_total{{kind=\"{kind}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// PATCH `chunk` at `offset` of the session at `location` through `base`.
+async fn patch_at(
+    c: &reqwest::Client,
+    base: &str,
+    location: &str,
+    offset: usize,
+    chunk: &[u8],
+) -> String {
+    let r = c
+        .patch(format!("{base}{location}"))
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{offset}-{}", offset + chunk.len() - 1),
+        )
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn post_upload(c: &reqwest::Client, base: &str) -> String {
+    let r = c
+        .post(format!("{base}/v2/acme/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// With R=3 on three nodes every node owns every blob, so a chunked
+/// upload's bytes go to the other owners as each PATCH arrives, before the
+/// digest is known; the PUT seals those copies. A wrong digest or a
+/// cancelled upload leaves nothing on the peers, and a peer lost midway
+/// does not fail the upload.
+#[tokio::test]
+async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(dir.path(), 3).await;
+    let c = reqwest::Client::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(33);
+    let mut data = vec![0u8; 7 << 20];
+    rng.fill(&mut data[..]);
+    let d = digest(&data);
+    let chunks: Vec<&[u8]> = data.chunks(2 << 20).collect();
+
+    // POST at node 1; PATCHes at nodes 1 and 2 (passed on to node 1).
+    let mut location = post_upload(&c, &nodes[0].url()).await;
+    let mut offset = 0;
+    for (i, chunk) in chunks[..3].iter().enumerate() {
+        location = patch_at(&c, &nodes[i % 2].url(), &location, offset, chunk).await;
+        offset += chunk.len();
+        // Each chunk is on the other owners when its PATCH is answered.
+        for n in &nodes[1..] {
+            let s = pipe_sessions(n);
+            assert_eq!(s.len(), 1, "node {}: {s:?}", n.url());
+            assert_eq!(s[0].1, offset as u64, "node {}: {s:?}", n.url());
+        }
+    }
+    assert!(holders(&nodes, &d).is_empty(), "not a blob before the PUT");
+    // The last chunk with the PUT, through node 3.
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = c
+        .put(format!("{}{location}{sep}digest={d}", nodes[2].url()))
+        .body(chunks[3].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    assert!(holders(&nodes, &d).len() >= 2, "a write quorum at the 201");
+    wait_for(
+        "a copy on every owner, no session left",
+        Duration::from_secs(20),
+        || {
+            let ok = holders(&nodes, &d) == vec![1, 2, 3]
+                && nodes.iter().all(|n| pipe_sessions(n).is_empty());
+            async move { ok }
+        },
+    )
+    .await;
+    // Every chunk went to both peers as it came: none by a push afterwards.
+    assert_eq!(transfers(&nodes[0], "pipelined_append", "ok").await, 8);
+    assert_eq!(transfers(&nodes[0], "pipelined_append", "error").await, 0);
+    for n in &nodes {
+        assert_eq!(pull(n, &d).await.unwrap(), data, "via {}", n.url());
+    }
+
+    // A wrong digest at the PUT: refused, and no copy anywhere.
+    let other = &data[..3 << 20];
+    let location = post_upload(&c, &nodes[1].url()).await;
+    let location = patch_at(&c, &nodes[1].url(), &location, 0, other).await;
+    let wrong = digest(b"something else");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = c
+        .put(format!("{}{location}{sep}digest={wrong}", nodes[1].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::BAD_REQUEST);
+    let v: Value = put.json().await.unwrap();
+    assert_eq!(v["errors"][0]["code"], "DIGEST_INVALID");
+    wait_for(
+        "no session left after a wrong digest",
+        Duration::from_secs(10),
+        || {
+            let ok = nodes.iter().all(|n| pipe_sessions(n).is_empty());
+            async move { ok }
+        },
+    )
+    .await;
+    assert!(holders(&nodes, &wrong).is_empty());
+    assert!(holders(&nodes, &digest(other)).is_empty());
+
+    // A cancelled upload leaves nothing on the peers either.
+    let location = post_upload(&c, &nodes[2].url()).await;
+    let location = patch_at(&c, &nodes[2].url(), &location, 0, other).await;
+    assert_eq!(pipe_sessions(&nodes[0]).len(), 1);
+    let del = c
+        .delete(format!("{}{location}", nodes[2].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::NO_CONTENT);
+    wait_for(
+        "no session left after a cancel",
+        Duration::from_secs(10),
+        || {
+            let ok = nodes.iter().all(|n| pipe_sessions(n).is_empty());
+            async move { ok }
+        },
+    )
+    .await;
+
+    // A peer killed midway: the upload still succeeds on the two left.
+    let mut data2 = vec![0u8; 5 << 20];
+    rng.fill(&mut data2[..]);
+    let d2 = digest(&data2);
+    let location = post_upload(&c, &nodes[0].url()).await;
+    let location = patch_at(&c, &nodes[0].url(), &location, 0, &data2[..2 << 20]).await;
+    nodes[2].kill9();
+    let location = patch_at(&c, &nodes[0].url(), &location, 2 << 20, &data2[2 << 20..]).await;
+    assert!(transfers(&nodes[0], "pipelined_append", "error").await >= 1);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = c
+        .put(format!("{}{location}{sep}digest={d2}", nodes[0].url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    wait_for(
+        "copies on the two nodes left",
+        Duration::from_secs(20),
+        || {
+            let ok = blob_path(&nodes[0], &d2).exists() && blob_path(&nodes[1], &d2).exists();
+            async move { ok }
+        },
+    )
+    .await;
+    assert_eq!(pull(&nodes[1], &d2).await.unwrap(), data2);
+    // Back up, node 3 gets its copy from the repair loop.
+    nodes[2].restart().await;
+    wait_for(
+        "repair gives node 3 its copy",
+        Duration::from_secs(60),
+        || {
+            let ok = blob_path(&nodes[2], &d2).exists();
+            async move { ok }
+        },
+    )
+    .await;
 }

@@ -135,6 +135,19 @@ fn new_upload_id(st: &AppState) -> String {
 /// write quorum of them) while the local copy is made durable, then record
 /// it in Raft.
 async fn commit_blob(st: &AppState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
+    let pipelined = st.upload_replicas.take(id).await;
+    if !pipelined.is_empty() {
+        // The owners hold the bytes already: they verify and install their
+        // copies while this node installs its own.
+        let hold = st.replicas.hold(d);
+        let seals = st.replicas.seal(st.meta.reader(), d, id, pipelined);
+        let size = st.uploads.finish(id, d).await?;
+        st.replicas
+            .finish_tee(st.meta.reader(), d, seals, hold)
+            .await
+            .map_err(replica_error)?;
+        return record_blob(st, name, d, size).await;
+    }
     let hold = st.replicas.hold(d);
     let blob = st.uploads.verified(id, d).await?;
     let size = st
@@ -249,6 +262,9 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
         commit_blob(st, name, &id, &d).await?;
         return Ok(blob_created(name, &d));
     }
+    if let Some(peers) = st.replicas.all_owners_but_me(st.meta.reader()) {
+        st.upload_replicas.open(&id, peers);
+    }
     let mut h = session_headers(name, &id, 0);
     h.insert(header::RANGE, "0-0".parse().expect("static"));
     Ok((StatusCode::ACCEPTED, h).into_response())
@@ -268,10 +284,10 @@ async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
 /// Append the request body to the session, at its Content-Range if given.
 async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
     let start = content_range_start(req.headers())?;
-    let body = body_stream(req, st.body_idle_timeout);
+    let body = body_stream(req, st.body_idle_timeout).map_err(std::io::Error::other);
     Ok(st
-        .uploads
-        .append(id, start, body, st.max_blob_bytes)
+        .upload_replicas
+        .append(&st.uploads, id, start, body, st.max_blob_bytes)
         .await?)
 }
 
@@ -295,6 +311,7 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
         if let Some(tee) =
             content_length(&req, st).and_then(|n| st.replicas.tee(st.meta.reader(), &d, n))
         {
+            st.upload_replicas.abandon(id).await;
             teed_upload(st, name, id, &d, tee, req).await?;
             return Ok(blob_created(name, &d));
         }
@@ -321,5 +338,6 @@ pub async fn status(st: &AppState, name: &str, id: &str) -> OciResult {
 pub async fn cancel(st: &AppState, name: &str, id: &str) -> OciResult {
     owned_session(st, name, id).await?;
     st.uploads.cancel(id).await?;
+    st.upload_replicas.abandon(id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

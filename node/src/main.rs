@@ -9,6 +9,7 @@ mod metadata;
 mod metering;
 mod metrics;
 mod oci;
+mod peer_http;
 mod peer_reads;
 mod reconcile;
 mod replicas;

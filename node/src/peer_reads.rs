@@ -96,15 +96,7 @@ fn not_held(d: &Digest) -> Response {
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .read_timeout(IDLE)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client without TLS builds")
-    })
+    CLIENT.get_or_init(|| crate::peer_http::client(Duration::from_secs(2), Some(IDLE)))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,14 +22,8 @@ pub fn session_node(id: &str) -> Option<u64> {
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client without TLS builds")
-    })
+    // No read timeout: an upload body may be slow to come from its client.
+    CLIENT.get_or_init(|| crate::peer_http::client(Duration::from_secs(5), None))
 }
 
 /// Headers that describe one hop, not the request.

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::peer_reads::{self, Via};
 use bytes::Bytes;
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{Stream, StreamExt};
@@ -16,6 +15,8 @@ use tcr_storage::placement::{self, Member};
 use tcr_storage::replication::{self, ReplicationError};
 use tcr_storage::{BlobStore, Digest, Hold, Mapped, UploadError};
 use tonic::transport::Channel;
+
+use crate::peer_reads::{self, Via};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -480,6 +481,21 @@ impl<T: Send + 'static> Tee<T> {
     }
 }
 
+impl Tee<()> {
+    /// A tee into senders the caller keeps (their receivers outlive it).
+    pub fn feeding(senders: Vec<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>) -> Self {
+        Tee {
+            senders,
+            handles: TeeHandles {
+                pushes: Vec::new(),
+                mine: false,
+                owners: 0,
+                complete: true,
+            },
+        }
+    }
+}
+
 impl Replicas {
     /// Start pushes of the coming `size` bytes of `d` to its remote owners;
     /// `None` when there is no remote owner.
@@ -645,31 +661,6 @@ pub struct TeeHandles<T = bool> {
     owners: usize,
     /// Whether the transfers reach every remote owner.
     complete: bool,
-}
-
-impl<T> TeeHandles<T> {
-    /// Each peer's answer, in the order the peers were given to
-    /// `Tee::start`, once every transfer ended or `bound` passed (a peer
-    /// that has not answered by then counts as failed).
-    pub async fn answers(self, bound: std::time::Duration) -> Vec<Result<T, String>>
-    where
-        T: Send + 'static,
-    {
-        let deadline = tokio::time::Instant::now() + bound;
-        let mut out = Vec::with_capacity(self.pushes.len());
-        for push in self.pushes {
-            let abort = push.abort_handle();
-            out.push(match tokio::time::timeout_at(deadline, push).await {
-                Ok(Ok((_, r))) => r.map_err(|e| e.to_string()),
-                Ok(Err(e)) => Err(format!("transfer task: {e}")),
-                Err(_) => {
-                    abort.abort();
-                    Err(format!("no answer in {}s", bound.as_secs()))
-                }
-            });
-        }
-        out
-    }
 }
 
 impl<T> Tee<T> {

@@ -206,6 +206,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
         if let Err(e) = tonic::transport::Server::builder()
+            // A peer that vanished without closing its connection (a
+            // partition, a dead host) must not hold a call open forever:
+            // a pipelined upload's Append stream lasts the whole upload.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(tcr_raft::network::MAX_FRAME))

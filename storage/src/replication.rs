@@ -2,7 +2,10 @@
 //! a peer in chunks of about 1 MiB (a bounded channel gives backpressure);
 //! the peer stages it as an internal upload, so it is hashed while written,
 //! verified, fsynced and renamed into place before it acknowledges. `fetch`
-//! streams a blob (or a range) from a peer that holds it.
+//! streams a blob (or a range) from a peer that holds it. `append` and
+//! `seal` copy a chunked upload to a peer as its chunks arrive, before its
+//! digest is known: the peer stages them in a session named after the
+//! upload, and verifies and installs it when sealed with the digest.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};

@@ -838,11 +838,19 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     for (i, chunk) in chunks[..3].iter().enumerate() {
         location = patch_at(&c, &nodes[i % 2].url(), &location, offset, chunk).await;
         offset += chunk.len();
-        // Each chunk is on the other owners when its PATCH is answered.
+        // The chunks reach the other owners' disks before the digest is
+        // known (a peer may hold its last MiB in its write buffer).
         for n in &nodes[1..] {
-            let s = pipe_sessions(n);
-            assert_eq!(s.len(), 1, "node {}: {s:?}", n.url());
-            assert_eq!(s[0].1, offset as u64, "node {}: {s:?}", n.url());
+            wait_for(
+                "the chunks on the other owners",
+                Duration::from_secs(10),
+                || {
+                    let s = pipe_sessions(n);
+                    let ok = s.len() == 1 && s[0].1 + (1 << 20) >= offset as u64;
+                    async move { ok }
+                },
+            )
+            .await;
         }
     }
     assert!(holders(&nodes, &d).is_empty(), "not a blob before the PUT");
@@ -866,9 +874,10 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
         },
     )
     .await;
-    // Every chunk went to both peers as it came: none by a push afterwards.
-    assert_eq!(transfers(&nodes[0], "pipelined_append", "ok").await, 8);
+    // Both peers took the whole upload as it came: no push afterwards.
+    assert_eq!(transfers(&nodes[0], "pipelined_append", "ok").await, 2);
     assert_eq!(transfers(&nodes[0], "pipelined_append", "error").await, 0);
+    assert_eq!(transfers(&nodes[0], "push", "error").await, 0);
     for n in &nodes {
         assert_eq!(pull(n, &d).await.unwrap(), data, "via {}", n.url());
     }
@@ -927,7 +936,6 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     let location = patch_at(&c, &nodes[0].url(), &location, 0, &data2[..2 << 20]).await;
     nodes[2].kill9();
     let location = patch_at(&c, &nodes[0].url(), &location, 2 << 20, &data2[2 << 20..]).await;
-    assert!(transfers(&nodes[0], "pipelined_append", "error").await >= 1);
     let sep = if location.contains('?') { '&' } else { '?' };
     let put = c
         .put(format!("{}{location}{sep}digest={d2}", nodes[0].url()))
@@ -935,6 +943,7 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
         .await
         .unwrap();
     assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    assert_eq!(transfers(&nodes[0], "pipelined_append", "error").await, 1);
     wait_for(
         "copies on the two nodes left",
         Duration::from_secs(20),

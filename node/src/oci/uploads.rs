@@ -135,7 +135,8 @@ fn new_upload_id(st: &AppState) -> String {
 /// write quorum of them) while the local copy is made durable, then record
 /// it in Raft.
 async fn commit_blob(st: &AppState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
-    let pipelined = st.upload_replicas.take(id).await;
+    let (_, size) = st.uploads.status(id).await?;
+    let pipelined = st.upload_replicas.take(id, size).await;
     if !pipelined.is_empty() {
         // The owners hold the bytes already: they verify and install their
         // copies while this node installs its own.

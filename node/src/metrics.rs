@@ -75,8 +75,8 @@ impl Metrics {
                 Opts::new(
                     "tcr_blob_transfers_total",
                     "blob transfers between nodes: push (to an owner after an upload), \
-                     pipelined_append (a chunk of a chunked upload copied to an owner \
-                     as it arrives), remote_read (a read served from another node), remote_read_grpc \
+                     pipelined_append (a chunked upload copied to an owner while its \
+                     chunks arrive; one per owner and upload), remote_read (a read served from another node), remote_read_grpc \
                      (one served over gRPC by a peer without HTTP reads); result ok|error",
                 ),
                 &["kind", "result"],

@@ -93,7 +93,8 @@ pub struct Config {
     /// Remove upload sessions idle for this many seconds.
     #[arg(long, env = "TCR_UPLOAD_IDLE_SECS", default_value_t = 24 * 3600)]
     pub upload_idle_secs: u64,
-    /// Take a Raft snapshot after this many log entries since the last one.
+    /// Take a Raft snapshot after at least this many log entries since the
+    /// last one, once the log since then is half the last snapshot's size.
     #[arg(long, env = "TCR_SNAPSHOT_LOGS", default_value_t = 20_000)]
     pub snapshot_logs: u64,
     /// Seconds between storage passes (repair, rebalance, scrub).
@@ -143,6 +144,11 @@ pub struct Config {
     /// Seconds between the leader's metering ticks (gigabyte-hours).
     #[arg(long, env = "TCR_METERING_INTERVAL_SECS", default_value_t = 60.0)]
     pub metering_interval_secs: f64,
+    /// RocksDB's memory for the metadata (block cache, with memtables
+    /// charged to it): a size such as 128MiB, 1GiB or a number of bytes.
+    /// The node's RSS is about this plus 60-100 MiB.
+    #[arg(long, env = "TCR_ROCKSDB_MEMORY", default_value = "128MiB", value_parser = parse_size)]
+    pub rocksdb_memory: u64,
     /// `service` in token challenges and the audience of tokens.
     #[arg(long, env = "TCR_TOKEN_SERVICE", default_value = "tcr")]
     pub token_service: String,
@@ -222,6 +228,26 @@ impl Config {
     }
 }
 
+/// A byte size: digits, optionally followed by K, M, G (or KiB, MiB, GiB;
+/// powers of 1024) or B.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 128MiB, 1GiB, 67108864)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// The ordinal a StatefulSet gives a pod: `tcr-12` -> 12.
 pub fn ordinal(host: &str) -> Option<u64> {
     let (_, n) = host.split('.').next()?.rsplit_once('-')?;
@@ -230,6 +256,32 @@ pub fn ordinal(host: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sizes_parse_in_every_unit(n in 0u64..1 << 33, unit in 0usize..4, long in any::<bool>()) {
+            let (names, shift) = [(["", ""], 0), (["K", "KiB"], 10), (["M", "MiB"], 20), (["G", "GiB"], 30)][unit];
+            let text = format!("{n}{}", names[usize::from(long)]);
+            prop_assert_eq!(super::parse_size(&text), Ok(n << shift));
+        }
+
+        #[test]
+        fn anything_else_is_refused_with_a_message(s in "\\PC*") {
+            if let Err(e) = super::parse_size(&s) {
+                prop_assert!(e.contains(&s));
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_that_are_not_sizes_are_refused() {
+        for bad in ["", "MiB", "12TiB", "-1", "1.5GiB", "99999999999999999999"] {
+            assert!(super::parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(super::parse_size("18446744073709551615GiB").is_err());
+    }
+
     #[test]
     fn ordinals_come_from_the_last_dash() {
         assert_eq!(super::ordinal("tcr-0"), Some(0));

@@ -154,13 +154,20 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let network = Network::default();
     settle_node_id(&mut cfg, &network).await?;
-    let stores = tcr_raft::open(&cfg.data_dir.join("raft"))?;
+    let stores = tcr_raft::open_with(
+        &cfg.data_dir.join("raft"),
+        &tcr_raft::StoreOptions {
+            memory_bytes: usize::try_from(cfg.rocksdb_memory).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+    )?;
     let raft_config = openraft::Config {
         cluster_name: "tcr".into(),
         heartbeat_interval: 250,
         election_timeout_min: 1000,
         election_timeout_max: 2000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        // Triggered by tcr_raft::snapshot_policy (entries and log bytes).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1000,
         // Bounded batches: entries can carry manifests of up to 4 MiB.
         max_payload_entries: 64,
@@ -182,6 +189,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         stores.state_machine,
     )
     .await?;
+    tokio::spawn(tcr_raft::snapshot_policy::run(
+        raft.clone(),
+        stores.log_volume.clone(),
+        cfg.snapshot_logs,
+    ));
     let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
         .await
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;

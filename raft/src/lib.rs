@@ -22,6 +22,7 @@ pub mod retention;
 pub mod rpc;
 pub mod rpc_server;
 pub mod snapshot;
+pub mod snapshot_policy;
 pub mod state_machine;
 pub mod store;
 pub mod tenancy;
@@ -39,7 +40,9 @@ pub use log_store::LogStore;
 pub use read::{Page, ReadError, StateReader};
 pub use retention::{AuditItem, RetentionPolicy, RetentionRun, Trigger};
 pub use state_machine::StateMachineStore;
-pub use store::{BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord};
+pub use store::{
+    BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord, StoreOptions,
+};
 pub use tenancy::{
     Action, CredentialRecord, OrganisationRecord, ProjectRecord, Scope, SigningKeyRecord,
     FEATURE_CONTAINER_REGISTRY,
@@ -50,18 +53,33 @@ pub use usage::NamespaceUsage;
 /// The three handles onto one node's metadata store.
 pub struct Stores {
     pub log: LogStore,
+    /// Log bytes since the last snapshot, for `snapshot_policy::run`.
+    pub log_volume: std::sync::Arc<snapshot_policy::LogVolume>,
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
 }
 
-/// Open (or create) the metadata store under `dir`.
+/// Open (or create) the metadata store under `dir`, sized by the defaults.
 pub fn open(dir: &Path) -> Result<Stores, OpenError> {
-    let db = store::open_db(&dir.join("db"))?;
+    open_with(dir, &StoreOptions::default())
+}
+
+/// Open (or create) the metadata store under `dir`.
+pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Stores, OpenError> {
+    let db = store::open_db(&dir.join("db"), options)?;
     let snapshots = dir.join("snapshots");
     snapshot::resume_install(&db, &snapshots)?;
+    let volume = std::sync::Arc::new(snapshot_policy::LogVolume::default());
+    volume.set_snapshot_bytes(snapshot::current_bytes(&snapshots)?);
     Ok(Stores {
-        log: LogStore::new(db.clone()),
-        state_machine: StateMachineStore::new(db.clone(), snapshots),
+        log: LogStore::new(db.clone(), volume.clone()),
+        log_volume: volume.clone(),
+        state_machine: StateMachineStore::new(
+            db.clone(),
+            snapshots,
+            options.request_window,
+            volume,
+        ),
         reader: StateReader::new(db),
     })
 }

@@ -11,6 +11,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
+use crate::snapshot_policy::LogVolume;
 use crate::store::{cf, CF_LOGS, CF_RAFT_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -22,6 +23,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    volume: Arc<LogVolume>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -41,7 +43,7 @@ fn decode_entry(b: &[u8]) -> Result<Entry, bincode::error::DecodeError> {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, volume: Arc<LogVolume>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         // Only a weak reference: the database must close when the stores are
         // dropped (a reopen needs its lock, and RocksDB aborts if it is still
@@ -69,7 +71,11 @@ impl LogStore {
                 }
             })
             .expect("spawn fsync thread");
-        LogStore { db, flusher: tx }
+        LogStore {
+            db,
+            flusher: tx,
+            volume,
+        }
     }
 
     fn get_meta<T: for<'de> serde::Deserialize<'de>>(
@@ -201,6 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let logs = cf(&self.db, CF_LOGS);
         for e in entries {
             let bytes = encode_entry(&e).map_err(|err| StorageIOError::write_logs(&err))?;
+            self.volume.appended(bytes.len() as u64);
             batch.put_cf(logs, index_key(e.log_id.index), bytes);
         }
         // Written without fsync: readable now, durable once the flusher has

@@ -31,6 +31,19 @@ pub struct Page {
     pub more: bool,
 }
 
+/// The smallest key after every key that starts with `prefix` (None: no
+/// such key, the prefix is empty or all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
@@ -192,10 +205,7 @@ impl StateReader {
         table: &str,
         prefix: &[u8],
     ) -> Result<Vec<T>, ReadError> {
-        let it = self.db.iterator_cf(
-            cf(&self.db, table),
-            IteratorMode::From(prefix, Direction::Forward),
-        );
+        let it = self.prefix_iter(table, prefix, prefix);
         let mut out = Vec::new();
         for item in it {
             let (k, v) = item?;
@@ -349,10 +359,7 @@ impl StateReader {
             // The smallest key strictly after `prefix+after`.
             start.push(0);
         }
-        let it = self.db.iterator_cf(
-            cf(&self.db, table),
-            IteratorMode::From(&start, Direction::Forward),
-        );
+        let it = self.prefix_iter(table, prefix, &start);
         let mut items = Vec::new();
         for item in it {
             let (k, _) = item?;
@@ -365,6 +372,26 @@ impl StateReader {
             items.push(String::from_utf8_lossy(rest).into_owned());
         }
         Ok(Page { items, more: false })
+    }
+
+    /// Keys of `table` from `start` on, ending where `prefix` ends: an
+    /// iterator with no upper bound would step over every deleted key
+    /// after the prefix, up to the next live one, before it could stop.
+    pub(crate) fn prefix_iter(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> rocksdb::DBIteratorWithThreadMode<'_, DB> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        self.db.iterator_cf_opt(
+            cf(&self.db, table),
+            opts,
+            IteratorMode::From(start, Direction::Forward),
+        )
     }
 
     /// SHA-256 over every data table in key order (Raft bookkeeping excluded):

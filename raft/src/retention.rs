@@ -526,9 +526,15 @@ impl StateReader {
         let prefix = key2(ns, "");
         let mut upper = prefix.clone();
         *upper.last_mut().expect("prefix ends in NUL") = 1;
-        let iter = db.iterator_cf(
+        // Bounded below too: a reverse scan would otherwise step over the
+        // deleted runs of the namespaces before this one.
+        let mut bounds = rocksdb::ReadOptions::default();
+        bounds.set_iterate_lower_bound(prefix.clone());
+        bounds.set_iterate_upper_bound(upper.clone());
+        let iter = db.iterator_cf_opt(
             cf(db, CF_RETENTION_RUNS),
-            rocksdb::IteratorMode::From(&upper, rocksdb::Direction::Reverse),
+            bounds,
+            rocksdb::IteratorMode::End,
         );
         let mut out = Vec::new();
         for item in iter {

@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot_policy::LogVolume;
 use crate::state_machine::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::store::{cf, decode, CF_RAFT_META, CF_SM_META, SM_CFS};
 use crate::types::{LogId, Snapshot, SnapshotMeta, StoredMembership};
@@ -78,51 +79,79 @@ fn index_of(name: &str) -> Option<u64> {
 pub struct Builder {
     db: Arc<DB>,
     dir: PathBuf,
+    volume: Arc<LogVolume>,
 }
 
 impl Builder {
-    pub(crate) fn new(db: Arc<DB>, dir: PathBuf) -> Self {
-        Builder { db, dir }
+    pub(crate) fn new(db: Arc<DB>, dir: PathBuf, volume: Arc<LogVolume>) -> Self {
+        Builder { db, dir, volume }
     }
 
     pub(crate) async fn build(&self) -> Result<Snapshot, SnapshotError> {
-        // The state machine writes without fsync; make what this snapshot
-        // covers durable before the log behind it may be purged.
-        self.db.flush_wal(true)?;
-        let snap = self.db.snapshot();
-        let meta_cf = cf(&self.db, CF_SM_META);
-        let last_applied: Option<LogId> = match snap.get_cf(meta_cf, KEY_LAST_APPLIED)? {
-            Some(b) => decode(&b)?,
-            None => None,
-        };
-        let membership: StoredMembership = match snap.get_cf(meta_cf, KEY_MEMBERSHIP)? {
-            Some(b) => decode(&b)?,
-            None => StoredMembership::default(),
-        };
-        let index = last_applied.map(|l| l.index).unwrap_or(0);
-        let name = data_name(index);
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        for (i, table) in SM_CFS.iter().enumerate() {
-            for item in snap.iterator_cf(cf(&self.db, table), IteratorMode::Start) {
-                let (k, v) = item?;
-                write_record(&mut out, i as u8, &k, &v)?;
-            }
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, self.dir.join(&name))?;
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id: name.trim_start_matches("data-").to_string(),
-        };
-        let current = Current { meta, data: name };
-        set_current(&self.dir, &current)?;
+        let started = std::time::Instant::now();
+        let mark = self.volume.mark();
+        // Writing out the whole state takes seconds at scale: off the
+        // async workers, which serve requests meanwhile.
+        let (db, dir) = (self.db.clone(), self.dir.clone());
+        let (current, bytes) = tokio::task::spawn_blocking(move || write_out(&db, &dir))
+            .await
+            .map_err(|e| SnapshotError::Io(std::io::Error::other(e)))??;
+        // Entries appended while the file was written count towards the next.
+        self.volume.snapshot_taken(mark, bytes);
+        tracing::info!(
+            index = current.meta.last_log_id.map_or(0, |l| l.index),
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "snapshot built"
+        );
         open_current(&self.dir, current).await
     }
+}
+
+/// Write every state table, as of one RocksDB snapshot, to a new data file
+/// and make it the current snapshot; returns it and its size.
+fn write_out(db: &DB, dir: &Path) -> Result<(Current, u64), SnapshotError> {
+    // The state machine writes without fsync; make what this snapshot
+    // covers durable before the log behind it may be purged.
+    db.flush_wal(true)?;
+    let snap = db.snapshot();
+    let meta_cf = cf(db, CF_SM_META);
+    let last_applied: Option<LogId> = match snap.get_cf(meta_cf, KEY_LAST_APPLIED)? {
+        Some(b) => decode(&b)?,
+        None => None,
+    };
+    let membership: StoredMembership = match snap.get_cf(meta_cf, KEY_MEMBERSHIP)? {
+        Some(b) => decode(&b)?,
+        None => StoredMembership::default(),
+    };
+    let index = last_applied.map(|l| l.index).unwrap_or(0);
+    let name = data_name(index);
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    for (i, table) in SM_CFS.iter().enumerate() {
+        // A full scan: keep it from evicting the working set from the cache.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.fill_cache(false);
+        opts.set_readahead_size(2 << 20);
+        for item in snap.iterator_cf_opt(cf(db, table), opts, IteratorMode::Start) {
+            let (k, v) = item?;
+            write_record(&mut out, i as u8, &k, &v)?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    drop(file);
+    std::fs::rename(&tmp, dir.join(&name))?;
+    let meta = SnapshotMeta {
+        last_log_id: last_applied,
+        last_membership: membership,
+        snapshot_id: name.trim_start_matches("data-").to_string(),
+    };
+    let current = Current { meta, data: name };
+    set_current(dir, &current)?;
+    Ok((current, bytes))
 }
 
 fn write_record(out: &mut impl Write, table: u8, k: &[u8], v: &[u8]) -> std::io::Result<()> {
@@ -196,13 +225,25 @@ async fn open_current(dir: &Path, current: Current) -> Result<Snapshot, Snapshot
 }
 
 pub(crate) async fn load(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
-    let bytes = match std::fs::read(dir.join(CURRENT)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let current: Current = serde_json::from_slice(&bytes)?;
-    open_current(dir, current).await.map(Some)
+    match read_current(dir)? {
+        Some(current) => open_current(dir, current).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_current(dir: &Path) -> Result<Option<Current>, SnapshotError> {
+    match std::fs::read(dir.join(CURRENT)) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The size of the current snapshot's data file (0: none).
+pub(crate) fn current_bytes(dir: &Path) -> Result<u64, SnapshotError> {
+    Ok(read_current(dir)?
+        .and_then(|c| std::fs::metadata(dir.join(c.data)).ok())
+        .map_or(0, |m| m.len()))
 }
 
 /// A new file to receive a snapshot into; files of abandoned transfers go.

@@ -28,13 +28,17 @@ use crate::usage::Kind;
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Every `requests_by_index` key below this log index has been forgotten:
+/// pruning seeks here instead of walking the tombstones it left before.
+const KEY_REQUESTS_PRUNED: &[u8] = b"requests_pruned_below";
 
 /// How many log entries a request id is remembered for. A node retries a
 /// proposal for at most a few seconds (its leader wait), far fewer entries
 /// than this at any write rate the log sustains; the bound keeps the table
 /// small. Forgetting is by log index, so every replica forgets alike.
 pub const REQUEST_WINDOW: u64 = 200_000;
-/// Old request ids forgotten per applied entry (amortised pruning).
+/// Old request ids forgotten per applied entry (amortised pruning: each
+/// entry adds at most one, so a backlog shrinks).
 const PRUNE_PER_APPLY: usize = 4;
 
 pub struct StateMachineStore {
@@ -43,15 +47,25 @@ pub struct StateMachineStore {
     snapshot_dir: PathBuf,
     /// The file the snapshot being received is written into.
     receiving: Option<PathBuf>,
+    /// How many log entries a request id is remembered for.
+    request_window: u64,
+    volume: Arc<crate::snapshot_policy::LogVolume>,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Self {
+    pub(crate) fn new(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        request_window: u64,
+        volume: Arc<crate::snapshot_policy::LogVolume>,
+    ) -> Self {
         StateMachineStore {
+            volume,
             reader: StateReader::new(db.clone()),
             db,
             snapshot_dir,
             receiving: None,
+            request_window: request_window.max(1),
         }
     }
 
@@ -114,23 +128,53 @@ impl StateMachineStore {
         Ok(result)
     }
 
+    /// Forget up to `PRUNE_PER_APPLY` request ids older than the window.
+    /// The scan starts where the last one stopped (a key in `sm_meta`, so
+    /// replicas and restarts agree) and ends at the horizon: its cost does
+    /// not grow with the tombstones earlier prunes left behind.
     fn forget_old_requests(&self, index: u64, batch: &mut WriteBatch) -> Result<(), ApplyError> {
-        let Some(horizon) = index.checked_sub(REQUEST_WINDOW) else {
+        let Some(horizon) = index.checked_sub(self.request_window) else {
             return Ok(());
         };
+        let meta = cf(&self.db, CF_SM_META);
+        let pruned: u64 = match self
+            .db
+            .get_pinned_cf(meta, KEY_REQUESTS_PRUNED)
+            .map_err(ApplyError::Db)?
+        {
+            Some(b) => decode(&b).map_err(ApplyError::Record)?,
+            None => 0,
+        };
+        if pruned >= horizon {
+            return Ok(());
+        }
         let by_index = cf(&self.db, CF_REQUESTS_BY_INDEX);
-        let iter = self.db.iterator_cf(by_index, rocksdb::IteratorMode::Start);
-        for item in iter.take(PRUNE_PER_APPLY) {
+        let mut bounds = rocksdb::ReadOptions::default();
+        bounds.set_iterate_upper_bound(horizon.to_be_bytes());
+        let from = pruned.to_be_bytes();
+        let iter = self.db.iterator_cf_opt(
+            by_index,
+            bounds,
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        // With fewer than a full batch below the horizon, all of it is gone.
+        let mut reached = horizon;
+        for (n, item) in iter.enumerate() {
             let (k, _) = item.map_err(ApplyError::Db)?;
-            let at = k
+            let Some(at) = k
                 .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-            if at.is_none_or(|at| at >= horizon) {
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            else {
+                continue;
+            };
+            if n == PRUNE_PER_APPLY {
+                reached = at;
                 break;
             }
             batch.delete_cf(cf(&self.db, CF_REQUESTS), &k[8..]);
             batch.delete_cf(by_index, &k);
         }
+        batch.put_cf(meta, KEY_REQUESTS_PRUNED, encode(&reached));
         Ok(())
     }
 }
@@ -653,7 +697,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        snapshot::Builder::new(self.db.clone(), self.snapshot_dir.clone())
+        snapshot::Builder::new(
+            self.db.clone(),
+            self.snapshot_dir.clone(),
+            self.volume.clone(),
+        )
     }
 
     /// Chunks from the leader go straight to a file, never to memory.
@@ -700,7 +748,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         };
         drop(snapshot);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         snapshot::install(&self.db, &self.snapshot_dir, meta, &path).map_err(&failed)?;
+        self.volume.snapshot_taken(self.volume.mark(), bytes);
         Ok(())
     }
 

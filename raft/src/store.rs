@@ -102,22 +102,95 @@ pub enum OpenError {
     },
 }
 
-pub(crate) fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
+/// How a node's metadata store is sized. The defaults fit the StatefulSet's
+/// memory request (256 MiB) with room for the rest of the process.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// RocksDB's memory, all column families together: one block cache
+    /// (data, index and filter blocks) that memtables are charged to as
+    /// well, so this bounds both however large the state grows.
+    pub memory_bytes: usize,
+    /// How many log entries a request id is remembered for (retried
+    /// proposals inside this window apply once).
+    pub request_window: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            request_window: crate::state_machine::REQUEST_WINDOW,
+        }
+    }
+}
+
+pub const DEFAULT_MEMORY_BYTES: usize = 128 << 20;
+/// Below this, memtables would flush every few hundred writes.
+pub const MIN_MEMORY_BYTES: usize = 16 << 20;
+
+pub(crate) fn open_db(path: &Path, options: &StoreOptions) -> Result<Arc<DB>, OpenError> {
+    let memory = options.memory_bytes.max(MIN_MEMORY_BYTES);
+    // One cache for every table, and memtables charged to it: RocksDB's
+    // defaults give each of the ~30 column families its own cache and up
+    // to 2 x 64 MiB of memtables, and keep every SST's index and filter
+    // blocks outside any cache, so memory grew with the state.
+    let cache = rocksdb::Cache::new_lru_cache(memory);
+    let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+        memory / 2,
+        false,
+        cache.clone(),
+    );
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // Metadata is small; keep background work modest on 2-core machines.
     opts.increase_parallelism(2);
+    opts.set_write_buffer_manager(&buffers);
+    // A table written rarely (settings, organisations) would otherwise keep
+    // every WAL file since its last write alive: flush it once the WALs
+    // pass this, so the WAL on disk stays bounded.
+    opts.set_max_total_wal_size(64 << 20);
     let cfs = [CF_LOGS, CF_RAFT_META]
         .into_iter()
         .chain(SM_CFS)
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        .map(|name| ColumnFamilyDescriptor::new(name, table_options(name, &cache, memory)));
     let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenError::RocksDb {
         path: path.display().to_string(),
         source,
     })?;
     Ok(Arc::new(db))
+}
+
+/// Per-table options over the shared cache.
+fn table_options(name: &str, cache: &rocksdb::Cache, memory: usize) -> Options {
+    let mut blocks = rocksdb::BlockBasedOptions::default();
+    blocks.set_block_cache(cache);
+    blocks.set_cache_index_and_filter_blocks(true);
+    blocks.set_cache_index_and_filter_blocks_with_high_priority(true);
+    blocks.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Most reads are point lookups (does this tag, manifest, blob link,
+    // request id exist?): a bloom filter answers most misses from memory.
+    blocks.set_bloom_filter(10.0, false);
+    blocks.set_format_version(6);
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&blocks);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    // Small memtables: the write buffer manager flushes the largest when
+    // they reach half the budget together; the log takes the most bytes.
+    let buffer = if name == CF_LOGS {
+        memory / 8
+    } else {
+        memory / 32
+    };
+    o.set_write_buffer_size(buffer.max(1 << 20));
+    o.set_max_write_buffer_number(2);
+    o.set_level_compaction_dynamic_level_bytes(true);
+    // Files dense with deletes (pruned request ids, moved tags, purged log
+    // entries) are compacted soon, so tombstones do not pile up in front
+    // of scans and on disk.
+    o.add_compact_on_deletion_collector_factory(10_000, 4_000, 0.4);
+    o
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {

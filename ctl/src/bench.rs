@@ -51,6 +51,14 @@ pub struct BenchArgs {
     /// Tags in the repository whose tag list is timed.
     #[arg(long, default_value_t = 5000)]
     tags: usize,
+    /// Repository to push into, inside the namespace (default: a new random
+    /// one per run); with --first-tag, rounds of one long run reuse it.
+    #[arg(long)]
+    repo: Option<String>,
+    /// The repository already holds tags t0000000 up to this one (pushed by
+    /// earlier runs): manifest-put pushes the next ones.
+    #[arg(long, default_value_t = 0)]
+    first_tag: usize,
     /// Phases to run (comma separated): large,small,manifest-put,manifest-get,tags
     #[arg(long, default_value = "large,small,manifest-put,manifest-get,tags")]
     phases: String,
@@ -335,7 +343,7 @@ impl Bench {
                     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": parts.2, "size": parts.3}],
                     "annotations": {"bench.run": run.to_string(), "bench.i": i.to_string()}
                 });
-                let url = format!("{}/v2/{}/manifests/t{:06}", self.base, self.repo, i);
+                let url = format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag(i));
                 let resp = self
                     .req(reqwest::Method::PUT, &url)
                     .header(CONTENT_TYPE, MANIFEST_TYPE)
@@ -358,8 +366,9 @@ impl Bench {
     async fn manifest_put(&mut self) -> anyhow::Result<()> {
         let parts = self.manifest_parts().await?;
         let n = self.manifests;
+        let first = self.pushed_tags;
         let started = Instant::now();
-        let h = self.put_manifests(0..n, &parts).await?;
+        let h = self.put_manifests(first..first + n, &parts).await?;
         let secs = started.elapsed().as_secs_f64();
         self.record(
             &format!("manifest PUT ({} clients)", self.concurrency),
@@ -371,7 +380,7 @@ impl Bench {
             h.value_at_quantile(0.99) as f64 / 1000.0,
             "ms",
         );
-        self.pushed_tags = n;
+        self.pushed_tags = first + n;
         Ok(())
     }
 
@@ -381,7 +390,7 @@ impl Bench {
             self.put_manifests(0..1, &parts).await?;
             self.pushed_tags = 1;
         }
-        let url = format!("{}/v2/{}/manifests/t{:06}", self.base, self.repo, 0);
+        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag(0));
         let deadline = Instant::now() + Duration::from_secs(self.get_seconds);
         let started = Instant::now();
         let this = &*self;
@@ -503,6 +512,11 @@ impl Bench {
     }
 }
 
+/// The bench's tag names sort in push order up to ten million.
+fn tag(i: usize) -> String {
+    format!("t{i:07}")
+}
+
 fn location(resp: &Response) -> anyhow::Result<String> {
     resp.headers()
         .get(LOCATION)
@@ -531,7 +545,10 @@ pub async fn run(args: BenchArgs, token: Option<String>, out: Output) -> anyhow:
     ns.send()
         .await
         .with_context(|| format!("cannot reach {base}"))?;
-    let repo = format!("{}/bench-{:08x}", args.namespace, rand::random::<u32>());
+    let repo = match &args.repo {
+        Some(r) => format!("{}/{r}", args.namespace),
+        None => format!("{}/bench-{:08x}", args.namespace, rand::random::<u32>()),
+    };
     let mut b = Bench {
         http,
         base,
@@ -548,7 +565,7 @@ pub async fn run(args: BenchArgs, token: Option<String>, out: Output) -> anyhow:
         get_seconds: args.get_seconds,
         connections: args.connections.max(1),
         tags: args.tags,
-        pushed_tags: 0,
+        pushed_tags: args.first_tag,
     };
     for phase in args
         .phases

@@ -48,6 +48,8 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Memtables are flushed to SST files after this many bytes, so an install
 /// holds at most this much of the state in memory.
 const FLUSH_BYTES: usize = 32 << 20;
+/// A snapshot being written is synced every this many bytes.
+const SYNC_BYTES: usize = 32 << 20;
 /// No key or value in the state is near this; a larger length is corruption.
 const MAX_FIELD: usize = 64 << 20;
 
@@ -129,6 +131,7 @@ fn write_out(db: &DB, dir: &Path) -> Result<(Current, u64), SnapshotError> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let mut unsynced = 0usize;
     for (i, table) in SM_CFS.iter().enumerate() {
         // A full scan: keep it from evicting the working set from the cache.
         let mut opts = rocksdb::ReadOptions::default();
@@ -137,6 +140,14 @@ fn write_out(db: &DB, dir: &Path) -> Result<(Current, u64), SnapshotError> {
         for item in snap.iterator_cf_opt(cf(db, table), opts, IteratorMode::Start) {
             let (k, v) = item?;
             write_record(&mut out, i as u8, &k, &v)?;
+            unsynced += 9 + k.len() + v.len();
+            // Hand the file to the disk as it grows: one fsync of a
+            // gigabyte at the end stalls the log's fsyncs behind it.
+            if unsynced >= SYNC_BYTES {
+                out.flush()?;
+                out.get_ref().sync_data()?;
+                unsynced = 0;
+            }
         }
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;

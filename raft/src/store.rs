@@ -106,9 +106,9 @@ pub enum OpenError {
 /// memory request (256 MiB) with room for the rest of the process.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// RocksDB's memory, all column families together: one block cache
-    /// (data, index and filter blocks) that memtables are charged to as
-    /// well, so this bounds both however large the state grows.
+    /// RocksDB's memory, all column families together: half for one block
+    /// cache (data, index and filter blocks), half for the memtables, so
+    /// both stay bounded however large the state grows.
     pub memory_bytes: usize,
     /// How many log entries a request id is remembered for (retried
     /// proposals inside this window apply once).
@@ -130,16 +130,15 @@ pub const MIN_MEMORY_BYTES: usize = 16 << 20;
 
 pub(crate) fn open_db(path: &Path, options: &StoreOptions) -> Result<Arc<DB>, OpenError> {
     let memory = options.memory_bytes.max(MIN_MEMORY_BYTES);
-    // One cache for every table, and memtables charged to it: RocksDB's
-    // defaults give each of the ~30 column families its own cache and up
-    // to 2 x 64 MiB of memtables, and keep every SST's index and filter
-    // blocks outside any cache, so memory grew with the state.
-    let cache = rocksdb::Cache::new_lru_cache(memory);
-    let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
-        memory / 2,
-        false,
-        cache.clone(),
-    );
+    // Half for one block cache shared by every table (data, index and
+    // filter blocks), half for all memtables together. RocksDB's defaults
+    // give each of the ~30 column families its own cache and up to 2 x 64
+    // MiB of memtables, and keep every SST's index and filter blocks
+    // outside any cache, so memory grew with the state. (Memtables are not
+    // charged to the cache: their dummy entries crowd the cache's shards,
+    // and a hot manifest's block was then read and decompressed per GET.)
+    let cache = rocksdb::Cache::new_lru_cache(memory / 2);
+    let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager(memory / 2, false);
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);

@@ -40,6 +40,24 @@ fn push(i: u64) -> Command {
     }))
 }
 
+/// Namespace `a`, and blob `digest(0)` in each of `repos` (what `push` needs).
+fn namespace_a_with(repos: &[&str]) -> Vec<Command> {
+    let mut cmds = vec![Command::CreateNamespace {
+        name: "a".into(),
+        visibility: Visibility::Private,
+        created_at: 1,
+        organisation: None,
+        project: None,
+    }];
+    cmds.extend(repos.iter().map(|r| Command::CommitBlob {
+        repo: r.to_string(),
+        digest: digest(0),
+        size: 10,
+        created_at: 1,
+    }));
+    cmds
+}
+
 /// Tombstones and hidden keys the current thread's RocksDB calls stepped
 /// over since the last reset.
 fn skipped(ctx: &PerfContext) -> u64 {
@@ -72,23 +90,8 @@ fn forgetting_old_request_ids_costs_the_same_after_fifty_windows() {
             },
         )
         .unwrap();
-        let setup = [
-            Command::CreateNamespace {
-                name: "a".into(),
-                visibility: Visibility::Private,
-                created_at: 1,
-                organisation: None,
-                project: None,
-            },
-            Command::CommitBlob {
-                repo: "a/app".into(),
-                digest: digest(0),
-                size: 10,
-                created_at: 1,
-            },
-        ];
         let mut index = 0;
-        for c in setup {
+        for c in namespace_a_with(&["a/app"]) {
             index += 1;
             s.state_machine
                 .apply(vec![entry(index, 0, c)])
@@ -141,27 +144,7 @@ fn a_listing_ends_at_its_prefix_whatever_was_deleted_after_it() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut s = tcr_raft::open(dir.path()).unwrap();
-        let mut cmds = vec![
-            Command::CreateNamespace {
-                name: "a".into(),
-                visibility: Visibility::Private,
-                created_at: 1,
-                organisation: None,
-                project: None,
-            },
-            Command::CommitBlob {
-                repo: "a/app".into(),
-                digest: digest(0),
-                size: 10,
-                created_at: 1,
-            },
-            Command::CommitBlob {
-                repo: "a/zz".into(),
-                digest: digest(0),
-                size: 10,
-                created_at: 1,
-            },
-        ];
+        let mut cmds = namespace_a_with(&["a/app", "a/zz"]);
         // a/app gets 3000 tags, all deleted again; a/zz keeps one.
         for i in 0..3000u64 {
             let Command::PutManifest(mut m) = push(i) else {

@@ -144,8 +144,8 @@ pub struct Config {
     /// Seconds between the leader's metering ticks (gigabyte-hours).
     #[arg(long, env = "TCR_METERING_INTERVAL_SECS", default_value_t = 60.0)]
     pub metering_interval_secs: f64,
-    /// RocksDB's memory for the metadata (block cache, with memtables
-    /// charged to it): a size such as 128MiB, 1GiB or a number of bytes.
+    /// RocksDB's memory for the metadata (half block cache, half
+    /// memtables): a size such as 128MiB, 1GiB or a number of bytes.
     /// The node's RSS is about this plus 60-100 MiB.
     #[arg(long, env = "TCR_ROCKSDB_MEMORY", default_value = "128MiB", value_parser = parse_size)]
     pub rocksdb_memory: u64,

@@ -524,13 +524,13 @@ impl StateReader {
     pub fn retention_runs(&self, ns: &str, n: usize) -> Result<Vec<RetentionRun>, ReadError> {
         let db = self.db();
         let prefix = key2(ns, "");
-        let mut upper = prefix.clone();
-        *upper.last_mut().expect("prefix ends in NUL") = 1;
         // Bounded below too: a reverse scan would otherwise step over the
         // deleted runs of the namespaces before this one.
         let mut bounds = rocksdb::ReadOptions::default();
         bounds.set_iterate_lower_bound(prefix.clone());
-        bounds.set_iterate_upper_bound(upper.clone());
+        if let Some(upper) = crate::read::prefix_end(&prefix) {
+            bounds.set_iterate_upper_bound(upper);
+        }
         let iter = db.iterator_cf_opt(
             cf(db, CF_RETENTION_RUNS),
             bounds,

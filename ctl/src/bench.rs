@@ -529,8 +529,13 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-pub async fn run(args: BenchArgs, token: Option<String>, out: Output) -> anyhow::Result<()> {
-    let http = Client::builder()
+pub async fn run(
+    args: BenchArgs,
+    token: Option<String>,
+    out: Output,
+    http: reqwest::ClientBuilder,
+) -> anyhow::Result<()> {
+    let http = http
         .pool_max_idle_per_host(args.connections.max(args.concurrency) * 2)
         .tcp_nodelay(true)
         .build()?;

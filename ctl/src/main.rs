@@ -21,6 +21,10 @@ struct Cli {
         global = true
     )]
     endpoint: String,
+    /// A PEM CA bundle to verify an https endpoint against, instead of the
+    /// system's roots (a private CA, e.g. from `tcr certs init`).
+    #[arg(long, env = "TCR_CACERT", global = true)]
+    cacert: Option<std::path::PathBuf>,
     /// Bearer token (the admin token or a credential).
     #[arg(long, env = "TCR_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -96,6 +100,9 @@ enum Command {
     Storage(cmd::storage::StorageCmd),
     /// Benchmark any OCI registry (push, pull, manifests, tag listing).
     Bench(bench::BenchArgs),
+    /// Certificates for TLS and peer mutual TLS: a CA and host certificates.
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCmd),
 }
 
 #[tokio::main]
@@ -106,10 +113,22 @@ async fn main() -> std::process::ExitCode {
         .token
         .clone()
         .or_else(|| cmd::login::stored_token(&cli.endpoint));
-    let client = Client::new(&cli.endpoint, token.clone());
     let out = cli.output;
+    // reqwest's builder is not Clone: one per client, from the same flags.
+    let http = || client::http_builder(cli.cacert.as_deref());
+    let client = match http() {
+        Ok(b) => Client::new(&cli.endpoint, token.clone(), b),
+        Err(e) => {
+            eprintln!("tcr: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Bench(args) => bench::run(args, token, out).await,
+        Command::Bench(args) => match http() {
+            Ok(b) => bench::run(args, token, out, b).await,
+            Err(e) => Err(e),
+        },
+        Command::Certs(c) => cmd::certs::run(c),
         Command::Namespaces(c) => cmd::namespaces::run(&client, c, out).await,
         Command::Cluster(c) => cmd::cluster::run_cluster(&client, c, out).await,
         Command::Members(c) => cmd::cluster::run_members(&client, c, out).await,
@@ -136,7 +155,10 @@ async fn main() -> std::process::ExitCode {
             if password.is_none() && !password_stdin {
                 eprintln!("tcr: reading the secret from standard input");
             }
-            cmd::login::login(&cli.endpoint, &username, password).await
+            match http() {
+                Ok(b) => cmd::login::login(b, &cli.endpoint, &username, password).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Logout => cmd::login::logout(&cli.endpoint),
     };

@@ -56,6 +56,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(5))
                 .build()?,
         };
+        c.make_certs()?;
         c.spawn(1, true)?;
         c.wait_ready(1, Duration::from_secs(60)).await?;
         for i in 2..=n {
@@ -78,6 +79,30 @@ impl Cluster {
         self.dir.join(format!("n{i}")).join("node.log")
     }
 
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    /// Peer mutual TLS, as in production: `tcr certs init` makes a CA and
+    /// a certificate for each host's address.
+    fn make_certs(&self) -> anyhow::Result<()> {
+        let ips: Vec<String> = (1..=self.nodes.len()).map(|i| self.hosts.ip(i)).collect();
+        let out = Command::new(self.bins.join("tcr"))
+            .args(["certs", "init", "--hosts", &ips.join(",")])
+            .arg("--out")
+            .arg(self.certs_dir())
+            .stdin(Stdio::null())
+            .output()
+            .context("running tcr certs init")?;
+        if !out.status.success() {
+            bail!(
+                "tcr certs init: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     fn spawn(&mut self, i: usize, init: bool) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.dir.join(format!("n{i}")))?;
         let log = std::fs::OpenOptions::new()
@@ -94,6 +119,12 @@ impl Cluster {
             .args(["--http-addr", &format!("{ip}:{HTTP_PORT}")])
             .args(["--rpc-addr", &format!("{ip}:{RPC_PORT}")])
             .args(["--storage-interval-secs", "2"])
+            .arg("--peer-ca-file")
+            .arg(self.certs_dir().join("ca.crt"))
+            .arg("--peer-cert-file")
+            .arg(self.certs_dir().join(format!("{ip}.crt")))
+            .arg("--peer-key-file")
+            .arg(self.certs_dir().join(format!("{ip}.key")))
             .args(&self.node_args)
             .env("TCR_ADMIN_TOKEN", &self.token)
             .stdin(Stdio::null())

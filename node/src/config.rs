@@ -149,6 +149,36 @@ pub struct Config {
     /// The node's RSS is about this plus 60-100 MiB.
     #[arg(long, env = "TCR_ROCKSDB_MEMORY", default_value = "128MiB", value_parser = parse_size)]
     pub rocksdb_memory: u64,
+    /// PEM certificate chain of the registry port (leaf first). With
+    /// --tls-key-file the port serves HTTPS only; both files are re-read
+    /// when they change, without a restart.
+    #[arg(long, env = "TCR_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "TCR_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The registry's URL as its clients reach it (https://registry.example):
+    /// the base of the token realm in challenges and of redirects. Default:
+    /// this node's advertised HTTP address, https when TLS is on.
+    #[arg(long, env = "TCR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// PEM CA that every node's peer certificate chains to: the RPC port
+    /// requires a client certificate from it, and calls to other nodes
+    /// accept only server certificates from it that name the host called.
+    #[arg(long, env = "TCR_PEER_CA_FILE")]
+    pub peer_ca_file: Option<PathBuf>,
+    /// PEM certificate this node presents to its peers (both directions);
+    /// it must name the host of --advertise-rpc-addr.
+    #[arg(long, env = "TCR_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-cert-file.
+    #[arg(long, env = "TCR_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Allow plain-text node-to-node traffic on a non-loopback RPC address
+    /// (a throw-away test network only: anyone who reaches the port can
+    /// read blobs and change the cluster's state).
+    #[arg(long, env = "TCR_INSECURE_PEERS")]
+    pub insecure_peers: bool,
     /// `service` in token challenges and the audience of tokens.
     #[arg(long, env = "TCR_TOKEN_SERVICE", default_value = "tcr")]
     pub token_service: String,
@@ -219,6 +249,56 @@ impl Config {
         self.advertise_http_addr
             .clone()
             .unwrap_or_else(|| self.http_addr.to_string())
+    }
+
+    /// The registry port's certificate and key, when both are given.
+    pub fn registry_tls(&self) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "--tls-cert-file and --tls-key-file go together: give both or neither"
+            ),
+        }
+    }
+
+    /// The peer CA, certificate and key, when all three are given.
+    pub fn peer_tls(&self) -> anyhow::Result<Option<(PathBuf, PathBuf, PathBuf)>> {
+        match (&self.peer_ca_file, &self.peer_cert_file, &self.peer_key_file) {
+            (Some(ca), Some(c), Some(k)) => Ok(Some((ca.clone(), c.clone(), k.clone()))),
+            (None, None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "--peer-ca-file, --peer-cert-file and --peer-key-file go together: give all three or none"
+            ),
+        }
+    }
+
+    /// The base URL clients are sent to (token realm, redirects), without
+    /// a trailing slash.
+    pub fn public_base(&self) -> anyhow::Result<String> {
+        let tls = self.tls_cert_file.is_some();
+        let Some(url) = &self.public_url else {
+            let scheme = if tls { "https" } else { "http" };
+            return Ok(format!("{scheme}://{}", self.advertise_http()));
+        };
+        let url = url.trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--public-url {url}: must start with https:// or http://")
+            })?;
+        // It is quoted in a header: nothing that could end the quote or
+        // the header, and a host that a URI parser accepts.
+        if rest.is_empty()
+            || url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+            || url.parse::<http::Uri>().is_err()
+        {
+            anyhow::bail!("--public-url {url}: not a valid URL");
+        }
+        Ok(url.to_string())
     }
 
     pub fn advertise_rpc(&self) -> String {

@@ -1,4 +1,5 @@
-//! Blob reads between nodes over plain HTTP/1.1 on the RPC port. A node
+//! Blob reads between nodes over HTTP/1.1 on the RPC port (under mutual
+//! TLS when peer certificates are configured). A node
 //! asked for a blob it does not hold streams it from a holder; here the
 //! holder writes its mapped copy straight to the socket and the reader
 //! takes the bytes as the socket hands them over, where the gRPC `Get`
@@ -155,7 +156,10 @@ async fn fetch(
     start: u64,
     len: u64,
 ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, FetchError> {
-    let url = format!("http://{rpc_addr}/tcr.blobs.v1/blobs/{d}?offset={start}&length={len}");
+    let url = format!(
+        "{}://{rpc_addr}/tcr.blobs.v1/blobs/{d}?offset={start}&length={len}",
+        crate::peer_http::scheme()
+    );
     let resp = client()
         .get(url)
         .send()

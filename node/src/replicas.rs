@@ -370,7 +370,8 @@ fn hashed_aside(
                 Some(Err(e)) => Some((Err(e), (inner, None))),
                 None => None,
             }
-        });
+        })
+        .fuse();
     (stream, verdict)
 }
 
@@ -390,7 +391,10 @@ fn held_for(
         on_corrupt: Option<Box<dyn FnOnce() + Send>>,
     }
     let state = State {
-        inner: Box::pin(inner),
+        // Fused: after the last chunk is let go, the next poll asks the
+        // inner stream again, which has already ended (HTTP/2 responses
+        // are polled once more for their end).
+        inner: Box::pin(inner.fuse()),
         held: None,
         verdict: Some(verdict),
         d,
@@ -432,6 +436,7 @@ fn held_for(
             }
         }
     })
+    .fuse()
 }
 
 /// Bytes gathered before a copy goes to the owners (about the chunk size

@@ -2,6 +2,7 @@
 //! cluster on an empty data dir), then serve HTTP until SIGTERM/SIGINT.
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
+use futures::StreamExt;
 use tcr_raft::network::Network;
 use tcr_raft::rpc::{decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest};
 use tcr_raft::transfer::TransferGate;
@@ -45,6 +47,103 @@ pub struct AppState {
     /// Default grace period of garbage collection.
     pub gc_grace_secs: u64,
     pub retention: crate::retention::Retention,
+    /// `https` when the registry port serves TLS (every node's does, or
+    /// none's): the scheme of redirects to another node.
+    pub http_scheme: &'static str,
+}
+
+/// The TLS configuration of a node's listeners and outgoing peer calls.
+struct Tls {
+    registry: Option<Arc<tcr_tls::ServerConfig>>,
+    peer_server: Option<Arc<tcr_tls::ServerConfig>>,
+    /// gRPC channels (h2) and HTTP/1.1 blob reads and upload proxying.
+    peer_h2: Option<Arc<tcr_tls::ClientConfig>>,
+    peer_http1: Option<Arc<tcr_tls::ClientConfig>>,
+}
+
+fn load_tls(cfg: &Config) -> anyhow::Result<Tls> {
+    let registry = match cfg.registry_tls()? {
+        Some((cert, key)) => {
+            let id = tcr_tls::Identity::load(&cert, &key, None)
+                .context("loading the registry port's certificate (--tls-cert-file)")?;
+            Some(tcr_tls::registry_server_config(&id)?)
+        }
+        None => None,
+    };
+    let Some((ca, cert, key)) = cfg.peer_tls()? else {
+        if !cfg.rpc_addr.ip().is_loopback() {
+            if !cfg.insecure_peers {
+                bail!(
+                    "refusing to serve node-to-node RPC on {} in plain text: anyone who reaches \
+                     that port could read private blobs and change the cluster. Give \
+                     --peer-ca-file, --peer-cert-file and --peer-key-file (`tcr certs init` \
+                     makes them), listen on loopback, or pass --insecure-peers on a \
+                     throw-away network",
+                    cfg.rpc_addr
+                );
+            }
+            tracing::warn!(
+                rpc = %cfg.rpc_addr,
+                "--insecure-peers: node-to-node traffic is plain text and unauthenticated; \
+                 anyone who reaches the RPC port can read blobs and change the cluster"
+            );
+        }
+        return Ok(Tls {
+            registry,
+            peer_server: None,
+            peer_h2: None,
+            peer_http1: None,
+        });
+    };
+    let id = tcr_tls::Identity::load(&cert, &key, Some(&ca))
+        .context("loading the peer certificate (--peer-cert-file, --peer-ca-file)")?;
+    let advertised = cfg.advertise_rpc();
+    let host = tcr_tls::host_of(&advertised);
+    if !tcr_tls::certificate_names(&id.certificate(), host) {
+        bail!(
+            "the peer certificate {} does not name {host}, the host of this node's RPC \
+             address ({advertised}): other nodes would refuse it",
+            cert.display()
+        );
+    }
+    Ok(Tls {
+        registry,
+        peer_server: Some(tcr_tls::peer_server_config(&id)?),
+        peer_h2: Some(tcr_tls::peer_client_config(&id, b"h2")?),
+        peer_http1: Some(tcr_tls::peer_client_config(&id, b"http/1.1")?),
+    })
+}
+
+/// The RPC server on whatever `incoming` yields (TCP or TLS connections).
+async fn serve_rpc<I, IO, IE>(routes: tonic::service::Routes, incoming: I)
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Err(e) = tonic::transport::Server::builder()
+        // A peer that vanished without closing its connection (a
+        // partition, a dead host) must not hold a call open forever:
+        // a pipelined upload's Append stream lasts the whole upload.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .max_frame_size(Some(tcr_raft::network::MAX_FRAME))
+        // HTTP/1.1 too, for blob reads between nodes (peer_reads) and
+        // proxied upload requests.
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        tracing::error!("RPC server failed: {e}");
+    }
 }
 
 fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
@@ -141,6 +240,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         admin_token(&cfg)?,
         cfg.token_service.clone(),
         cfg.token_lifetime_secs,
+        &cfg.public_base()?,
     );
     if auth.is_open() && !(cfg.http_addr.ip().is_loopback() && cfg.rpc_addr.ip().is_loopback()) {
         bail!(
@@ -150,9 +250,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             cfg.rpc_addr
         );
     }
+    let tls = load_tls(&cfg)?;
+    crate::peer_http::configure(tls.peer_http1.clone());
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let network = Network::default();
+    let network = Network::new(tls.peer_h2.clone().map(tcr_tls::PeerConnector::new));
     settle_node_id(&mut cfg, &network).await?;
     let stores = tcr_raft::open_with(
         &cfg.data_dir.join("raft"),
@@ -208,33 +310,47 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         uploads.clone(),
         cfg.max_blob_bytes,
     );
-    let routes = tonic::service::Routes::from(crate::peer_reads::routes(blobs.clone()))
-        .add_service(raft_svc)
-        .add_service(cluster_svc)
-        .add_service(blob_svc);
-    tokio::spawn(async move {
-        // Nagle off: small replies (append-entries acks, forwarded-write
-        // results) otherwise wait for the peer's delayed ACK, about 40 ms.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
-        if let Err(e) = tonic::transport::Server::builder()
-            // A peer that vanished without closing its connection (a
-            // partition, a dead host) must not hold a call open forever:
-            // a pipelined upload's Append stream lasts the whole upload.
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(tcr_raft::network::MAX_FRAME))
-            // HTTP/1.1 too, for blob reads between nodes (peer_reads).
-            .accept_http1(true)
-            .add_routes(routes)
-            .serve_with_incoming(incoming)
-            .await
-        {
-            tracing::error!("RPC server failed: {e}");
+    // Upload requests proxied from other nodes run through this node's
+    // router once it exists (see `oci::upload_proxy`).
+    let proxied: Arc<std::sync::OnceLock<Router>> = Arc::default();
+    let late = proxied.clone();
+    let proxy_route = Router::new().route(
+        "/v2/{*rest}",
+        any(move |req: axum::extract::Request| {
+            let late = late.clone();
+            async move {
+                match late.get() {
+                    Some(app) => tower::ServiceExt::oneshot(app.clone(), req)
+                        .await
+                        .into_response(),
+                    None => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
+                }
+            }
+        }),
+    );
+    let routes =
+        tonic::service::Routes::from(crate::peer_reads::routes(blobs.clone()).merge(proxy_route))
+            .add_service(raft_svc)
+            .add_service(cluster_svc)
+            .add_service(blob_svc);
+    match tls.peer_server.clone() {
+        Some(config) => {
+            let listener = tcr_tls::TlsListener::new(rpc_listener, config)?;
+            let incoming = futures::stream::unfold(listener, |mut l| async move {
+                let (stream, _) = l.next().await?;
+                Some((Ok::<_, std::io::Error>(stream), l))
+            })
+            .fuse();
+            tokio::spawn(serve_rpc(routes, incoming));
         }
-    });
+        None => {
+            // Nagle off: small replies (append-entries acks, forwarded-write
+            // results) otherwise wait for the peer's delayed ACK, about 40 ms.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
+            tokio::spawn(serve_rpc(routes, incoming));
+        }
+    }
     let me = NodeInfo {
         rpc_addr: cfg.advertise_rpc(),
         http_addr: cfg.advertise_http(),
@@ -306,12 +422,21 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             cfg.retention_interval_secs,
             Duration::from_millis(cfg.retention_pause_ms),
         ),
+        http_scheme: if tls.registry.is_some() {
+            "https"
+        } else {
+            "http"
+        },
     });
+    let app = router(state.clone());
+    let _ = proxied.set(app.clone());
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .with_context(|| format!("binding {}", cfg.http_addr))?;
     tracing::info!(
         http = %cfg.http_addr,
+        tls = tls.registry.is_some(),
+        peer_tls = tls.peer_server.is_some(),
         data_dir = %cfg.data_dir.display(),
         open = state.auth.is_open(),
         "tcr-node listening"
@@ -360,11 +485,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             ready_state.ready.store(true, Ordering::Relaxed);
         }
     });
-    // Nagle off here too: a response written in pieces must not wait for
-    // the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // On SIGTERM: drain, then stop accepting connections and let requests
     // in flight finish, for at most the grace period.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -376,9 +496,32 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut stopped = stop_rx.clone();
-    let serve = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+    let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    });
+    };
+    let serve: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match tls.registry.clone() {
+            Some(config) => {
+                let listener = tcr_tls::TlsListener::new(listener, config)?;
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+            None => {
+                // Nagle off here too: a response written in pieces must not
+                // wait for the client's delayed ACK.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+        };
     let grace = Duration::from_secs_f64(cfg.shutdown_grace_secs.max(0.0));
     tokio::select! {
         r = serve => r?,

@@ -23,17 +23,33 @@ use crate::types::{NodeId, NodeInfo, TypeConfig};
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS to every peer (`None`: plain HTTP/2, on loopback or
+    /// with `--insecure-peers`).
+    tls: Option<tcr_tls::PeerConnector>,
 }
 
 impl Network {
+    /// Calls to peers through `tls` (a connector presenting this node's
+    /// certificate), or in plain text when `None`.
+    pub fn new(tls: Option<tcr_tls::PeerConnector>) -> Network {
+        Network {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// A channel to `addr` (host:port), connected on first use.
     pub fn channel(&self, addr: &str) -> Option<Channel> {
         let mut map = self.channels.lock().expect("channels lock");
         if let Some(c) = map.get(addr) {
             return Some(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-        let channel = endpoint
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -43,8 +59,11 @@ impl Network {
             .initial_connection_window_size(Some(32 << 20))
             // A peer sends us blob chunks in 1 MiB frames instead of 16 KiB
             // ones: 64 times fewer frames for h2 to parse and account for.
-            .max_frame_size(Some(MAX_FRAME))
-            .connect_lazy();
+            .max_frame_size(Some(MAX_FRAME));
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+            None => endpoint.connect_lazy(),
+        };
         map.insert(addr.to_string(), channel.clone());
         Some(channel)
     }

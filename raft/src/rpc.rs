@@ -22,6 +22,10 @@ pub enum WireError {
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    #[error("a payload of {size} bytes is over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0} bytes after the end of the payload")]
+    Trailing(usize),
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<proto::Payload, WireError> {
@@ -30,9 +34,41 @@ pub fn encode<T: Serialize>(v: &T) -> Result<proto::Payload, WireError> {
     })
 }
 
+/// Decode a payload that a well-behaved peer never makes larger than the
+/// message cap. A claimed length beyond what the bytes can hold fails
+/// before anything is allocated for it.
 pub fn decode<T: DeserializeOwned>(p: &proto::Payload) -> Result<T, WireError> {
-    Ok(bincode::serde::decode_from_slice(&p.data, bincode::config::standard())?.0)
+    decode_limited::<T, MAX_MESSAGE>(p)
 }
+
+/// Decode with an explicit byte limit: bincode checks every claimed
+/// length against it before allocating (without a limit, 11 bytes that
+/// claim a string of 2^62 bytes abort the process).
+pub fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
+    p: &proto::Payload,
+) -> Result<T, WireError> {
+    // Nothing decoded can be larger than the bytes received.
+    if p.data.len() > LIMIT {
+        return Err(WireError::TooLarge {
+            size: p.data.len(),
+            limit: LIMIT,
+        });
+    }
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (v, used) = bincode::serde::decode_from_slice(&p.data, config)?;
+    if used != p.data.len() {
+        return Err(WireError::Trailing(p.data.len() - used));
+    }
+    Ok(v)
+}
+
+/// Requests with no bulk (votes, joins, id assignments, leadership calls).
+pub const SMALL_MESSAGE: usize = 64 << 10;
+
+/// A forwarded write: one command, whose largest part is a manifest (at
+/// most `--max-manifest-bytes`, 4 MiB by default) or a batch of pull
+/// times; room for a manifest limit raised to 16 MiB.
+pub const WRITE_MESSAGE: usize = 24 << 20;
 
 /// The current leader as a follower knows it.
 pub type Leader = Option<(NodeId, NodeInfo)>;

@@ -13,8 +13,8 @@ use crate::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceSe
 use crate::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::rpc::proto::Payload;
 use crate::rpc::{
-    decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest, Leader, ReadIndexReply,
-    WriteReply, MAX_MESSAGE,
+    decode, decode_limited, encode, AssignReply, AssignRequest, JoinReply, JoinRequest, Leader,
+    ReadIndexReply, WriteReply, MAX_MESSAGE, SMALL_MESSAGE, WRITE_MESSAGE,
 };
 use crate::transfer::TransferGate;
 use crate::types::{NodeId, NodeInfo, Raft};
@@ -33,6 +33,23 @@ fn leader_of(f: &openraft::error::ForwardToLeader<NodeId, NodeInfo>) -> Leader {
     f.leader_id.zip(f.leader_node.clone())
 }
 
+/// Under mutual TLS, a node may only join or take an id for the address
+/// its own certificate names: one member cannot remove another by
+/// claiming its address. (Without peer TLS, on loopback or with
+/// `--insecure-peers`, there is no certificate to check.)
+fn caller_is(req: &Request<Payload>, rpc_addr: &str) -> Result<(), Status> {
+    let Some(certs) = req.peer_certs() else {
+        return Ok(());
+    };
+    let host = tcr_tls::host_of(rpc_addr);
+    match certs.first() {
+        Some(leaf) if tcr_tls::certificate_names(leaf, host) => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "the caller's certificate does not name {host}, the address it claims"
+        ))),
+    }
+}
+
 #[derive(Clone)]
 pub struct RaftRpc {
     raft: Raft,
@@ -46,7 +63,7 @@ impl RaftService for RaftRpc {
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(req.get_ref()).map_err(bad_request)?;
+        let rpc = decode_limited::<_, SMALL_MESSAGE>(req.get_ref()).map_err(bad_request)?;
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -66,7 +83,8 @@ pub struct ClusterRpc {
 #[tonic::async_trait]
 impl ClusterService for ClusterRpc {
     async fn write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let proposal: Proposal = decode(req.get_ref()).map_err(bad_request)?;
+        let proposal: Proposal =
+            decode_limited::<_, WRITE_MESSAGE>(req.get_ref()).map_err(bad_request)?;
         if self.gate.closed() {
             // Handing leadership over: the caller retries at the successor.
             return reply(&WriteReply::NotLeader(None));
@@ -82,7 +100,8 @@ impl ClusterService for ClusterRpc {
         reply(&r)
     }
 
-    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        decode_limited::<(), SMALL_MESSAGE>(req.get_ref()).map_err(bad_request)?;
         if self.gate.closed() {
             return reply(&ReadIndexReply::NotLeader(None));
         }
@@ -90,16 +109,21 @@ impl ClusterService for ClusterRpc {
     }
 
     async fn join(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let join: JoinRequest = decode(req.get_ref()).map_err(bad_request)?;
+        let join: JoinRequest =
+            decode_limited::<_, SMALL_MESSAGE>(req.get_ref()).map_err(bad_request)?;
+        caller_is(&req, &join.node.rpc_addr)?;
         reply(&add_voter(&self.raft, join.id, join.node).await)
     }
 
     async fn assign(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let a: AssignRequest = decode(req.get_ref()).map_err(bad_request)?;
+        let a: AssignRequest =
+            decode_limited::<_, SMALL_MESSAGE>(req.get_ref()).map_err(bad_request)?;
+        caller_is(&req, &a.node.rpc_addr)?;
         reply(&assign_id(&self.raft, a.preferred, &a.node).await)
     }
 
-    async fn elect(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn elect(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        decode_limited::<(), SMALL_MESSAGE>(req.get_ref()).map_err(bad_request)?;
         tracing::info!("campaigning at the leader's request (leadership transfer)");
         let r: Result<(), String> = self.raft.trigger().elect().await.map_err(|e| e.to_string());
         reply(&r)
@@ -213,7 +237,7 @@ pub fn services(
             gate,
             read_index,
         })
-        .max_decoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(WRITE_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE),
     )
 }

@@ -74,7 +74,67 @@ pub struct Node {
     pub netns: Option<String>,
     /// Admin token (required off loopback).
     pub token: Option<String>,
+    /// The CA of the registry port's certificate, when it serves HTTPS
+    /// (`--tls-cert-file` among the args): URLs are then `https://`.
+    pub ca: Option<PathBuf>,
     child: Option<Child>,
+}
+
+/// `tcr certs init --out <dir> --hosts <hosts>`: `ca.crt` and, per host,
+/// `<host>.crt` and `<host>.key` (a second call reuses the CA).
+pub fn certs(dir: &Path, hosts: &[&str]) -> PathBuf {
+    let tcr = bin("tcr");
+    run(
+        tcr.to_str().expect("utf-8 path"),
+        &[
+            "certs",
+            "init",
+            "--out",
+            dir.to_str().expect("utf-8 path"),
+            "--hosts",
+            &hosts.join(","),
+        ],
+    );
+    dir.to_path_buf()
+}
+
+/// The flags of peer mutual TLS with `host`'s certificate from `dir`.
+pub fn peer_tls_args(dir: &Path, host: &str) -> Vec<String> {
+    let f = |name: String| dir.join(name).display().to_string();
+    vec![
+        "--peer-ca-file".into(),
+        f("ca.crt".into()),
+        "--peer-cert-file".into(),
+        f(format!("{host}.crt")),
+        "--peer-key-file".into(),
+        f(format!("{host}.key")),
+    ]
+}
+
+/// The flags of HTTPS on the registry port with `host`'s certificate.
+pub fn registry_tls_args(dir: &Path, host: &str) -> Vec<String> {
+    let f = |name: String| dir.join(name).display().to_string();
+    vec![
+        "--tls-cert-file".into(),
+        f(format!("{host}.crt")),
+        "--tls-key-file".into(),
+        f(format!("{host}.key")),
+    ]
+}
+
+/// With `--tls-cert-file <dir>/<host>.crt` among `args` (a `tcr certs
+/// init` directory): that directory's CA, which the node's URLs need.
+fn registry_ca(args: &[&str]) -> Option<PathBuf> {
+    let i = args.iter().position(|a| *a == "--tls-cert-file")?;
+    Some(Path::new(args.get(i + 1)?).parent()?.join("ca.crt"))
+}
+
+/// A client trusting `ca` (PEM) only.
+pub fn https_client(ca: &Path) -> reqwest::ClientBuilder {
+    let pem = std::fs::read(ca).expect("read CA");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
 }
 
 impl Node {
@@ -113,10 +173,26 @@ impl Node {
             ip: "127.0.0.1".into(),
             netns: None,
             token,
+            ca: registry_ca(args),
             child: None,
         };
         node.spawn();
         node
+    }
+
+    /// Start with HTTPS on the registry port (certificate `host` from the
+    /// `tcr certs init` directory `certs`) and wait until it is ready.
+    pub async fn start_https(
+        dir: &Path,
+        certs: &Path,
+        host: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Node {
+        let mut all = registry_tls_args(certs, host);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        Node::start_with(dir, env, &all).await
     }
 
     /// Start again without waiting until it is ready.
@@ -141,6 +217,7 @@ impl Node {
             ip: net.ip(i),
             netns: Some(net.ns(i)),
             token: Some(token.into()),
+            ca: None,
             child: None,
         };
         node.spawn();
@@ -157,11 +234,19 @@ impl Node {
                 format!("Bearer {t}").parse().expect("token is ascii"),
             );
         }
-        reqwest::Client::builder()
+        self.client_builder()
             .default_headers(headers)
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client")
+    }
+
+    /// A client builder that trusts this node's registry certificate.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        match &self.ca {
+            Some(ca) => https_client(ca),
+            None => reqwest::Client::builder(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -202,7 +287,8 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.http_port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.http_port)
     }
 
     /// `<ip>:<port>`, as image references want it.
@@ -220,7 +306,7 @@ impl Node {
 
     pub async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.url());
-        let client = reqwest::Client::new();
+        let client = self.client_builder().build().expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self
@@ -395,6 +481,9 @@ pub async fn cluster(dir: &Path, size: usize, env: &[(&str, &str)], args: &[&str
         if let Some(t) = &nodes[0].token {
             cmd.extend(["--token".to_string(), t.clone()]);
         }
+        if let Some(ca) = &nodes[0].ca {
+            cmd.extend(["--cacert".to_string(), ca.display().to_string()]);
+        }
         cmd.extend(
             [
                 "members",
@@ -427,6 +516,20 @@ pub async fn cluster(dir: &Path, size: usize, env: &[(&str, &str)], args: &[&str
         .await;
     }
     nodes
+}
+
+/// `GET /v1/container-registries/cluster` through `node` (Null when it
+/// does not answer).
+pub async fn cluster_status(node: &Node) -> serde_json::Value {
+    let Ok(r) = node
+        .client()
+        .get(format!("{}/v1/container-registries/cluster", node.url()))
+        .send()
+        .await
+    else {
+        return serde_json::Value::Null;
+    };
+    r.json().await.unwrap_or_default()
 }
 
 /// How many voters `node` reports (0 when it does not answer).

@@ -2,6 +2,8 @@
 //! loopback ports (`harness`) and OCI images the tests build themselves
 //! (`images`).
 
+pub mod containerd;
+pub mod grpc;
 pub mod harness;
 pub mod images;
 pub mod netns;

@@ -19,6 +19,14 @@ impl Oci {
         }
     }
 
+    /// With a client of the caller's (a CA to trust, credentials).
+    pub fn with_http(base: &str, http: Client) -> Oci {
+        Oci {
+            base: base.to_string(),
+            http,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{wait_for, Node};
+use tcr_tests::harness::{certs, peer_tls_args, wait_for, Node};
 use tcr_tests::images::{Image, OCI_MANIFEST};
 use tcr_tests::netns::Net;
 
@@ -23,22 +23,27 @@ async fn status(node: &Node) -> Option<Value> {
     r.json().await.ok()
 }
 
+/// Three nodes under peer mutual TLS, each with a certificate for its
+/// own address.
 async fn cluster(net: &Net, dir: &std::path::Path) -> Vec<Node> {
-    let first = Node::start_in(net, 1, &dir.join("n1"), TOKEN, &["--node-id", "1"]).await;
+    let ips: Vec<String> = (1..=3).map(|i| net.ip(i)).collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let certs = certs(&dir.join("certs"), &ips);
+    let args = |i: usize, extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["--node-id".to_string(), i.to_string()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(peer_tls_args(&certs, &net.ip(i)));
+        a
+    };
+    let a1 = args(1, &[]);
+    let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
+    let first = Node::start_in(net, 1, &dir.join("n1"), TOKEN, &a1).await;
     let join = first.rpc();
     let mut nodes = vec![first];
     for i in 2..=3 {
-        let id = i.to_string();
-        nodes.push(
-            Node::start_in(
-                net,
-                i,
-                &dir.join(format!("n{i}")),
-                TOKEN,
-                &["--node-id", &id, "--join", &join],
-            )
-            .await,
-        );
+        let a = args(i, &["--join", &join]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        nodes.push(Node::start_in(net, i, &dir.join(format!("n{i}")), TOKEN, &a).await);
     }
     for n in &nodes {
         wait_for("three voters", Duration::from_secs(60), || async {

@@ -18,6 +18,17 @@ use serde_json::Value;
 use tcr_tests::harness::{run, wait_for};
 use tcr_tests::images::tar;
 
+/// The CA of the pods' certificates (set once the test made them).
+static CA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// A client that trusts the pods' CA only.
+fn https() -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(CA.get().expect("certificates made")).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+}
+
 fn repo_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -83,6 +94,64 @@ fn the_manifests_render_and_validate_against_the_kubernetes_schemas() {
     assert!(!validate(&broken).status.success());
 }
 
+/// The cert-manager overlay issues every Secret the pods mount for TLS,
+/// and the peer certificate names every pod's advertised host.
+#[test]
+fn the_cert_manager_overlay_issues_what_the_pods_mount() {
+    let (_, docs) = render("deploy/overlays/cert-manager");
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let service = sts["spec"]["serviceName"].as_str().unwrap();
+    let certs: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Certificate").collect();
+    let issued: Vec<&str> = certs
+        .iter()
+        .filter_map(|c| c["spec"]["secretName"].as_str())
+        .collect();
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    for flag in ["--tls-cert-file=", "--peer-cert-file=", "--peer-ca-file="] {
+        let path = args.iter().find_map(|a| a.strip_prefix(flag)).unwrap();
+        let mount = mounts
+            .iter()
+            .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{flag}{path} is on no volume"));
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let secret = volume["secret"]["secretName"].as_str().unwrap();
+        assert!(
+            issued.contains(&secret),
+            "{flag}: {secret} not in {issued:?}"
+        );
+        if flag == "--peer-cert-file=" {
+            let cert = certs
+                .iter()
+                .find(|c| c["spec"]["secretName"] == secret)
+                .unwrap();
+            let names: Vec<&str> = cert["spec"]["dnsNames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|n| n.as_str())
+                .collect();
+            for i in 0..7 {
+                let host = format!("tcr-{i}.{service}");
+                assert!(names.contains(&host.as_str()), "{host} not in {names:?}");
+            }
+            let usages = cert["spec"]["usages"].to_string();
+            assert!(usages.contains("client auth") && usages.contains("server auth"));
+        }
+    }
+}
+
 /// The NetworkPolicy selects the StatefulSet's pods, and its only rule
 /// naming the RPC port admits the same pods and nobody else.
 fn rpc_port_admits_only_the_nodes(dir: &str, docs: &[Value]) {
@@ -134,8 +203,10 @@ struct PodSpec {
     user: String,
     read_only: bool,
     data_mount: String,
-    secret_mount: String,
-    secret_key: String,
+    /// (volume name, mount path) of each Secret the pod mounts.
+    secrets: Vec<(String, String)>,
+    /// The admin token's file, from --admin-token-file.
+    admin_token_file: String,
     http_port: u16,
     ready_path: String,
     grace_secs: u64,
@@ -178,24 +249,21 @@ fn pod_spec(docs: &[Value]) -> PodSpec {
             .unwrap()
             .to_string()
     };
-    let secret_volume = pod["volumes"]
+    let secrets = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["secret"].is_object())
-        .unwrap();
-    let secret_key = strings(&c["args"])
+        .filter(|v| v["secret"].is_object())
+        .map(|v| {
+            let name = v["name"].as_str().unwrap();
+            (name.to_string(), mount(name))
+        })
+        .collect();
+    let admin_token_file = strings(&c["args"])
         .iter()
         .find_map(|a| a.strip_prefix("--admin-token-file="))
-        .map(|p| {
-            Path::new(p)
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string()
-        })
-        .unwrap();
+        .unwrap()
+        .to_string();
     PodSpec {
         service: sts["spec"]["serviceName"].as_str().unwrap().to_string(),
         command: strings(&c["command"]),
@@ -211,8 +279,8 @@ fn pod_spec(docs: &[Value]) -> PodSpec {
                 .as_str()
                 .unwrap(),
         ),
-        secret_mount: mount(secret_volume["name"].as_str().unwrap()),
-        secret_key,
+        secrets,
+        admin_token_file,
         http_port: c["ports"]
             .as_array()
             .unwrap()
@@ -235,7 +303,8 @@ struct Pods {
     tag: String,
     image: String,
     network: String,
-    secret_dir: tempfile::TempDir,
+    /// Host directory standing in for each Secret volume, by mount path.
+    secret_dirs: Vec<(tempfile::TempDir, String)>,
     /// Host port of each started pod's HTTP port.
     ports: Mutex<BTreeMap<usize, u16>>,
 }
@@ -265,11 +334,9 @@ impl Pods {
             "--user",
             &s.user,
             "-p",
-            &format!("127.0.0.1::{}", s.http_port),
+            &format!("127.0.0.1:{}:{}", self.port(ordinal), s.http_port),
             "-v",
             &format!("{}-{ordinal}:{}", self.tag, s.data_mount),
-            "-v",
-            &format!("{}:{}:ro", self.secret_dir.path().display(), s.secret_mount),
             "--stop-timeout",
             &s.grace_secs.to_string(),
         ]
@@ -277,6 +344,9 @@ impl Pods {
         .to_vec();
         if s.read_only {
             cmd.push("--read-only".into());
+        }
+        for (dir, mount) in &self.secret_dirs {
+            cmd.extend(["-v".into(), format!("{}:{mount}:ro", dir.path().display())]);
         }
         for (k, v) in &s.env {
             cmd.extend(["-e".into(), format!("{k}={}", expand(v))]);
@@ -291,6 +361,17 @@ impl Pods {
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         run("docker", &args);
         self.learn_port(ordinal);
+    }
+
+    /// The host port pod `ordinal`'s HTTP port is published on: chosen at
+    /// its first start, kept across restarts (the public URL names pod 0's).
+    fn port(&self, ordinal: usize) -> u16 {
+        *self
+            .ports
+            .lock()
+            .unwrap()
+            .entry(ordinal)
+            .or_insert_with(tcr_tests::harness::free_port)
     }
 
     fn learn_port(&self, ordinal: usize) {
@@ -316,16 +397,13 @@ impl Pods {
     }
 
     fn url(&self, ordinal: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports.lock().unwrap()[&ordinal])
+        format!("https://127.0.0.1:{}", self.ports.lock().unwrap()[&ordinal])
     }
 
     /// The readiness probe, with the manifest's path and a 1 s timeout.
     async fn ready(&self, ordinal: usize) -> bool {
         let url = format!("{}{}", self.url(ordinal), self.spec.ready_path);
-        let c = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .unwrap();
+        let c = https().timeout(Duration::from_secs(1)).build().unwrap();
         c.get(url)
             .send()
             .await
@@ -344,6 +422,21 @@ impl Pods {
 
 impl Drop for Pods {
     fn drop(&mut self) {
+        // A failed test shows what each pod logged last.
+        if std::thread::panicking() {
+            for i in 0..6 {
+                if let Ok(out) = Command::new("docker")
+                    .args(["logs", "--tail", "40", &self.name(i)])
+                    .output()
+                {
+                    eprintln!(
+                        "--- pod {i}:\n{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
         for i in 0..6 {
             let _ = Command::new("docker")
                 .args(["rm", "-f", &self.name(i)])
@@ -381,25 +474,53 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         .as_u64()
         .unwrap() as usize;
     assert_eq!(replicas, 3);
+    let mut spec = spec;
     let token = format!("k8s-admin-{}", rand::random::<u64>());
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join(&spec.secret_key);
-    std::fs::write(&secret, &token).unwrap();
-    // As the kubelet does with fsGroup and defaultMode 0400.
-    run(
-        "chown",
-        &["-R", "10001:10001", secret_dir.path().to_str().unwrap()],
+    // The TLS Secrets' contents, as `tcr certs init` makes them: one CA, a
+    // certificate naming every pod's peer name, the client Service, and
+    // 127.0.0.1 (the test's port mappings, and tcr run inside a pod).
+    let certs_dir = tempfile::tempdir().unwrap();
+    let mut names = vec!["tcr".to_string(), "localhost".into(), "127.0.0.1".into()];
+    names.extend((0..7).map(|i| format!("tcr-{i}.{}", spec.service)));
+    tcr_tests::harness::certs(certs_dir.path(), &[&format!("tls={}", names.join("+"))]);
+    CA.set(std::fs::read(certs_dir.path().join("ca.crt")).unwrap())
+        .unwrap();
+    let mut secret_dirs = vec![];
+    for (_, mount) in &spec.secrets {
+        let d = tempfile::tempdir().unwrap();
+        let admin = Path::new(&spec.admin_token_file);
+        if admin.parent() == Some(Path::new(mount)) {
+            std::fs::write(d.path().join(admin.file_name().unwrap()), &token).unwrap();
+        } else {
+            // A TLS Secret: the keys cert-manager writes.
+            for f in ["tls.crt", "tls.key", "ca.crt"] {
+                std::fs::copy(certs_dir.path().join(f), d.path().join(f)).unwrap();
+            }
+        }
+        // As the kubelet does with fsGroup and defaultMode 0400.
+        run("chown", &["-R", "10001:10001", d.path().to_str().unwrap()]);
+        for f in std::fs::read_dir(d.path()).unwrap() {
+            run("chmod", &["0400", f.unwrap().path().to_str().unwrap()]);
+        }
+        run("chmod", &["0755", d.path().to_str().unwrap()]);
+        secret_dirs.push((d, mount.clone()));
+    }
+    // As an overlay sets it to the name clients use: here pod 0's port.
+    let pods_ports = Mutex::new(BTreeMap::new());
+    let port0 = tcr_tests::harness::free_port();
+    pods_ports.lock().unwrap().insert(0, port0);
+    spec.env.insert(
+        "TCR_PUBLIC_URL".into(),
+        format!("https://127.0.0.1:{port0}"),
     );
-    run("chmod", &["0400", secret.to_str().unwrap()]);
-    run("chmod", &["0755", secret_dir.path().to_str().unwrap()]);
     run("docker", &["network", "create", &tag]);
     let pods = Arc::new(Pods {
         spec,
         tag: tag.clone(),
         image: image.clone(),
         network: tag.clone(),
-        secret_dir,
-        ports: Mutex::new(BTreeMap::new()),
+        secret_dirs,
+        ports: pods_ports,
     });
 
     // OrderedReady: each pod starts once the one before it is ready.
@@ -413,7 +534,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     .await;
 
     // A docker push through one node.
-    let c = reqwest::Client::new();
+    let c = https().build().unwrap();
     let r = c
         .post(format!(
             "{}/v1/container-registries/namespaces",
@@ -425,7 +546,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let host = pods.url(0).trim_start_matches("http://").to_string();
+    let host = pods.url(0).trim_start_matches("https://").to_string();
     let img = format!("{host}/acme/app:v1");
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs.tar");
@@ -475,7 +596,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         tokio::spawn(async move {
             // No connection reuse: a pooled connection to a pod that went
             // away would be a failure of the test's client, not of tcr.
-            let c = reqwest::Client::builder()
+            let c = https()
                 .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -546,7 +667,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     // And back to 3: drain each leaving pod (`tcr members remove --drain`:
     // out of the membership, its blobs copied to the remaining owners),
     // then stop it, as the scale-down runbook says.
-    let c = reqwest::Client::new();
+    let c = https().build().unwrap();
     for i in (3..5).rev() {
         let id = (i + 1).to_string();
         let out = tcr_in_pod(
@@ -635,7 +756,9 @@ async fn lose_volume(pods: &Pods, token: &str, ordinal: usize, old_id: u64, new_
 }
 
 async fn voter_ids(url: &str, token: &str) -> Vec<u64> {
-    let Ok(r) = reqwest::Client::new()
+    let Ok(r) = https()
+        .build()
+        .unwrap()
         .get(format!("{url}/v1/container-registries/cluster"))
         .bearer_auth(token)
         .send()
@@ -656,9 +779,18 @@ async fn voter_ids(url: &str, token: &str) -> Vec<u64> {
 /// `tcr` inside pod 0, as an operator runs it with `kubectl exec` (member
 /// addresses resolve only inside the cluster's network).
 fn tcr_in_pod(pods: &Pods, token: &str, args: &[&str]) -> std::process::Output {
+    let tls = pods
+        .spec
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--tls-cert-file="))
+        .map(|p| Path::new(p).with_file_name("ca.crt"))
+        .unwrap();
     Command::new("docker")
         .args(["exec", &pods.name(0), "/usr/local/bin/tcr"])
-        .args(["--endpoint", "http://127.0.0.1:5000", "--token", token])
+        .args(["--endpoint", "https://127.0.0.1:5000", "--token", token])
+        .arg("--cacert")
+        .arg(tls)
         .args(args)
         .output()
         .unwrap()

@@ -92,11 +92,7 @@ async fn member_views(c: &Client, status: &Value) -> Vec<Value> {
     let mut views = Vec::new();
     for m in status["members"].as_array().cloned().unwrap_or_default() {
         let addr = m["httpAddr"].as_str().unwrap_or_default();
-        let view = match c
-            .at(&format!("http://{addr}"))
-            .call(Method::GET, BASE, None)
-            .await
-        {
+        let view = match c.member(addr).call(Method::GET, BASE, None).await {
             Ok(v) => {
                 json!({"healthy": true, "appliedIndex": v["appliedIndex"], "stateDigest": v["stateDigest"], "state": v["state"]})
             }
@@ -199,11 +195,7 @@ async fn watch_catch_up(c: Client, id: u64, bar: indicatif::ProgressBar) {
                 .and_then(|m| m["httpAddr"].as_str())
                 .map(str::to_string);
             if let Some(addr) = leader_http {
-                if let Ok(ls) = c
-                    .at(&format!("http://{addr}"))
-                    .call(Method::GET, BASE, None)
-                    .await
-                {
+                if let Ok(ls) = c.member(&addr).call(Method::GET, BASE, None).await {
                     let last = ls["lastLogIndex"].as_u64().unwrap_or(0);
                     let me = ls["members"]
                         .as_array()

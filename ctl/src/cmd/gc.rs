@@ -62,7 +62,7 @@ pub async fn run(c: &Client, cmd: GcCmd, out: Output) -> anyhow::Result<()> {
             let mut nodes = Vec::new();
             for (id, addr) in crate::cmd::storage::members(c).await? {
                 let v = c
-                    .at(&format!("http://{addr}"))
+                    .member(&addr)
                     .call(Method::GET, "/v1/container-registries/gc", None)
                     .await
                     .unwrap_or_else(|e| json!({"nodeId": id, "error": e.to_string()}));

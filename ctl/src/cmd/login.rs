@@ -53,7 +53,12 @@ pub fn stored_token(endpoint: &str) -> Option<String> {
 
 /// Check the secret against the registry (`/v2/` with Basic auth, as
 /// `docker login` does), then store it.
-pub async fn login(endpoint: &str, username: &str, password: Option<String>) -> anyhow::Result<()> {
+pub async fn login(
+    http: reqwest::ClientBuilder,
+    endpoint: &str,
+    username: &str,
+    password: Option<String>,
+) -> anyhow::Result<()> {
     let secret = match password {
         Some(p) => p,
         None => {
@@ -66,12 +71,13 @@ pub async fn login(endpoint: &str, username: &str, password: Option<String>) -> 
         bail!("no secret given: pipe it in (--password-stdin) or pass --password");
     }
     let endpoint = endpoint.trim_end_matches('/');
-    let resp = reqwest::Client::new()
+    let resp = http
+        .build()?
         .get(format!("{endpoint}/v2/"))
         .basic_auth(username, Some(&secret))
         .send()
         .await
-        .with_context(|| format!("cannot reach {endpoint}"))?;
+        .map_err(|e| crate::client::unreachable(endpoint, e))?;
     match resp.status() {
         s if s.is_success() => {}
         StatusCode::UNAUTHORIZED => {

@@ -41,11 +41,7 @@ pub async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
 async fn collect(c: &Client) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for (id, addr) in members(c).await? {
-        let v = match c
-            .at(&format!("http://{addr}"))
-            .call(Method::GET, STORAGE, None)
-            .await
-        {
+        let v = match c.member(&addr).call(Method::GET, STORAGE, None).await {
             Ok(v) => v,
             Err(e) => json!({"nodeId": id, "error": e.to_string()}),
         };
@@ -169,7 +165,7 @@ pub async fn run(c: &Client, cmd: StorageCmd, out: Output) -> anyhow::Result<()>
         StorageCmd::Rebalance | StorageCmd::Scrub => {
             let mut started = Vec::new();
             for (id, addr) in members(c).await? {
-                c.at(&format!("http://{addr}"))
+                c.member(&addr)
                     .call(Method::POST, &format!("{STORAGE}/passes"), None)
                     .await?;
                 started.push(id);
@@ -231,7 +227,7 @@ pub async fn wait_until_placed(c: &Client, timeout: Duration) -> anyhow::Result<
 pub async fn start_passes(c: &Client) -> anyhow::Result<()> {
     for (_, addr) in members(c).await? {
         let _ = c
-            .at(&format!("http://{addr}"))
+            .member(&addr)
             .call(Method::POST, &format!("{STORAGE}/passes"), None)
             .await;
     }

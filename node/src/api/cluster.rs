@@ -77,7 +77,10 @@ pub(crate) fn redirect_to_leader(st: &AppState, uri: &axum::http::Uri) -> Option
             let node = m.membership_config.membership().get_node(&l).cloned();
             Some(match node {
                 Some(n) => {
-                    let to = format!("http://{}{}", n.http_addr, uri);
+                    // Path and query only: over HTTP/2 the request's URI
+                    // is absolute (scheme and authority of this node).
+                    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                    let to = format!("{}://{}{path}", st.http_scheme, n.http_addr);
                     (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
                 }
                 None => ApiError::new(

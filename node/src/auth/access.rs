@@ -119,7 +119,7 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
         // /v2/ and the catalog: any authenticated caller (or a token);
         // the catalog lists only what the caller may pull.
         if anonymous && (caller.token.is_none() || route == Route::Catalog) {
-            return Err(unauthorized(st, req, None, None, "authentication required"));
+            return Err(unauthorized(st, None, None, "authentication required"));
         }
         return Ok(());
     };
@@ -143,7 +143,6 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
         Decision::Allow => {
             return Err(unauthorized(
                 st,
-                req,
                 Some(&scope_for(&repo, action)),
                 Some("insufficient_scope"),
                 "the token does not grant this access; request a token with the scope in WWW-Authenticate",
@@ -155,7 +154,7 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
             } else {
                 format!("requested access to '{repo}' is denied")
             };
-            return Err(unauthorized(st, req, Some(&scope_for(&repo, action)), Some("insufficient_scope"), &msg));
+            return Err(unauthorized(st, Some(&scope_for(&repo, action)), Some("insufficient_scope"), &msg));
         }
         Decision::Deny => {
             return Err(OciError::denied(format!(
@@ -209,13 +208,12 @@ fn strip_unauthorised_mount(
 
 fn unauthorized(
     st: &AppState,
-    req: &Request,
     scope: Option<&str>,
     error: Option<&str>,
     message: &str,
 ) -> Response {
     let mut resp = OciError::unauthorized(message).into_response();
-    let c = challenge(st, req.headers(), scope, error);
+    let c = challenge(st, scope, error);
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

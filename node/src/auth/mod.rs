@@ -83,15 +83,24 @@ pub struct Auth {
     pub tokens: tokens::Tokens,
     /// `service` in challenges and the audience of tokens.
     pub service: String,
+    /// The token endpoint's URL in challenges: from `--public-url` or the
+    /// node's advertised address, never from the request's Host header.
+    pub realm: String,
 }
 
 impl Auth {
-    pub fn new(admin_token: Option<String>, service: String, token_lifetime_secs: u64) -> Self {
+    pub fn new(
+        admin_token: Option<String>,
+        service: String,
+        token_lifetime_secs: u64,
+        public_base: &str,
+    ) -> Self {
         Auth {
             admin_token: admin_token.filter(|t| !t.is_empty()),
             secrets: Default::default(),
             tokens: tokens::Tokens::new(token_lifetime_secs),
             service,
+            realm: format!("{public_base}/v2/token"),
         }
     }
 
@@ -215,25 +224,11 @@ pub fn basic_password(value: &str) -> Option<String> {
 }
 
 /// The `Bearer realm=...` challenge docker and containerd follow to the
-/// token endpoint of the node they asked.
-pub fn challenge(
-    st: &AppState,
-    headers: &HeaderMap,
-    scope: Option<&str>,
-    error: Option<&str>,
-) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https")
-        .unwrap_or("http");
+/// token endpoint.
+pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> String {
     let mut c = format!(
-        "Bearer realm=\"{proto}://{host}/v2/token\",service=\"{}\"",
-        st.auth.service
+        "Bearer realm=\"{}\",service=\"{}\"",
+        st.auth.realm, st.auth.service
     );
     if let Some(s) = scope {
         c.push_str(&format!(",scope=\"{s}\""));
@@ -250,7 +245,7 @@ pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     let oci = req.uri().path().starts_with("/v2");
     let caller = match st.auth.caller(&st, req.headers()).await {
         Ok(c) => c,
-        Err(e) => return refuse(&st, &req, oci, e),
+        Err(e) => return refuse(&st, oci, e),
     };
     if oci && !caller.is_admin() {
         if let Err(mut resp) = access::check_oci(&st, &caller, &mut req).await {
@@ -265,7 +260,7 @@ pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-fn refuse(st: &AppState, req: &Request, oci: bool, e: AuthError) -> Response {
+fn refuse(st: &AppState, oci: bool, e: AuthError) -> Response {
     if let AuthError::Unavailable(m) = e {
         return if oci {
             OciError::unavailable(m).into_response()
@@ -290,7 +285,7 @@ fn refuse(st: &AppState, req: &Request, oci: bool, e: AuthError) -> Response {
         .into_response()
     };
     if oci {
-        let c = challenge(st, req.headers(), None, Some("invalid_token"));
+        let c = challenge(st, None, Some("invalid_token"));
         if let Ok(v) = HeaderValue::from_str(&c) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }

@@ -1,7 +1,9 @@
 //! Upload sessions live on the node that holds their staging file (the
 //! upload id starts with its node id). A PATCH, PUT, GET or DELETE of a
 //! session that reaches another node is passed to that node, streaming
-//! both ways, with the client's headers (credentials included).
+//! both ways, with the client's headers (credentials included). It goes to
+//! the owner's RPC port (`/v2/...` there runs the same router and checks),
+//! so it travels under the nodes' mutual TLS.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -58,7 +60,7 @@ pub async fn forward(st: &AppState, owner: u64, method: Method, req: Request) ->
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let url = format!("http://{}{path}", node.http_addr);
+    let url = format!("{}://{}{path}", crate::peer_http::scheme(), node.rpc_addr);
     let mut out = client().request(method, &url);
     for (name, value) in req.headers() {
         if !hop_by_hop(name) {

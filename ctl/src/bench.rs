@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// Chunk size of the chunked large-blob push, MiB.
     #[arg(long, default_value_t = 16)]
     chunk_mib: u64,
+    /// Speak HTTP/2 to an https registry (negotiated by ALPN). Off by
+    /// default: docker and containerd push and pull over HTTP/1.1, one
+    /// connection per transfer, and so does the benchmark.
+    #[arg(long)]
+    http2: bool,
     /// Number of small blobs to push.
     #[arg(long, default_value_t = 2000)]
     small_blobs: usize,
@@ -535,6 +540,7 @@ pub async fn run(
     out: Output,
     http: reqwest::ClientBuilder,
 ) -> anyhow::Result<()> {
+    let http = if args.http2 { http } else { http.http1_only() };
     let http = http
         .pool_max_idle_per_host(args.connections.max(args.concurrency) * 2)
         .tcp_nodelay(true)

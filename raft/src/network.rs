@@ -38,10 +38,6 @@ impl Network {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// A channel to `addr` (host:port), connected on first use.
     pub fn channel(&self, addr: &str) -> Option<Channel> {
         let mut map = self.channels.lock().expect("channels lock");

@@ -66,14 +66,21 @@ pub fn registry_server_config(id: &Arc<Identity>) -> Result<Arc<ServerConfig>, T
     Ok(Arc::new(c))
 }
 
+/// Both sides of peer TLS check the other against the CA.
+fn require_ca(id: &Identity) -> Result<(), TlsError> {
+    if id.has_ca() {
+        Ok(())
+    } else {
+        Err(TlsError::Other(
+            "peer TLS needs a CA file (--peer-ca-file)".into(),
+        ))
+    }
+}
+
 /// The RPC port: the node's certificate, and a client certificate that
 /// chains to the peer CA is required of every caller.
 pub fn peer_server_config(id: &Arc<Identity>) -> Result<Arc<ServerConfig>, TlsError> {
-    if !id.has_ca() {
-        return Err(TlsError::Other(
-            "peer TLS needs a CA file (--peer-ca-file)".into(),
-        ));
-    }
+    require_ca(id)?;
     let mut c = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verify::PeerClients(id.clone())))
@@ -86,11 +93,7 @@ pub fn peer_server_config(id: &Arc<Identity>) -> Result<Arc<ServerConfig>, TlsEr
 /// server certificate from the peer CA that names the host called.
 /// `alpn`: `h2` for gRPC channels, `http/1.1` for the blob reads.
 pub fn peer_client_config(id: &Arc<Identity>, alpn: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
-    if !id.has_ca() {
-        return Err(TlsError::Other(
-            "peer TLS needs a CA file (--peer-ca-file)".into(),
-        ));
-    }
+    require_ca(id)?;
     let mut c = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .dangerous()

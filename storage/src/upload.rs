@@ -143,7 +143,9 @@ impl Uploads {
         if let Some(p) = s.progress.take() {
             return Ok(p);
         }
-        let mut f = tokio::fs::File::open(self.data_path(&s.info.id)).await?;
+        let mut f = tokio::fs::File::open(self.data_path(&s.info.id))
+            .await
+            .map_err(|e| gone_if_missing(e, &s.info.id))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; WRITE_BUFFER];
         let mut size = 0u64;
@@ -212,7 +214,8 @@ impl Uploads {
                 let f = tokio::fs::OpenOptions::new()
                     .write(true)
                     .open(self.data_path(&s.info.id))
-                    .await?;
+                    .await
+                    .map_err(|e| gone_if_missing(e, &s.info.id))?;
                 f.set_len(size).await?;
                 s.progress = None;
                 Err(e)
@@ -235,7 +238,8 @@ impl Uploads {
         let file = tokio::fs::OpenOptions::new()
             .append(true)
             .open(self.data_path(id))
-            .await?;
+            .await
+            .map_err(|e| gone_if_missing(e, id))?;
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut writeback = Writeback::from(size);
         while let Some(chunk) = body.next().await {
@@ -311,7 +315,11 @@ impl Uploads {
         let s = self.session(id).await?;
         let (size, s) = self.checked(id, s.lock().await, expected).await?;
         let data = self.data_path(id);
-        tokio::fs::File::open(&data).await?.sync_all().await?;
+        tokio::fs::File::open(&data)
+            .await
+            .map_err(|e| gone_if_missing(e, id))?
+            .sync_all()
+            .await?;
         self.blobs.install(&data, expected).await?;
         drop(s);
         self.cancel(id).await?;
@@ -410,6 +418,17 @@ impl Uploads {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A staging file that is not there: the session was cancelled (a DELETE
+/// racing this request, or the janitor), so the upload is unknown now, not
+/// a storage failure.
+fn gone_if_missing(e: io::Error, id: &str) -> UploadError {
+    if e.kind() == io::ErrorKind::NotFound {
+        UploadError::Unknown(id.to_string())
+    } else {
+        UploadError::Io(e)
     }
 }
 
@@ -544,6 +563,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path()).unwrap();
         (dir, Uploads::open(blobs.clone()).unwrap(), blobs)
+    }
+
+    /// DELETE of a session while a PATCH's body is still arriving: the
+    /// PATCH then fails (its client went away) and finds the file gone.
+    #[tokio::test]
+    async fn a_cancel_racing_an_append_leaves_the_upload_unknown() {
+        let (_d, up, _blobs) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let body = Box::pin(futures::stream::unfold(
+            Some((polled_tx, go_rx)),
+            |st| async move {
+                let (polled, go) = st?;
+                let _ = polled.send(());
+                let _ = go.await;
+                Some((Err::<Bytes, _>(io::Error::other("client went away")), None))
+            },
+        ));
+        let up = Arc::new(up);
+        let appending = tokio::spawn({
+            let up = up.clone();
+            async move { up.append("u1", Some(0), body, 100).await }
+        });
+        // The append has opened the staging file and waits for the body.
+        polled_rx.await.unwrap();
+        up.cancel("u1").await.unwrap();
+        go_tx.send(()).unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), appending)
+            .await
+            .expect("the append ends")
+            .unwrap();
+        assert!(matches!(r, Err(UploadError::Unknown(_))), "{r:?}");
+        assert!(matches!(
+            up.status("u1").await,
+            Err(UploadError::Unknown(_))
+        ));
     }
 
     #[tokio::test]

@@ -118,7 +118,8 @@ fn content_range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        if len != end - start + 1 {
+        // `end - start + 1` overflows for `0-18446744073709551615`.
+        if (end - start).checked_add(1) != Some(len) {
             return Err(OciError::range_invalid(format!(
                 "Content-Range '{s}' does not match Content-Length {len}"
             )));
@@ -341,4 +342,56 @@ pub async fn cancel(st: &AppState, name: &str, id: &str) -> OciResult {
     st.uploads.cancel(id).await?;
     st.upload_replicas.abandon(id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(range: &str, len: Option<u64>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, range.parse().unwrap());
+        if let Some(n) = len {
+            h.insert(header::CONTENT_LENGTH, n.into());
+        }
+        h
+    }
+
+    fn refused(r: OciResult<Option<u64>>) -> bool {
+        match r {
+            Err(e) => e.into_response().status() == StatusCode::RANGE_NOT_SATISFIABLE,
+            Ok(_) => false,
+        }
+    }
+
+    #[test]
+    fn a_range_to_the_largest_offset_is_refused_not_overflowed() {
+        let r = content_range_start(&headers("0-18446744073709551615", Some(0)));
+        assert!(refused(r));
+    }
+
+    proptest! {
+        // Any start, end and length: a range that starts at `start` when
+        // the length is the range's, 416 otherwise; never a panic.
+        #[test]
+        fn content_ranges_are_checked_against_the_length(
+            start in prop_oneof![any::<u64>(), 0u64..4, u64::MAX - 4..=u64::MAX],
+            end in prop_oneof![any::<u64>(), 0u64..4, u64::MAX - 4..=u64::MAX],
+            len in prop_oneof![any::<u64>(), 0u64..6, u64::MAX - 4..=u64::MAX],
+        ) {
+            let r = content_range_start(&headers(&format!("{start}-{end}"), Some(len)));
+            let fits = end >= start && u128::from(end) - u128::from(start) + 1 == u128::from(len);
+            if fits {
+                prop_assert_eq!(r.ok(), Some(Some(start)));
+            } else {
+                prop_assert!(refused(r));
+            }
+        }
+
+        #[test]
+        fn arbitrary_content_ranges_never_panic(s in "[ -~]{0,60}") {
+            let _ = content_range_start(&headers(&s, Some(1)));
+        }
+    }
 }

@@ -320,7 +320,11 @@ impl Uploads {
             .map_err(|e| gone_if_missing(e, id))?
             .sync_all()
             .await?;
-        self.blobs.install(&data, expected).await?;
+        // The rename finds no file when a cancel won the race after the sync.
+        self.blobs
+            .install(&data, expected)
+            .await
+            .map_err(|e| gone_if_missing(e, id))?;
         drop(s);
         self.cancel(id).await?;
         Ok(size)

@@ -90,6 +90,31 @@ pub struct Config {
     /// Abort an upload whose body sends nothing for this long (seconds).
     #[arg(long, env = "TCR_BODY_IDLE_TIMEOUT_SECS", default_value_t = 60.0)]
     pub body_idle_timeout_secs: f64,
+    /// Seconds a client may take to send a request's headers, and to keep
+    /// an idle connection open between requests.
+    #[arg(long, env = "TCR_HEADER_READ_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub header_read_timeout_secs: f64,
+    /// Most open client connections on the registry port; more are answered
+    /// 503 and closed. Each costs a descriptor and tens of KiB when idle.
+    #[arg(long, env = "TCR_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A second listener for `/metrics` only, without authentication, for the
+    /// cluster's Prometheus (on the registry port `/metrics` needs the
+    /// operator's credential).
+    #[arg(long, env = "TCR_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Free space kept on the data dir's disk (a size such as `2GiB`, or
+    /// `5%`): below it new uploads and replica receives are refused (507)
+    /// while pulls, deletes and GC go on, so RocksDB keeps its headroom.
+    #[arg(long, env = "TCR_MIN_FREE_DISK", default_value = "256MiB")]
+    pub min_free_disk: tcr_storage::Reserve,
+    /// Open upload sessions at once per namespace on this node; past it a
+    /// new upload gets 429 until some finish, are cancelled or expire.
+    #[arg(long, env = "TCR_MAX_UPLOADS_PER_NAMESPACE", default_value_t = 1000)]
+    pub max_uploads_per_namespace: usize,
+    /// Open upload sessions at once per credential on this node.
+    #[arg(long, env = "TCR_MAX_UPLOADS_PER_CREDENTIAL", default_value_t = 200)]
+    pub max_uploads_per_credential: usize,
     /// Remove upload sessions idle for this many seconds.
     #[arg(long, env = "TCR_UPLOAD_IDLE_SECS", default_value_t = 24 * 3600)]
     pub upload_idle_secs: u64,

@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod config;
+mod connections;
 mod gc;
 mod listing;
 mod metadata;
@@ -11,6 +12,7 @@ mod metrics;
 mod oci;
 mod peer_http;
 mod peer_reads;
+mod rate_limits;
 mod reconcile;
 mod replicas;
 mod retention;

@@ -33,6 +33,12 @@ pub struct Metrics {
     /// Per namespace, from the replicated state (the same on every node).
     namespace_bytes: prometheus::IntGaugeVec,
     namespace_gb_hours: prometheus::GaugeVec,
+    /// Registry-port connections by outcome: accepted, refused (past
+    /// `--max-connections`), idle_closed (no request in time).
+    pub connections: IntCounterVec,
+    pub open_connections: IntGauge,
+    /// Presented credentials not accepted, by reason; counted per node.
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +113,29 @@ impl Metrics {
                 &["namespace"],
             )
             .expect("metric"),
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "tcr_http_connections_total",
+                    "registry-port connections: accepted, refused (past --max-connections: \
+                     answered 503), idle_closed (no request within the header timeout)",
+                ),
+                &["outcome"],
+            )
+            .expect("metric"),
+            open_connections: gauge(
+                "tcr_http_connections_open",
+                "registry-port connections open now",
+            ),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "tcr_auth_failures_total",
+                    "presented credentials not accepted on this node: bad_credentials, \
+                     unusable (revoked or expired), throttled (429 after repeated failures), \
+                     busy (503: too many secret checks waiting), bad_token",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
             registry,
         };
         m.registry
@@ -130,11 +159,18 @@ impl Metrics {
         m.registry
             .register(Box::new(m.retention.clone()))
             .expect("register");
+        m.registry
+            .register(Box::new(m.connections.clone()))
+            .expect("register");
+        m.registry
+            .register(Box::new(m.auth_failures.clone()))
+            .expect("register");
         for g in [
             &m.raft_term,
             &m.raft_last_log,
             &m.raft_applied,
             &m.raft_is_leader,
+            &m.open_connections,
         ] {
             m.registry.register(Box::new(g.clone())).expect("register");
         }
@@ -179,6 +215,28 @@ pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .with_label_values(&[method.as_str(), class, resp.status().as_str()])
         .inc();
     resp
+}
+
+/// `/metrics` on the registry port: it names every namespace of every
+/// organisation, so only the operator may read it (an open node, which
+/// listens on loopback only, answers anyone). `--metrics-addr` serves it
+/// without a credential on a listener of its own.
+pub async fn render_for_operator(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    use crate::api::errors::ApiError;
+    let peer = crate::auth::peer_ip(&req);
+    match st.auth.caller(&st, req.headers(), peer).await {
+        Ok(c) if c.is_admin() => render(State(st)).await,
+        Ok(c) if c.credential().is_some() => {
+            ApiError::denied("only the registry operator may read /metrics").into_response()
+        }
+        Ok(_) => ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "/metrics needs the operator's credential (or use --metrics-addr)",
+        )
+        .into_response(),
+        Err(e) => crate::auth::refuse(&st, false, e),
+    }
 }
 
 pub async fn render(State(st): State<Arc<AppState>>) -> Response {

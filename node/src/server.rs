@@ -2,7 +2,6 @@
 //! cluster on an empty data dir), then serve HTTP until SIGTERM/SIGINT.
 
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tcr_raft::rpc::{decode, encode, AssignReply, AssignRequest, JoinReply, JoinR
 use tcr_raft::transfer::TransferGate;
 use tcr_raft::{NodeInfo, Raft};
 use tcr_storage::{BlobStore, Uploads};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
@@ -38,6 +38,8 @@ pub struct AppState {
     pub reconciler: crate::reconcile::Reconciler,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: u64,
+    /// Open upload sessions per namespace and per credential on this node.
+    pub upload_caps: tcr_storage::SessionCaps,
     pub body_idle_timeout: Duration,
     pub metrics: Metrics,
     pub auth: Auth,
@@ -47,6 +49,7 @@ pub struct AppState {
     /// Default grace period of garbage collection.
     pub gc_grace_secs: u64,
     pub retention: crate::retention::Retention,
+    pub rate_limits: crate::rate_limits::RateLimitsGate,
     /// `https` when the registry port serves TLS (every node's does, or
     /// none's): the scheme of redirects to another node.
     pub http_scheme: &'static str,
@@ -160,6 +163,9 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// Deadline of the token endpoint, metrics, health and the API document.
+const PUBLIC_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
+
 pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v2", any(oci::dispatch))
@@ -176,9 +182,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/container-registries/openapi.json",
             get(api::openapi::document),
         )
-        .route("/metrics", get(metrics::render))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/metrics", get(metrics::render_for_operator))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        // Nothing here streams: a request that takes longer is stuck.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PUBLIC_ROUTE_DEADLINE,
+        ));
     protected
         .merge(public)
         .fallback(|| async { api::errors::ApiError::not_found("no such endpoint").into_response() })
@@ -190,9 +201,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Live: the process answers and its Raft core still runs. A storage
+/// error (a full disk under RocksDB, an I/O error) stops openraft for good;
+/// failing here makes Kubernetes restart the pod, which recovers everything
+/// acknowledged from the log once there is space again.
+async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let failed = st
+        .meta
+        .raft
+        .metrics()
+        .borrow()
+        .running_state
+        .as_ref()
+        .err()
+        .map(|e| e.to_string());
+    match failed {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(e) => {
+            tracing::error!("liveness: the Raft core has stopped: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not live: the Raft core has stopped: {e}"),
+            )
+        }
+    }
+}
+
 /// Ready: a leader is known, this node has caught up (a read-index read
 /// succeeds: it applied everything committed when it asked), and it is not
-/// draining. Liveness (`/healthz`) is only "the process answers".
+/// draining.
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let not = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
     if st.draining.load(Ordering::Relaxed) {
@@ -251,6 +288,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         );
     }
     let tls = load_tls(&cfg)?;
+    crate::connections::raise_descriptor_limit(cfg.max_connections as usize);
     crate::peer_http::configure(tls.peer_http1.clone());
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -304,7 +342,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (raft_svc, cluster_svc) =
         tcr_raft::rpc_server::services(raft.clone(), gate.clone(), read_index.clone());
     let blobs = BlobStore::open(&cfg.data_dir)?;
-    let uploads = Arc::new(Uploads::open(blobs.clone())?);
+    let uploads = Arc::new(Uploads::open(blobs.clone())?.with_reserve(
+        tcr_storage::DiskReserve::new(&cfg.data_dir, cfg.min_free_disk),
+    ));
     let blob_svc = tcr_storage::replication::BlobRpc::server(
         blobs.clone(),
         uploads.clone(),
@@ -412,6 +452,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         uploads,
         max_manifest_bytes: cfg.max_manifest_bytes,
         max_blob_bytes: cfg.max_blob_bytes,
+        upload_caps: tcr_storage::SessionCaps {
+            per_namespace: cfg.max_uploads_per_namespace,
+            per_owner: cfg.max_uploads_per_credential,
+        },
         body_idle_timeout: Duration::from_secs_f64(cfg.body_idle_timeout_secs),
         metrics,
         auth,
@@ -422,6 +466,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             cfg.retention_interval_secs,
             Duration::from_millis(cfg.retention_pause_ms),
         ),
+        rate_limits: Default::default(),
         http_scheme: if tls.registry.is_some() {
             "https"
         } else {
@@ -499,15 +544,38 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    let serve: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+    let limits = crate::connections::Limits {
+        header_read_timeout: Duration::from_secs_f64(cfg.header_read_timeout_secs.max(0.1)),
+        max_connections: cfg.max_connections as usize,
+    };
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tracing::info!(%addr, "serving /metrics without authentication (--metrics-addr)");
+        let only_metrics = Router::new()
+            .route("/metrics", get(metrics::render))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PUBLIC_ROUTE_DEADLINE,
+            ))
+            .with_state(state.clone());
+        let (st, mut stopped) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            crate::connections::serve(listener, only_metrics, limits, &st.metrics, stop).await;
+        });
+    }
+    let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         match tls.registry.clone() {
             Some(config) => {
                 let listener = tcr_tls::TlsListener::new(listener, config)?;
-                Box::pin(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop)
-                        .into_future(),
-                )
+                let st = state.clone();
+                Box::pin(async move {
+                    crate::connections::serve(listener, app, limits, &st.metrics, stop).await
+                })
             }
             None => {
                 // Nagle off here too: a response written in pieces must not
@@ -515,16 +583,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                Box::pin(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop)
-                        .into_future(),
-                )
+                let st = state.clone();
+                Box::pin(async move {
+                    crate::connections::serve(listener, app, limits, &st.metrics, stop).await
+                })
             }
         };
     let grace = Duration::from_secs_f64(cfg.shutdown_grace_secs.max(0.0));
     tokio::select! {
-        r = serve => r?,
+        () = serve => {},
         _ = async {
             let _ = stop_rx.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;

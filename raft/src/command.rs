@@ -184,6 +184,27 @@ pub enum Command {
     SetReplicationFactor {
         factor: u32,
     },
+    /// Request rate limits: the cluster's default (`organisation: None`) or
+    /// one organisation's override; `limits: None` removes it.
+    SetRateLimits {
+        organisation: Option<String>,
+        limits: Option<RateLimits>,
+    },
+}
+
+/// Requests allowed per minute to one credential (to one client address
+/// for anonymous callers), by kind; 0: no limit. A pull is a manifest GET
+/// (as Docker Hub counts them), a push an upload opened or a manifest put
+/// or deleted, and a management call any `/v1` request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default)]
+    pub pulls_per_minute: u32,
+    #[serde(default)]
+    pub pushes_per_minute: u32,
+    #[serde(default)]
+    pub management_per_minute: u32,
 }
 
 /// A command as proposed to the log. `request` names the client request
@@ -238,6 +259,7 @@ impl Command {
             Command::CreateCredential(_) => "create_credential",
             Command::RevokeCredential { .. } => "revoke_credential",
             Command::AddSigningKey { .. } => "add_signing_key",
+            Command::SetRateLimits { .. } => "set_rate_limits",
         }
     }
 }

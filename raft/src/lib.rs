@@ -33,7 +33,7 @@ pub mod usage;
 use std::path::Path;
 
 pub use command::{
-    namespace_of, Command, CommandResult, ManifestPut, Proposal, Refusal, Visibility,
+    namespace_of, Command, CommandResult, ManifestPut, Proposal, RateLimits, Refusal, Visibility,
 };
 pub use gc::GcRun;
 pub use log_store::LogStore;

@@ -99,6 +99,14 @@ impl StateReader {
         self.get(CF_SETTINGS, crate::store::KEY_RETENTION_LAST_SCHEDULED)
     }
 
+    /// Rate limits set for `organisation`, or the cluster's (None).
+    pub fn rate_limits(
+        &self,
+        organisation: Option<&str>,
+    ) -> Result<Option<crate::command::RateLimits>, ReadError> {
+        self.get(CF_SETTINGS, crate::store::rate_limits_key(organisation))
+    }
+
     pub fn gc_grace_secs(&self) -> Result<Option<u64>, ReadError> {
         self.get(CF_SETTINGS, crate::store::KEY_GC_GRACE_SECS)
     }
@@ -336,13 +344,18 @@ impl StateReader {
             .items)
     }
 
-    /// Digests of the manifests in `repo` whose subject is `subject`.
-    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<String>, ReadError> {
+    /// Up to `n` digests of the manifests in `repo` whose subject is
+    /// `subject`, in digest order after `after`.
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Page, ReadError> {
         let mut prefix = key2(repo, subject);
         prefix.push(0);
-        Ok(self
-            .scan_names(CF_REFERRERS, &prefix, "", usize::MAX)?
-            .items)
+        self.scan_names(CF_REFERRERS, &prefix, after.unwrap_or(""), n)
     }
 
     /// Up to `n` key suffixes (after `prefix`) strictly greater than `after`.

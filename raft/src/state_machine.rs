@@ -311,6 +311,17 @@ impl Staged<'_> {
                     );
                 }
             }
+            Command::SetRateLimits {
+                organisation,
+                limits,
+            } => {
+                let settings = cf(self.db, CF_SETTINGS);
+                let key = crate::store::rate_limits_key(organisation.as_deref());
+                match limits {
+                    Some(l) => self.batch.put_cf(settings, key, encode(l)),
+                    None => self.batch.delete_cf(settings, key),
+                }
+            }
             Command::CollectBlobs {
                 digests,
                 at,

@@ -30,6 +30,14 @@ pub(crate) const CF_SETTINGS: &str = "settings";
 pub(crate) const KEY_REPLICATION_FACTOR: &str = "replication_factor";
 pub(crate) const KEY_REBALANCE_BYTES_PER_SEC: &str = "rebalance_bytes_per_sec";
 pub(crate) const KEY_GC_GRACE_SECS: &str = "gc_grace_secs";
+
+/// The settings key of the cluster's rate limits, or of one organisation's.
+pub(crate) fn rate_limits_key(organisation: Option<&str>) -> Vec<u8> {
+    match organisation {
+        None => b"rate_limits".to_vec(),
+        Some(org) => format!("rate_limits\0{org}").into_bytes(),
+    }
+}
 pub(crate) const CF_ORGS: &str = "organisations";
 /// organisation \0 project -> ProjectRecord
 pub(crate) const CF_PROJECTS: &str = "projects";

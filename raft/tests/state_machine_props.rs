@@ -110,6 +110,18 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
             id: format!("c{i}"),
             revoked_at: 7,
         }),
+        (
+            proptest::option::of(0u8..3),
+            proptest::option::of((0u32..100, 0u32..100, 0u32..100))
+        )
+            .prop_map(|(org, limits)| Command::SetRateLimits {
+                organisation: org.map(|o| format!("o{o}")),
+                limits: limits.map(|(a, b, c)| tcr_raft::RateLimits {
+                    pulls_per_minute: a,
+                    pushes_per_minute: b,
+                    management_per_minute: c,
+                }),
+            }),
     ]
 }
 

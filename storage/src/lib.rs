@@ -3,10 +3,12 @@
 
 pub mod blob_store;
 pub mod digest;
+pub mod disk_space;
 pub mod placement;
 pub mod replication;
 pub mod upload;
 
 pub use blob_store::{BlobStore, Hold, Mapped};
 pub use digest::{Digest, DigestError};
-pub use upload::{SessionInfo, UploadError, Uploads};
+pub use disk_space::{DiskReserve, NoSpace, Reserve};
+pub use upload::{SessionCaps, SessionInfo, UploadError, Uploads};

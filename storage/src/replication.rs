@@ -283,6 +283,12 @@ fn upload_status(e: UploadError) -> Status {
         UploadError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
         UploadError::Unknown(_) => Status::not_found(e.to_string()),
         UploadError::OutOfOrder { .. } => Status::failed_precondition(e.to_string()),
+        UploadError::NoSpace(_) | UploadError::TooManySessions { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
+        UploadError::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            Status::resource_exhausted(e.to_string())
+        }
         e => Status::internal(e.to_string()),
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use crate::blob_store::{BlobStore, Mapped};
 use crate::digest::Digest;
+use crate::disk_space::{DiskReserve, NoSpace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -29,6 +30,10 @@ pub enum UploadError {
     DigestMismatch { expected: String, actual: String },
     #[error("reading the request body: {0}")]
     Body(String),
+    #[error("{0}")]
+    NoSpace(#[from] NoSpace),
+    #[error("{what} already has {limit} open upload sessions on this node; finish or cancel some (idle ones expire)")]
+    TooManySessions { what: String, limit: usize },
     #[error("storage: {0}")]
     Io(#[from] io::Error),
 }
@@ -38,6 +43,28 @@ pub struct SessionInfo {
     pub id: String,
     pub repo: String,
     pub started_at: u64,
+    /// Who opened it (a credential id), for the per-owner cap.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Open sessions allowed at once on this node, per namespace and per
+/// owner (a credential); internal sessions (replica receives) have none.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionCaps {
+    pub per_namespace: usize,
+    pub per_owner: usize,
+}
+
+/// A session in the map, with what the caps count it by.
+struct Open {
+    session: Arc<tokio::sync::Mutex<Session>>,
+    namespace: String,
+    owner: Option<String>,
+}
+
+fn namespace_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
 }
 
 struct Session {
@@ -51,8 +78,13 @@ struct Session {
 pub struct Uploads {
     dir: PathBuf,
     blobs: BlobStore,
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: Mutex<HashMap<String, Open>>,
+    /// New bytes stop while the disk is under its reserve.
+    reserve: Option<DiskReserve>,
 }
+
+/// Bytes written between checks of the disk reserve within one body.
+const RESERVE_CHECK_EVERY: u64 = 16 << 20;
 
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -75,7 +107,22 @@ impl Uploads {
             dir,
             blobs,
             sessions: Mutex::new(HashMap::new()),
+            reserve: None,
         })
+    }
+
+    /// Refuse new sessions and new bytes while the disk's free space is
+    /// under `reserve`.
+    pub fn with_reserve(mut self, reserve: DiskReserve) -> Uploads {
+        self.reserve = Some(reserve);
+        self
+    }
+
+    fn check_space(&self) -> Result<(), UploadError> {
+        match &self.reserve {
+            Some(r) => Ok(r.check()?),
+            None => Ok(()),
+        }
     }
 
     fn data_path(&self, id: &str) -> PathBuf {
@@ -85,27 +132,79 @@ impl Uploads {
     /// Open a new session for `repo`; `id` is chosen by the caller (it names
     /// the node holding the staging file).
     pub async fn create(&self, id: &str, repo: &str) -> Result<SessionInfo, UploadError> {
+        self.create_capped(id, repo, None, None).await
+    }
+
+    /// Open a new session for `repo` on behalf of `owner`, refused when its
+    /// namespace or its owner already has as many open sessions as `caps`
+    /// allow.
+    pub async fn create_capped(
+        &self,
+        id: &str,
+        repo: &str,
+        owner: Option<&str>,
+        caps: Option<SessionCaps>,
+    ) -> Result<SessionInfo, UploadError> {
+        self.check_space()?;
         let info = SessionInfo {
             id: id.to_string(),
             repo: repo.to_string(),
             started_at: now_secs(),
+            owner: owner.map(str::to_string),
         };
-        let dir = self.dir.join(id);
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::File::create(dir.join("data")).await?;
-        tokio::fs::write(
-            dir.join("info.json"),
-            serde_json::to_vec(&info).map_err(io::Error::other)?,
-        )
-        .await?;
         let session = Session {
             info: info.clone(),
             progress: Some((0, Sha256::new())),
         };
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .insert(id.to_string(), Arc::new(tokio::sync::Mutex::new(session)));
+        let namespace = namespace_of(repo).to_string();
+        {
+            // Count and insert under one lock, so concurrent opens cannot
+            // both take the last place.
+            let mut map = self.sessions.lock().expect("sessions lock");
+            if let Some(caps) = caps {
+                let (mut in_ns, mut of_owner) = (0, 0);
+                for o in map.values() {
+                    in_ns += usize::from(o.namespace == namespace);
+                    of_owner += usize::from(owner.is_some() && o.owner.as_deref() == owner);
+                }
+                if in_ns >= caps.per_namespace {
+                    return Err(UploadError::TooManySessions {
+                        what: format!("namespace '{namespace}'"),
+                        limit: caps.per_namespace,
+                    });
+                }
+                if of_owner >= caps.per_owner {
+                    return Err(UploadError::TooManySessions {
+                        what: "this credential".to_string(),
+                        limit: caps.per_owner,
+                    });
+                }
+            }
+            map.insert(
+                id.to_string(),
+                Open {
+                    session: Arc::new(tokio::sync::Mutex::new(session)),
+                    namespace,
+                    owner: info.owner.clone(),
+                },
+            );
+        }
+        let made = async {
+            let dir = self.dir.join(id);
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::File::create(dir.join("data")).await?;
+            tokio::fs::write(
+                dir.join("info.json"),
+                serde_json::to_vec(&info).map_err(io::Error::other)?,
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = made {
+            self.sessions.lock().expect("sessions lock").remove(id);
+            let _ = tokio::fs::remove_dir_all(self.dir.join(id)).await;
+            return Err(e.into());
+        }
         Ok(info)
     }
 
@@ -113,8 +212,8 @@ impl Uploads {
         if !valid_id(id) {
             return Err(UploadError::Unknown(id.to_string()));
         }
-        if let Some(s) = self.sessions.lock().expect("sessions lock").get(id) {
-            return Ok(s.clone());
+        if let Some(o) = self.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(o.session.clone());
         }
         // Not in memory: a session from before a restart, if its files exist.
         let info_bytes = match tokio::fs::read(self.dir.join(id).join("info.json")).await {
@@ -129,12 +228,15 @@ impl Uploads {
         let mut map = self.sessions.lock().expect("sessions lock");
         Ok(map
             .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(Session {
+            .or_insert_with(|| Open {
+                namespace: namespace_of(&info.repo).to_string(),
+                owner: info.owner.clone(),
+                session: Arc::new(tokio::sync::Mutex::new(Session {
                     info,
                     progress: None,
-                }))
+                })),
             })
+            .session
             .clone())
     }
 
@@ -158,6 +260,23 @@ impl Uploads {
             size += n as u64;
         }
         Ok((size, h))
+    }
+
+    /// Bytes in the staging files of `namespace`'s open sessions on this
+    /// node (they count against its quota while the uploads are open).
+    pub fn staged_bytes(&self, namespace: &str) -> u64 {
+        let ids: Vec<String> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, o)| o.namespace == namespace)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| std::fs::metadata(self.data_path(id)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Whether session `id` is open in this process (cheap: no disk access;
@@ -242,11 +361,16 @@ impl Uploads {
             .map_err(|e| gone_if_missing(e, id))?;
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut writeback = Writeback::from(size);
+        let mut next_check = size;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(UploadError::TooLarge { limit });
+            }
+            if size >= next_check {
+                self.check_space()?;
+                next_check = size + RESERVE_CHECK_EVERY;
             }
             hasher.update(&chunk);
             w.write_all(&chunk).await?;
@@ -358,7 +482,7 @@ impl Uploads {
                 .lock()
                 .expect("sessions lock")
                 .get(&id)
-                .is_some_and(|s| s.try_lock().is_err());
+                .is_some_and(|o| o.session.try_lock().is_err());
             if busy {
                 continue;
             }
@@ -567,6 +691,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path()).unwrap();
         (dir, Uploads::open(blobs.clone()).unwrap(), blobs)
+    }
+
+    #[tokio::test]
+    async fn open_sessions_are_capped_per_namespace_and_per_owner() {
+        let (_d, up, _blobs) = store().await;
+        let caps = Some(SessionCaps {
+            per_namespace: 3,
+            per_owner: 2,
+        });
+        up.create_capped("a1", "acme/app", Some("c1"), caps)
+            .await
+            .unwrap();
+        up.create_capped("a2", "acme/web", Some("c1"), caps)
+            .await
+            .unwrap();
+        let e = up
+            .create_capped("a3", "acme/app", Some("c1"), caps)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, UploadError::TooManySessions { limit: 2, .. }),
+            "{e}"
+        );
+        up.create_capped("a4", "acme/app", Some("c2"), caps)
+            .await
+            .unwrap();
+        let e = up
+            .create_capped("a5", "acme/app", Some("c3"), caps)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("namespace 'acme'"), "{e}");
+        // Another namespace, and internal sessions, are not held back.
+        up.create_capped("b1", "globex/app", Some("c3"), caps)
+            .await
+            .unwrap();
+        up.create("r1", "").await.unwrap();
+        // A refused open leaves nothing behind; a cancel frees a place.
+        assert!(!up.dir.join("a5").exists());
+        up.cancel("a1").await.unwrap();
+        up.create_capped("a6", "acme/app", Some("c1"), caps)
+            .await
+            .unwrap();
     }
 
     /// DELETE of a session while a PATCH's body is still arriving: the

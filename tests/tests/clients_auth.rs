@@ -1,7 +1,7 @@
 //! Real clients against a node with an admin token: `docker login`, push
 //! and pull with a robot credential; anonymous pull of a public namespace;
 //! a refused private pull; and a Kubernetes-style pull secret
-//! (`.dockerconfigjson`) used by podman.
+//! (`.dockerconfigjson`) used by podman; and docker over a rate limit.
 
 use base64::Engine;
 use reqwest::StatusCode;
@@ -89,27 +89,7 @@ async fn docker_login_push_pull_with_a_robot_credential() {
     );
 
     // `docker login` with the robot credential, then push both.
-    let mut login = std::process::Command::new("docker")
-        .args(["login", &node.host(), "-u", "robot", "--password-stdin"])
-        .env("DOCKER_CONFIG", &cfg)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(secret.as_bytes())
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_login(&cfg, &node.host(), &secret);
     let id = docker(&["image", "inspect", "--format", "{{.Id}}", &private])
         .trim()
         .to_string();
@@ -153,6 +133,141 @@ async fn docker_login_push_pull_with_a_robot_credential() {
             .contains("authentication required"),
         "{body}"
     );
+}
+
+/// `docker login` as the robot into a docker config of the test's own.
+fn docker_login(cfg: &std::path::Path, host: &str, secret: &str) {
+    use std::io::Write;
+    let mut login = std::process::Command::new("docker")
+        .args(["login", host, "-u", "robot", "--password-stdin"])
+        .env("DOCKER_CONFIG", cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(secret.as_bytes())
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn docker_over_an_organisations_rate_limit_gets_429_then_pulls_once_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, secret) = registry(&dir.path().join("node")).await;
+    let cfg = dir.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let env = [("DOCKER_CONFIG", cfg.to_str().unwrap())];
+    let docker = |args: &[&str]| run_env("docker", args, &env);
+    docker_login(&cfg, &node.host(), &secret);
+    // Images of their own content: docker fetches a manifest (a counted
+    // GET) only for content it does not have yet; it HEADs the rest.
+    let images: Vec<String> = (0..6)
+        .map(|i| {
+            let rootfs = dir.path().join(format!("rootfs{i}.tar"));
+            let marker = format!("rate limit test {} image {i}", node.http_port);
+            std::fs::write(&rootfs, tar(&[("hello.txt", marker.as_bytes())])).unwrap();
+            let image = format!("{}/acme-priv/limited:v{i}", node.host());
+            docker(&["import", rootfs.to_str().unwrap(), &image]);
+            docker(&["push", &image]);
+            docker(&["rmi", &image]);
+            image
+        })
+        .collect();
+    let set = op(
+        &node,
+        &[
+            "cluster",
+            "set",
+            "rate-limit",
+            "--org",
+            "acme",
+            "--pulls-per-minute",
+            "4",
+        ],
+    );
+    assert_eq!(set["effective"]["pullsPerMinute"], 4);
+    // Nodes read the settings again within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Pull until refused: at most the allowance goes through.
+    let mut pulled = 0;
+    let refusal = loop {
+        assert!(
+            pulled < 5,
+            "pull {} went through a limit of 4 a minute",
+            pulled + 1
+        );
+        let out = std::process::Command::new("docker")
+            .args(["pull", &images[pulled]])
+            .env("DOCKER_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        pulled += 1;
+    };
+    assert!(pulled >= 1, "the first pull was refused: {refusal}");
+    assert!(refusal.contains("toomanyrequests"), "{refusal}");
+    // What docker was told, as Docker Hub tells it.
+    let url = format!("{}/v2/acme-priv/limited/manifests/v0", node.url());
+    let c = reqwest::Client::new();
+    let r = c
+        .get(&url)
+        .basic_auth("robot", Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15).contains(&wait), "Retry-After: {wait}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    // The operator is never limited.
+    for _ in 0..6 {
+        let r = c.get(&url).bearer_auth(OPERATOR).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Once under the limit again (after Retry-After), the same pull goes
+    // through.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    docker(&["pull", &images[pulled]]);
+    // The override removed and no cluster default: no limit.
+    op(
+        &node,
+        &["cluster", "set", "rate-limit", "--org", "acme", "--clear"],
+    );
+    let shown = op(
+        &node,
+        &["cluster", "set", "rate-limit", "--pulls-per-minute", "0"],
+    );
+    assert_eq!(shown["effective"]["pullsPerMinute"], 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for _ in 0..8 {
+        let r = c
+            .get(&url)
+            .basic_auth("robot", Some(&secret))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    for image in &images[..=pulled] {
+        docker(&["rmi", image]);
+    }
 }
 
 #[tokio::test]

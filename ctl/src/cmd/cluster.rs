@@ -32,6 +32,22 @@ pub enum SetCmd {
     /// Time between scheduled retention runs, e.g. `1d` (`0s`: only
     /// `tcr retention run`); overrides the nodes' --retention-interval-secs.
     RetentionInterval { interval: humantime::Duration },
+    /// Requests per minute allowed to one credential (to one client address
+    /// for anonymous callers; 0: no limit). A pull is a manifest GET, a push
+    /// an upload opened or a manifest put or deleted. With --org, that
+    /// organisation's override (--clear removes it).
+    RateLimit {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        pulls_per_minute: u32,
+        #[arg(long, default_value_t = 0)]
+        pushes_per_minute: u32,
+        #[arg(long, default_value_t = 0)]
+        management_per_minute: u32,
+        #[arg(long, requires = "org")]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +124,48 @@ async fn member_views(c: &Client, status: &Value) -> Vec<Value> {
 }
 
 pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
+    if let ClusterCmd::Set(SetCmd::RateLimit {
+        org,
+        pulls_per_minute,
+        pushes_per_minute,
+        management_per_minute,
+        clear,
+    }) = cmd
+    {
+        let path = match &org {
+            Some(o) => format!("/v1/container-registries/organisations/{o}/rate-limits"),
+            None => format!("{BASE}/rate-limits"),
+        };
+        if clear {
+            c.call(Method::DELETE, &path, None).await?;
+            let org = org.unwrap_or_default();
+            if out == Output::Json {
+                println!("{}", json!({ "organisation": org, "cleared": true }));
+            } else {
+                println!("rate limits of organisation {org} removed: the cluster's apply");
+            }
+            return Ok(());
+        }
+        let body = json!({
+            "pullsPerMinute": pulls_per_minute,
+            "pushesPerMinute": pushes_per_minute,
+            "managementPerMinute": management_per_minute,
+        });
+        let v = c.call(Method::PUT, &path, Some(body)).await?;
+        if out == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let l = &v["effective"];
+            println!(
+                "rate limits per minute ({}): pulls {}, pushes {}, management {} (0: no limit)",
+                org.as_deref().unwrap_or("cluster default"),
+                l["pullsPerMinute"],
+                l["pushesPerMinute"],
+                l["managementPerMinute"]
+            );
+        }
+        return Ok(());
+    }
     if let ClusterCmd::Set(set) = cmd {
         let body = match set {
             SetCmd::ReplicationFactor { factor } => json!({ "replicationFactor": factor }),
@@ -118,6 +176,7 @@ pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Re
             SetCmd::RetentionInterval { interval } => {
                 json!({ "retentionIntervalSecs": interval.as_secs() })
             }
+            SetCmd::RateLimit { .. } => unreachable!("handled above"),
         };
         let v = c
             .call(Method::PATCH, &format!("{BASE}/settings"), Some(body))

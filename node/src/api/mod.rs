@@ -8,6 +8,7 @@ pub mod keys;
 pub mod namespaces;
 pub mod openapi;
 pub mod organisations;
+pub mod rate_limits;
 pub mod repositories;
 pub mod retention;
 pub mod storage;
@@ -64,6 +65,17 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(&at("/keys/rotate"), post(keys::rotate))
         .route(&at("/gc"), get(gc::status))
         .route(&at("/gc/runs"), post(gc::run))
+        // Rate limits, quotas and feature gates are the operator's.
+        .route(
+            &at("/cluster/rate-limits"),
+            get(rate_limits::show_cluster).put(rate_limits::set_cluster),
+        )
+        .route(
+            &at("/organisations/{org}/rate-limits"),
+            get(rate_limits::show_organisation)
+                .put(rate_limits::set_organisation)
+                .delete(rate_limits::clear_organisation),
+        )
         .route_layer(middleware::from_fn(operator_only));
     Router::new()
         .route(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tcr_raft::{Action, Command, NamespaceRecord, Visibility};
 
 use super::errors::{parse_json, ApiError, ApiResult};
-use crate::auth::access::{may_pull, require_gate, require_on_namespace};
+use crate::auth::access::{may_pull, require_admin, require_gate, require_on_namespace};
 use crate::auth::{Caller, Subject};
 use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_namespace;
@@ -46,7 +46,7 @@ pub struct UpdateNamespace {
     /// e.g. `["v*"]`; `[]` removes them.
     #[serde(default)]
     pub immutable_tags: Option<Vec<String>>,
-    /// Storage quota in bytes; 0 removes it.
+    /// Storage quota in bytes; 0 removes it. Only the operator may change it.
     #[serde(default)]
     pub quota_bytes: Option<u64>,
 }
@@ -284,6 +284,12 @@ pub async fn update(
 ) -> ApiResult {
     let req: UpdateNamespace = parse_json(&body)?;
     let current = require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
+    // The quota is the operator's limit on a tenant: a namespace's own
+    // administrators may not raise or remove it.
+    let quota = req.quota_bytes.map(|q| Some(q).filter(|q| *q > 0));
+    if quota.is_some_and(|q| q != current.quota_bytes) {
+        require_admin(&caller)?;
+    }
     if let Some(patterns) = &req.immutable_tags {
         if patterns.len() > MAX_PATTERNS
             || patterns
@@ -308,11 +314,7 @@ pub async fn update(
             .write(Command::SetNamespaceLimits {
                 name: ns.clone(),
                 immutable_tags: req.immutable_tags.unwrap_or(current.immutable_tags),
-                quota_bytes: match req.quota_bytes {
-                    Some(0) => None,
-                    Some(q) => Some(q),
-                    None => current.quota_bytes,
-                },
+                quota_bytes: quota.unwrap_or(current.quota_bytes),
             })
             .await?;
     }

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster, credentials, gc, keys, namespaces, organisations, repositories, retention, storage,
+    cluster, credentials, gc, keys, namespaces, organisations, rate_limits, repositories,
+    retention, storage,
 };
 
 struct BearerAuth;
@@ -81,6 +82,11 @@ impl Modify for BearerAuth {
         storage::status,
         storage::run_pass,
         storage::blob,
+        rate_limits::show_cluster,
+        rate_limits::set_cluster,
+        rate_limits::show_organisation,
+        rate_limits::set_organisation,
+        rate_limits::clear_organisation,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -9,13 +9,16 @@
 
 pub mod access;
 pub mod secrets;
+pub mod throttle;
 pub mod token_endpoint;
 pub mod tokens;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -75,11 +78,30 @@ pub enum AuthError {
     BadToken(#[from] tokens::TokenError),
     #[error("the metadata store is unavailable: {0}")]
     Unavailable(String),
+    #[error("too many failed attempts for this credential or address; retry in {} s", crate::rate_limits::retry_after_secs(*.0))]
+    Throttled(Duration),
+    #[error("too many credential checks are waiting on this node; retry shortly")]
+    Busy,
+}
+
+impl AuthError {
+    /// The `tcr_auth_failures_total` reason.
+    fn reason(&self) -> &'static str {
+        match self {
+            AuthError::BadCredentials => "bad_credentials",
+            AuthError::Unusable => "unusable",
+            AuthError::BadToken(_) => "bad_token",
+            AuthError::Unavailable(_) => "unavailable",
+            AuthError::Throttled(_) => "throttled",
+            AuthError::Busy => "busy",
+        }
+    }
 }
 
 pub struct Auth {
     admin_token: Option<String>,
     pub secrets: secrets::SecretCache,
+    pub throttle: throttle::Throttle,
     pub tokens: tokens::Tokens,
     /// `service` in challenges and the audience of tokens.
     pub service: String,
@@ -98,6 +120,9 @@ impl Auth {
         Auth {
             admin_token: admin_token.filter(|t| !t.is_empty()),
             secrets: Default::default(),
+            throttle: throttle::Throttle::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             tokens: tokens::Tokens::new(token_lifetime_secs),
             service,
             realm: format!("{public_base}/v2/token"),
@@ -115,26 +140,61 @@ impl Auth {
         }
     }
 
-    /// The subject a password (admin token or credential secret) stands for.
+    /// The subject a password (admin token or credential secret) stands
+    /// for. The record is looked at before any hashing (an unknown, revoked
+    /// or expired credential costs no argon2), and argon2 runs only within
+    /// the throttle's bounds.
     pub async fn password_subject(
         &self,
         st: &AppState,
         password: &str,
+        peer: Option<IpAddr>,
     ) -> Result<Subject, AuthError> {
         if self.is_admin_token(password) {
             return Ok(Subject::Admin);
         }
-        let id = secrets::id_of(password).ok_or(AuthError::BadCredentials)?;
-        let rec = self
-            .credential(st, id)
-            .await?
-            .ok_or(AuthError::BadCredentials)?;
-        if !self.secrets.verify(id, password, &rec.secret_hash).await {
-            return Err(AuthError::BadCredentials);
-        }
+        let address = peer.map(throttle::Key::Address);
+        let fail = |e: AuthError| {
+            if let Some(a) = &address {
+                self.throttle.failed(a.clone());
+            }
+            Err(e)
+        };
+        let Some(id) = secrets::id_of(password) else {
+            return fail(AuthError::BadCredentials);
+        };
+        let Some(rec) = self.credential(st, id).await? else {
+            return fail(AuthError::BadCredentials);
+        };
         if !rec.usable_at(now_secs()) {
-            return Err(AuthError::Unusable);
+            return fail(AuthError::Unusable);
         }
+        if self.secrets.remembered(id, password) {
+            return Ok(Subject::Credential(Box::new(rec)));
+        }
+        let credential = throttle::Key::Credential(id.to_string());
+        let throttled = || {
+            [Some(&credential), address.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|k| self.throttle.check(k).err())
+                .map(AuthError::Throttled)
+        };
+        if let Some(e) = throttled() {
+            return Err(e);
+        }
+        let Some(_slot) = self.throttle.slot().await else {
+            return Err(AuthError::Busy);
+        };
+        // Others may have failed for this key while this one waited.
+        if let Some(e) = throttled() {
+            return Err(e);
+        }
+        if !self.secrets.verify(id, password, &rec.secret_hash).await {
+            self.throttle.failed(credential);
+            return fail(AuthError::BadCredentials);
+        }
+        self.throttle.succeeded(&credential);
         Ok(Subject::Credential(Box::new(rec)))
     }
 
@@ -159,7 +219,12 @@ impl Auth {
     }
 
     /// Authenticate a request from its Authorization header.
-    pub async fn caller(&self, st: &AppState, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub async fn caller(
+        &self,
+        st: &AppState,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller, AuthError> {
         if self.is_open() {
             return Ok(Caller::admin());
         }
@@ -173,7 +238,7 @@ impl Auth {
             });
         };
         if let Some(password) = basic_password(value) {
-            let subject = self.password_subject(st, &password).await?;
+            let subject = self.password_subject(st, &password, peer).await?;
             return Ok(Caller {
                 subject,
                 token: None,
@@ -183,7 +248,7 @@ impl Auth {
             return Err(AuthError::BadCredentials);
         };
         if bearer.matches('.').count() != 2 {
-            let subject = self.password_subject(st, bearer).await?;
+            let subject = self.password_subject(st, bearer, peer).await?;
             return Ok(Caller {
                 subject,
                 token: None,
@@ -243,10 +308,16 @@ pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> Str
 /// route, and hand the caller to the handlers.
 pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let oci = req.uri().path().starts_with("/v2");
-    let caller = match st.auth.caller(&st, req.headers()).await {
+    let peer = peer_ip(&req);
+    let caller = match st.auth.caller(&st, req.headers(), peer).await {
         Ok(c) => c,
         Err(e) => return refuse(&st, oci, e),
     };
+    if let Some(kind) = crate::rate_limits::Kind::of(req.method(), req.uri().path()) {
+        if let Err(e) = st.rate_limits.check(st.meta.reader(), &caller, peer, kind) {
+            return limited(oci, e);
+        }
+    }
     if oci && !caller.is_admin() {
         if let Err(mut resp) = access::check_oci(&st, &caller, &mut req).await {
             resp.headers_mut().insert(
@@ -260,29 +331,81 @@ pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-fn refuse(st: &AppState, oci: bool, e: AuthError) -> Response {
+/// 429 `TOOMANYREQUESTS` with `Retry-After`, as Docker Hub answers.
+fn limited(oci: bool, e: crate::rate_limits::Limited) -> Response {
+    let secs = crate::rate_limits::retry_after_secs(e.retry_after);
+    let mut resp = if oci {
+        OciError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            e.to_string(),
+        )
+        .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            e.to_string(),
+        )
+        .into_response()
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// Count and log a refusal (never the secret).
+pub fn count_failure(st: &AppState, e: &AuthError) {
+    st.metrics
+        .auth_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    tracing::info!(reason = e.reason(), "authentication refused: {e}");
+}
+
+/// The client's address, when the request came through the registry port.
+pub fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The answer to credentials that were not accepted: 401 (with a challenge
+/// on `/v2`), 429 or 503 with `Retry-After`. Counted and logged (never the
+/// secret).
+pub fn refuse(st: &AppState, oci: bool, e: AuthError) -> Response {
+    count_failure(st, &e);
+    let retry = match &e {
+        AuthError::Throttled(wait) => Some((
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            crate::rate_limits::retry_after_secs(*wait),
+        )),
+        AuthError::Busy => Some((StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", 1)),
+        _ => None,
+    };
+    if let Some((status, code, secs)) = retry {
+        let mut resp = if oci {
+            OciError::new(status, code, e.to_string()).into_response()
+        } else {
+            ApiError::new(status, code, e.to_string()).into_response()
+        };
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     if let AuthError::Unavailable(m) = e {
         return if oci {
             OciError::unavailable(m).into_response()
         } else {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                m,
-            )
-            .into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m).into_response()
         };
     }
     let message = format!("authentication failed: {e}");
     let mut resp = if oci {
         OciError::unauthorized(message).into_response()
     } else {
-        ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            message,
-        )
-        .into_response()
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message).into_response()
     };
     if oci {
         let c = challenge(st, None, Some("invalid_token"));

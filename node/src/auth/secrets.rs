@@ -68,17 +68,21 @@ pub struct SecretCache {
 }
 
 impl SecretCache {
+    /// Whether `secret` was verified for credential `id` a short while ago
+    /// (no argon2: a SHA-256 and a map lookup).
+    pub fn remembered(&self, id: &str, secret: &str) -> bool {
+        let key: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let map = self.verified.lock().expect("secret cache lock");
+        map.get(&key)
+            .is_some_and(|(known, at)| known == id && at.elapsed() < REMEMBER)
+    }
+
     /// Whether `secret` matches the hash `phc` of credential `id`.
     pub async fn verify(&self, id: &str, secret: &str, phc: &str) -> bool {
-        let key: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        {
-            let map = self.verified.lock().expect("secret cache lock");
-            if let Some((known, at)) = map.get(&key) {
-                if known == id && at.elapsed() < REMEMBER {
-                    return true;
-                }
-            }
+        if self.remembered(id, secret) {
+            return true;
         }
+        let key: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let (s, p) = (secret.to_string(), phc.to_string());
         // argon2 takes tens of milliseconds by design: off the async threads.
         let ok = tokio::task::spawn_blocking(move || verify_slow(&s, &p))

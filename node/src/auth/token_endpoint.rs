@@ -3,18 +3,20 @@
 //! (containerd), or anonymous. It grants the intersection of the scopes
 //! asked for and what the credential may do, and signs a JWT.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::json;
 use tcr_raft::Action;
 
 use super::access::{decide, feature_off_message, Decision};
 use super::tokens::ResourceAccess;
-use super::{basic_password, AuthError, Subject};
+use super::{basic_password, count_failure, refuse, AuthError, Subject};
 use crate::oci::errors::OciError;
 use crate::server::AppState;
 
@@ -59,8 +61,16 @@ fn pairs(raw: &str) -> Result<Vec<(String, String)>, OciError> {
     })
 }
 
+/// The client's address, when the request came through the registry port.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn ip(peer: Peer) -> Option<IpAddr> {
+    peer.map(|Extension(ConnectInfo(a))| a.ip())
+}
+
 pub async fn get(
     State(st): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
@@ -70,13 +80,18 @@ pub async fn get(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(basic_password);
-        issue(&st, &q, password).await
+        issue(&st, &q, password, ip(peer)).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn post(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(st): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let form = std::str::from_utf8(&body).map_err(|_| {
             OciError::new(
@@ -118,7 +133,7 @@ pub async fn post(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
             .collect();
         q.retain(|(k, _)| k != "scope");
         q.extend(scopes);
-        issue(&st, &q, password).await
+        issue(&st, &q, password, ip(peer)).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -128,6 +143,7 @@ async fn issue(
     st: &AppState,
     q: &[(String, String)],
     password: Option<String>,
+    peer: Option<IpAddr>,
 ) -> Result<Response, OciError> {
     let service = q
         .iter()
@@ -143,13 +159,15 @@ async fn issue(
     let subject = match password.filter(|p| !p.is_empty()) {
         None if st.auth.is_open() => Subject::Admin,
         None => Subject::Anonymous,
-        Some(p) => match st.auth.password_subject(st, &p).await {
+        Some(p) => match st.auth.password_subject(st, &p, peer).await {
             Ok(s) => s,
             Err(AuthError::Unavailable(m)) => return Err(OciError::unavailable(m)),
+            Err(e @ (AuthError::Throttled(_) | AuthError::Busy)) => return Ok(refuse(st, true, e)),
             Err(e) => {
+                count_failure(st, &e);
                 return Err(OciError::unauthorized(format!(
                     "authentication failed: {e}"
-                )))
+                )));
             }
         },
     };

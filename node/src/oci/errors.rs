@@ -56,6 +56,17 @@ impl OciError {
         }
     }
 
+    /// 507: this node cannot take more bytes now (its disk is at its
+    /// reserve); the message names the free space. Not a spec code, but
+    /// clients print the message.
+    pub fn insufficient_storage(message: impl Into<String>) -> OciError {
+        OciError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "INSUFFICIENT_STORAGE",
+            message,
+        )
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> OciError {
         self.headers.push((name, value.into()));
         self
@@ -110,6 +121,9 @@ impl From<tcr_raft::ReadError> for OciError {
 
 impl From<std::io::Error> for OciError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return OciError::insufficient_storage(format!("the disk of this node is full: {e}"));
+        }
         OciError::internal(format!("storage: {e}"))
     }
 }

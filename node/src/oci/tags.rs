@@ -6,15 +6,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use std::collections::HashMap;
-
 use tcr_raft::Page;
 
 use super::errors::{OciError, OciResult};
 use super::{check_name, page_size, query};
 use crate::auth::access::may_pull;
 use crate::auth::Caller;
-use crate::listing::{filtered_page, Step};
 use crate::server::AppState;
 
 /// The most names one response carries when the client sets no `n`.
@@ -48,36 +45,44 @@ pub async fn catalog(st: &AppState, req: Request) -> OciResult {
     let caller = req.extensions().get::<Caller>();
     let page = match caller.filter(|c| !c.is_admin()) {
         None => state.repositories(None, last.as_deref(), n)?,
-        // Only repositories of namespaces the caller may pull from.
+        // Only repositories of namespaces the caller may pull from: walk
+        // those namespaces' key ranges ("ns/" prefixes, which never
+        // interleave, so the result is in lexical order like the whole
+        // catalog), never the repositories of namespaces it cannot see.
         Some(caller) => {
-            let mut seen: HashMap<String, bool> = HashMap::new();
-            let (items, more) = filtered_page(
-                last,
-                n,
-                |after| {
-                    let page = state.repositories(None, after, MAX_PAGE)?;
-                    Ok::<_, tcr_raft::ReadError>((page.items, page.more))
-                },
-                |repo| repo.clone(),
-                |repo| {
-                    let ns = tcr_raft::namespace_of(&repo).to_string();
-                    let visible = match seen.get(&ns) {
-                        Some(v) => *v,
-                        None => {
-                            let v = state
-                                .namespace(&ns)?
-                                .is_some_and(|rec| may_pull(state, caller, &rec));
-                            seen.insert(ns, v);
-                            v
-                        }
-                    };
-                    Ok(if visible {
-                        Step::Keep(repo)
-                    } else {
-                        Step::Skip
-                    })
-                },
-            )?;
+            let mut visible: Vec<String> = state
+                .all_namespaces()?
+                .into_iter()
+                .filter(|ns| may_pull(state, caller, ns))
+                .map(|ns| format!("{}/", ns.name))
+                .collect();
+            visible.sort();
+            let mut items = Vec::new();
+            let mut more = false;
+            for prefix in visible {
+                let ns = &prefix[..prefix.len() - 1];
+                // Skip namespaces wholly before the cursor.
+                let after = match last.as_deref() {
+                    Some(l) if l.starts_with(&prefix) => Some(l),
+                    Some(l) if l > prefix.as_str() => continue,
+                    _ => None,
+                };
+                if items.len() == n {
+                    // One more repository in any later namespace means
+                    // another page.
+                    more = !state.repositories(Some(ns), None, 1)?.items.is_empty();
+                    if more {
+                        break;
+                    }
+                    continue;
+                }
+                let page = state.repositories(Some(ns), after, n - items.len())?;
+                items.extend(page.items);
+                if page.more {
+                    more = true;
+                    break;
+                }
+            }
             Page { items, more }
         }
     };

@@ -23,6 +23,16 @@ impl From<UploadError> for OciError {
             UploadError::TooLarge { .. } => OciError::too_large(e.to_string()),
             UploadError::DigestMismatch { .. } => OciError::digest_invalid(e.to_string()),
             UploadError::Body(_) => OciError::blob_upload_invalid(e.to_string()),
+            UploadError::NoSpace(_) => OciError::insufficient_storage(e.to_string()),
+            UploadError::TooManySessions { .. } => OciError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                e.to_string(),
+            )
+            .with_header("retry-after", "60"),
+            UploadError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                OciError::insufficient_storage(format!("the disk of this node is full: {e}"))
+            }
             UploadError::Io(_) => OciError::internal(e.to_string()),
         }
     }
@@ -57,6 +67,30 @@ fn blob_created(name: &str, d: &Digest) -> Response {
     );
     h.insert(header::CONTENT_LENGTH, 0.into());
     (StatusCode::CREATED, h).into_response()
+}
+
+/// Most body bytes read and thrown away to deliver a refusal.
+const DRAIN_LIMIT: usize = 64 << 20;
+/// Longest time spent draining.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Refuse an upload request before storing any of its body, but read (and
+/// discard) the body first, up to a bound: a server that answers and closes
+/// while the client is still sending makes many clients see a reset
+/// connection instead of the answer.
+async fn refuse_draining(req: Request, e: OciError) -> OciError {
+    let mut body = req.into_body().into_data_stream();
+    let mut read = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+    e
 }
 
 /// The request body as a stream that fails when the client sends nothing
@@ -238,8 +272,22 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
         }
         // Not mountable: fall back to a regular upload, as the spec says.
     }
+    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
+        return Err(refuse_draining(req, e).await);
+    }
     let id = new_upload_id(st);
-    st.uploads.create(&id, name).await?;
+    let owner = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .and_then(|c| c.credential())
+        .map(|c| c.id.clone());
+    if let Err(e) = st
+        .uploads
+        .create_capped(&id, name, owner.as_deref(), Some(st.upload_caps))
+        .await
+    {
+        return Err(refuse_draining(req, e.into()).await);
+    }
     if let Some(digest) = q.get("digest") {
         let d: Digest = match digest.parse() {
             Ok(d) => d,
@@ -272,6 +320,32 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
     Ok((StatusCode::ACCEPTED, h).into_response())
 }
 
+/// The namespace's quota, counting what its open uploads on this node have
+/// staged and `incoming` more bytes: refused as the commit would refuse it,
+/// before the bytes fill the disk rather than after.
+fn check_staging_quota(st: &AppState, name: &str, incoming: u64) -> OciResult<()> {
+    let ns = tcr_raft::namespace_of(name);
+    let reader = st.meta.reader();
+    let Some(quota) = reader.namespace(ns)?.and_then(|n| n.quota_bytes) else {
+        return Ok(());
+    };
+    let usage = reader.namespace_usage(ns)?.map(|u| u.bytes()).unwrap_or(0);
+    let needed = st.uploads.staged_bytes(ns).saturating_add(incoming);
+    if usage.saturating_add(needed) > quota {
+        return Err(OciError::denied(
+            tcr_raft::Refusal::QuotaExceeded {
+                namespace: ns.to_string(),
+                usage,
+                quota,
+                needed,
+            }
+            .to_string()
+                + " (counting uploads in progress)",
+        ));
+    }
+    Ok(())
+}
+
 async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
     check_name(name)?;
     let (info, size) = st.uploads.status(id).await?;
@@ -295,12 +369,18 @@ async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
 
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
     owned_session(st, name, id).await?;
+    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
+        return Err(refuse_draining(req, e).await);
+    }
     let size = append_body(st, id, req).await?;
     Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
 }
 
 pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
     let so_far = owned_session(st, name, id).await?;
+    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
+        return Err(refuse_draining(req, e).await);
+    }
     let q = query(&req);
     let Some(digest) = q.get("digest") else {
         return Err(OciError::digest_invalid(

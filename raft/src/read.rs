@@ -286,6 +286,41 @@ impl StateReader {
         self.scan_names(CF_TAGS, &prefix, last.unwrap_or(""), n)
     }
 
+    /// Up to `n` tags of `repo` that start with `name_prefix`, in order
+    /// after `last`: the scan covers that key range only, however many
+    /// tags sort before or after it.
+    pub fn tags_with_prefix(
+        &self,
+        repo: &str,
+        name_prefix: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, ReadError> {
+        let after = match last {
+            None => "",
+            Some(l) => match l.strip_prefix(name_prefix) {
+                Some(rest) => rest,
+                // Before the range: start at its beginning.
+                None if l < name_prefix => "",
+                // Past it: nothing more.
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        more: false,
+                    })
+                }
+            },
+        };
+        let mut prefix = repo.as_bytes().to_vec();
+        prefix.push(0);
+        prefix.extend_from_slice(name_prefix.as_bytes());
+        let mut page = self.scan_names(CF_TAGS, &prefix, after, n)?;
+        for t in &mut page.items {
+            t.insert_str(0, name_prefix);
+        }
+        Ok(page)
+    }
+
     pub fn tags_of_digest(&self, repo: &str, digest: &str) -> Result<Vec<String>, ReadError> {
         let mut prefix = key2(repo, digest);
         prefix.push(0);

@@ -186,3 +186,49 @@ fn a_listing_ends_at_its_prefix_whatever_was_deleted_after_it() {
         );
     });
 }
+
+/// Tags under a name prefix come from that key range alone: pages in order,
+/// a cursor before the range starts at its beginning, one past it ends.
+#[test]
+fn tags_under_a_prefix_page_through_that_range_only() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = tcr_raft::open(dir.path()).unwrap();
+        let mut cmds = namespace_a_with(&["a/app"]);
+        let names: Vec<String> = (0..2000u64)
+            .map(|i| format!("a{i:05}"))
+            .chain((0..7).map(|i| format!("v{i}")))
+            .chain((0..2000u64).map(|i| format!("z{i:05}")))
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let Command::PutManifest(mut m) = push(i as u64) else {
+                unreachable!()
+            };
+            m.tag = Some(name.clone());
+            cmds.push(Command::PutManifest(m));
+        }
+        let entries: Vec<_> = cmds
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| entry(i as u64 + 1, 0, c))
+            .collect();
+        s.state_machine.apply(entries).await.unwrap();
+        let r = &s.reader;
+        let first = r.tags_with_prefix("a/app", "v", None, 4).unwrap();
+        assert_eq!(first.items, ["v0", "v1", "v2", "v3"]);
+        assert!(first.more);
+        let rest = r.tags_with_prefix("a/app", "v", Some("v3"), 4).unwrap();
+        assert_eq!(rest.items, ["v4", "v5", "v6"]);
+        assert!(!rest.more);
+        let from_before = r.tags_with_prefix("a/app", "v", Some("a01999"), 2).unwrap();
+        assert_eq!(from_before.items, ["v0", "v1"]);
+        let past = r
+            .tags_with_prefix("a/app", "v", Some("z00000"), 10)
+            .unwrap();
+        assert!(past.items.is_empty() && !past.more);
+        let exact = r.tags_with_prefix("a/app", "v5", None, 10).unwrap();
+        assert_eq!(exact.items, ["v5"]);
+        let all = r.tags_with_prefix("a/app", "", None, 10_000).unwrap();
+        assert_eq!(all.items, r.tags("a/app", None, 10_000).unwrap().items);
+    });
+}

@@ -186,20 +186,14 @@ pub async fn tags(
     let (items, more) = filtered_page(
         last,
         n,
+        // Only the prefix's key range is read, however many tags sort
+        // before it.
         |after| {
-            let page = state.tags(&repo, after, 1000)?;
+            let page = state.tags_with_prefix(&repo, prefix, after, 1000)?;
             Ok::<_, tcr_raft::ReadError>((page.items, page.more))
         },
         |tag| tag.clone(),
         |tag| {
-            if !tag.starts_with(prefix) {
-                // Tags are in order: past the prefix, nothing more matches.
-                return Ok(if tag.as_str() > prefix {
-                    Step::End
-                } else {
-                    Step::Skip
-                });
-            }
             let digest = state.tag(&repo, &tag)?.unwrap_or_default();
             let activity = state.tag_activity(&repo, &tag, &digest)?;
             let pushed_at = match activity.pushed_at {

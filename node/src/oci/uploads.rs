@@ -272,9 +272,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
         }
         // Not mountable: fall back to a regular upload, as the spec says.
     }
-    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
-        return Err(refuse_draining(req, e).await);
-    }
+    let req = within_staging_quota(st, name, req).await?;
     let id = new_upload_id(st);
     let owner = req
         .extensions()
@@ -346,6 +344,15 @@ fn check_staging_quota(st: &AppState, name: &str, incoming: u64) -> OciResult<()
     Ok(())
 }
 
+/// The request back if its declared body fits the namespace's quota with
+/// the uploads in progress; else the refusal, after draining the body.
+async fn within_staging_quota(st: &AppState, name: &str, req: Request) -> OciResult<Request> {
+    match check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
+        Ok(()) => Ok(req),
+        Err(e) => Err(refuse_draining(req, e).await),
+    }
+}
+
 async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
     check_name(name)?;
     let (info, size) = st.uploads.status(id).await?;
@@ -369,18 +376,14 @@ async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
 
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
     owned_session(st, name, id).await?;
-    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
-        return Err(refuse_draining(req, e).await);
-    }
+    let req = within_staging_quota(st, name, req).await?;
     let size = append_body(st, id, req).await?;
     Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
 }
 
 pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
     let so_far = owned_session(st, name, id).await?;
-    if let Err(e) = check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
-        return Err(refuse_draining(req, e).await);
-    }
+    let req = within_staging_quota(st, name, req).await?;
     let q = query(&req);
     let Some(digest) = q.get("digest") else {
         return Err(OciError::digest_invalid(

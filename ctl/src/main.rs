@@ -70,6 +70,9 @@ enum Command {
     /// Retention policies: set, show, preview, run, and the audit of runs.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCmd),
+    /// The audit trail: who changed what, when, from where.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
     /// Token signing keys: list, rotate.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
@@ -144,6 +147,7 @@ async fn main() -> std::process::ExitCode {
         Command::Projects(c) => cmd::orgs::run_projects(&client, c, out).await,
         Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,
         Command::Keys(c) => cmd::keys::run(&client, c, out).await,
+        Command::Audit(c) => cmd::audit::run(&client, c, out).await,
         Command::Gc(c) => cmd::gc::run(&client, c, out).await,
         Command::Retention(c) => cmd::retention::run(&client, c, out).await,
         Command::Login {

@@ -174,6 +174,10 @@ pub struct Config {
     /// The node's RSS is about this plus 60-100 MiB.
     #[arg(long, env = "TCR_ROCKSDB_MEMORY", default_value = "128MiB", value_parser = parse_size)]
     pub rocksdb_memory: u64,
+    /// How long the audit trail keeps events (`90d`, `12h`, `30m`): the
+    /// leader forgets older ones.
+    #[arg(long, env = "TCR_AUDIT_RETENTION", default_value = "90d")]
+    pub audit_retention: humantime::Duration,
     /// PEM certificate chain of the registry port (leaf first). With
     /// --tls-key-file the port serves HTTPS only; both files are re-read
     /// when they change, without a restart.
@@ -333,25 +337,7 @@ impl Config {
     }
 }
 
-/// A byte size: digits, optionally followed by K, M, G (or KiB, MiB, GiB;
-/// powers of 1024) or B.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(digits);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 128MiB, 1GiB, 67108864)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
+pub use tcr_storage::parse_size;
 
 /// The ordinal a StatefulSet gives a pod: `tcr-12` -> 12.
 pub fn ordinal(host: &str) -> Option<u64> {
@@ -365,8 +351,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn sizes_parse_in_every_unit(n in 0u64..1 << 33, unit in 0usize..4, long in any::<bool>()) {
-            let (names, shift) = [(["", ""], 0), (["K", "KiB"], 10), (["M", "MiB"], 20), (["G", "GiB"], 30)][unit];
+        fn sizes_parse_in_every_unit(n in 0u64..1 << 23, unit in 0usize..5, long in any::<bool>()) {
+            let (names, shift) = [(["", ""], 0), (["K", "KiB"], 10), (["M", "MiB"], 20), (["G", "GiB"], 30), (["T", "TiB"], 40)][unit];
             let text = format!("{n}{}", names[usize::from(long)]);
             prop_assert_eq!(super::parse_size(&text), Ok(n << shift));
         }
@@ -381,7 +367,7 @@ mod tests {
 
     #[test]
     fn sizes_that_are_not_sizes_are_refused() {
-        for bad in ["", "MiB", "12TiB", "-1", "1.5GiB", "99999999999999999999"] {
+        for bad in ["", "MiB", "12PiB", "-1", "1.5GiB", "99999999999999999999"] {
             assert!(super::parse_size(bad).is_err(), "{bad}");
         }
         assert!(super::parse_size("18446744073709551615GiB").is_err());

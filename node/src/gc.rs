@@ -115,6 +115,10 @@ pub fn grace_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
 
 /// Scheduled runs on whichever node leads, with the configured grace.
 pub async fn schedule(st: Arc<AppState>, interval: Duration) {
+    crate::audit::within(crate::audit::Origin::system("gc"), scheduled(st, interval)).await
+}
+
+async fn scheduled(st: Arc<AppState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.tick().await; // not at start
     loop {

@@ -1,6 +1,7 @@
 //! `tcr-node`: one node of a tcr registry cluster.
 
 mod api;
+mod audit;
 mod auth;
 mod config;
 mod connections;

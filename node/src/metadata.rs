@@ -137,6 +137,15 @@ impl Metadata {
     /// attempt was in fact committed is applied once (see `Proposal`).
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<(), MetaError> {
+        // Who asked goes into the same log entry (the audit trail).
+        let cmd = if cmd.is_audited() {
+            Command::Audited {
+                context: crate::audit::context(self.raft_id()),
+                command: Box::new(cmd),
+            }
+        } else {
+            cmd
+        };
         let proposal = Proposal {
             request: uuid::Uuid::new_v4().as_u128(),
             command: cmd,

@@ -143,6 +143,11 @@ fn leads(st: &AppState) -> bool {
 /// On whichever node leads: start scheduled runs when due, and take every
 /// pending run to its end.
 pub async fn run_pending(st: Arc<AppState>) {
+    let system = crate::audit::Origin::system("retention");
+    crate::audit::within(system, pending_runs(st)).await
+}
+
+async fn pending_runs(st: Arc<AppState>) {
     let mut last_check: Option<Instant> = None;
     loop {
         tokio::select! {

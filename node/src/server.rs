@@ -298,6 +298,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         &cfg.data_dir.join("raft"),
         &tcr_raft::StoreOptions {
             memory_bytes: usize::try_from(cfg.rocksdb_memory).unwrap_or(usize::MAX),
+            node_id: cfg.node_id,
             ..Default::default()
         },
     )?;
@@ -356,8 +357,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let late = proxied.clone();
     let proxy_route = Router::new().route(
         "/v2/{*rest}",
-        any(move |req: axum::extract::Request| {
+        any(move |mut req: axum::extract::Request| {
             let late = late.clone();
+            crate::oci::upload_proxy::forwarded_client(&mut req);
             async move {
                 match late.get() {
                     Some(app) => tower::ServiceExt::oneshot(app.clone(), req)
@@ -497,6 +499,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         Duration::from_secs_f64(cfg.pull_flush_secs.max(0.1)),
     ));
     tokio::spawn(crate::retention::run_pending(state.clone()));
+    tokio::spawn(crate::audit::prune(
+        state.clone(),
+        cfg.audit_retention.into(),
+    ));
     tokio::spawn(crate::metering::run(
         state.clone(),
         Duration::from_secs_f64(cfg.metering_interval_secs.max(0.1)),

@@ -190,6 +190,17 @@ pub enum Command {
         organisation: Option<String>,
         limits: Option<RateLimits>,
     },
+    /// A command and who proposed it: the state machine applies `command`
+    /// and records its audit events with this context (see `audit`).
+    Audited {
+        context: crate::audit::AuditContext,
+        command: Box<Command>,
+    },
+    /// Forget audit events from before `before_ms` (the leader proposes it
+    /// under its `--audit-retention`).
+    PruneAudit {
+        before_ms: u64,
+    },
 }
 
 /// Requests allowed per minute to one credential (to one client address
@@ -260,7 +271,40 @@ impl Command {
             Command::RevokeCredential { .. } => "revoke_credential",
             Command::AddSigningKey { .. } => "add_signing_key",
             Command::SetRateLimits { .. } => "set_rate_limits",
+            Command::Audited { command, .. } => command.kind(),
+            Command::PruneAudit { .. } => "prune_audit",
         }
+    }
+
+    /// Whether a node proposes this command with its audit context. Blob
+    /// commits are parts of a push (its manifest is the event), pull times
+    /// and metering are bookkeeping, and pruning the trail is not an act on
+    /// anything a user owns.
+    pub fn is_audited(&self) -> bool {
+        !matches!(
+            self,
+            Command::CommitBlob { .. }
+                | Command::MountBlob { .. }
+                | Command::RecordPulls { .. }
+                | Command::MeterTick { .. }
+                | Command::PruneAudit { .. }
+                | Command::Audited { .. }
+        )
+    }
+
+    /// The command inside any `Audited` wrappers, and the outermost context.
+    pub fn unwrap_audited(&self) -> (&Command, Option<&crate::audit::AuditContext>) {
+        let mut cmd = self;
+        let mut context = None;
+        while let Command::Audited {
+            context: c,
+            command,
+        } = cmd
+        {
+            context = context.or(Some(c));
+            cmd = command;
+        }
+        (cmd, context)
     }
 }
 

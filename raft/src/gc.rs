@@ -121,6 +121,10 @@ impl Staged<'_> {
                 usages.insert(ns, u);
             }
             self.batch.delete_cf(cf(self.db, CF_BLOBS), d);
+            self.events.push(
+                crate::audit::Described::new("gc.collect", d.clone())
+                    .detail(format!("{} bytes", blob.size)),
+            );
             run.collected += 1;
             run.collected_bytes += blob.size;
         }

@@ -12,6 +12,7 @@
 // type; our helpers return it unchanged rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod command;
 pub mod gc;
 pub mod log_store;
@@ -32,6 +33,7 @@ pub mod usage;
 
 use std::path::Path;
 
+pub use audit::{Actor, AuditContext, AuditEvent, AuditFilter, AuditPage};
 pub use command::{
     namespace_of, Command, CommandResult, ManifestPut, Proposal, RateLimits, Refusal, Visibility,
 };
@@ -78,6 +80,7 @@ pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Stores, OpenError
             db.clone(),
             snapshots,
             options.request_window,
+            options.node_id,
             volume,
         ),
         reader: StateReader::new(db),

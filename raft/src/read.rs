@@ -58,7 +58,7 @@ impl StateReader {
         StateReader { db }
     }
 
-    fn get<T: for<'de> serde::Deserialize<'de>>(
+    pub(crate) fn get<T: for<'de> serde::Deserialize<'de>>(
         &self,
         table: &str,
         key: impl AsRef<[u8]>,
@@ -449,9 +449,18 @@ impl StateReader {
     }
 
     /// The digest of what users see: the state without the request ids the
-    /// state machine remembers to apply retried proposals once.
+    /// state machine remembers to apply retried proposals once, and without
+    /// the audit trail (which names log positions).
     pub fn content_digest(&self) -> Result<String, ReadError> {
-        self.digest_of(|t| ![CF_SM_META, CF_REQUESTS, CF_REQUESTS_BY_INDEX].contains(&t))
+        self.digest_of(|t| {
+            ![
+                CF_SM_META,
+                CF_REQUESTS,
+                CF_REQUESTS_BY_INDEX,
+                crate::store::CF_AUDIT,
+            ]
+            .contains(&t)
+        })
     }
 
     fn digest_of(&self, include: impl Fn(&str) -> bool) -> Result<String, ReadError> {

@@ -735,6 +735,17 @@ impl Staged<'_> {
                 let state = self.reader.retention_state(&repo)?;
                 let removals = plan(&policy, &ns.immutable_tags, &state, run.requested_at);
                 self.remove(&repo, &removals)?;
+                for r in &removals {
+                    let (action, resource) = match &r.tag {
+                        Some(t) => ("retention.remove-tag", format!("{repo}:{t}")),
+                        None => ("retention.remove-manifest", format!("{repo}@{}", r.digest)),
+                    };
+                    let mut event = crate::audit::Described::new(action, resource)
+                        .detail(format!("run {}, rule {}", run.id, r.rule))
+                        .organisation(ns.organisation.clone());
+                    event.namespace = Some(namespace.to_string());
+                    self.events.push(event);
+                }
                 for r in removals {
                     if r.tag.is_some() {
                         run.tags_removed += 1;
@@ -754,7 +765,15 @@ impl Staged<'_> {
                 run.reached = Some(repo);
             }
             // No policy any more, no namespace, or past the last repository.
-            _ => {
+            (ns, _, _) => {
+                let mut event = crate::audit::Described::new("retention.run.finish", namespace)
+                    .detail(format!(
+                        "run {}: {} tags and {} manifests removed",
+                        run.id, run.tags_removed, run.manifests_removed
+                    ))
+                    .organisation(ns.and_then(|n| n.organisation));
+                event.namespace = Some(namespace.to_string());
+                self.events.push(event);
                 run.finished_at = Some(at);
                 self.batch
                     .delete_cf(cf(self.db, CF_RETENTION_PENDING), &run.id);

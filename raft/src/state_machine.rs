@@ -12,12 +12,13 @@ use std::os::unix::fs::MetadataExt;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::audit::{Actor, AuditContext, AuditEvent, Described};
 use crate::command::{namespace_of, Command, CommandResult, ManifestPut, Proposal, Refusal};
 use crate::read::StateReader;
 use crate::snapshot;
 use crate::store::{
     cf, decode, encode, key2, key3, BlobRecord, ManifestRecord, NamespaceRecord, RepositoryRecord,
-    CF_BLOBS, CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS,
+    CF_AUDIT, CF_BLOBS, CF_MANIFESTS, CF_MANIFEST_BYTES, CF_NAMESPACES, CF_REFERRERS, CF_REPOS,
     CF_REPO_BLOBS, CF_REQUESTS, CF_REQUESTS_BY_INDEX, CF_SETTINGS, CF_SM_META, CF_TAGS,
     CF_TAGS_BY_DIGEST,
 };
@@ -31,6 +32,14 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Every `requests_by_index` key below this log index has been forgotten:
 /// pruning seeks here instead of walking the tombstones it left before.
 const KEY_REQUESTS_PRUNED: &[u8] = b"requests_pruned_below";
+/// The cluster's clock (ms): the latest time any applied command carried.
+/// No audit event after it may be older, and events without a time of
+/// their own (membership changes) take it.
+const KEY_AUDIT_LAST: &[u8] = b"audit_last_ms";
+/// Membership events waiting for a command with a time to date them.
+const KEY_AUDIT_DEFERRED: &[u8] = b"audit_deferred";
+/// Audit events before this time (ms) are forgotten; listings start here.
+pub(crate) const KEY_AUDIT_PRUNED: &[u8] = b"audit_pruned_before_ms";
 
 /// How many log entries a request id is remembered for. A node retries a
 /// proposal for at most a few seconds (its leader wait), far fewer entries
@@ -49,6 +58,8 @@ pub struct StateMachineStore {
     receiving: Option<PathBuf>,
     /// How many log entries a request id is remembered for.
     request_window: u64,
+    /// Logs the audit events this node proposed (0: all of them).
+    node_id: u64,
     volume: Arc<crate::snapshot_policy::LogVolume>,
 }
 
@@ -57,9 +68,11 @@ impl StateMachineStore {
         db: Arc<DB>,
         snapshot_dir: PathBuf,
         request_window: u64,
+        node_id: u64,
         volume: Arc<crate::snapshot_policy::LogVolume>,
     ) -> Self {
         StateMachineStore {
+            node_id,
             volume,
             reader: StateReader::new(db.clone()),
             db,
@@ -77,6 +90,18 @@ impl StateMachineStore {
             EntryPayload::Membership(m) => {
                 let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                 batch.put_cf(meta, KEY_MEMBERSHIP, encode(&stored));
+                let ids =
+                    |ids: Vec<u64>| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                let event = Described::new("cluster.membership", "cluster").detail(format!(
+                    "voters [{}], learners [{}]",
+                    ids(m.voter_ids().collect()),
+                    ids(m.learner_ids().collect())
+                ));
+                // Membership entries carry no time: the event waits for the
+                // next command that does (a metering tick at the latest),
+                // so every replica dates it alike.
+                self.defer_audit(&mut batch, entry.log_id.index, event)
+                    .map_err(|e| StorageIOError::apply(entry.log_id, &e))?;
                 CommandResult::Ok
             }
             EntryPayload::Normal(p) => self
@@ -112,12 +137,51 @@ impl StateMachineStore {
                 return Ok(result);
             }
         }
-        let staged = Staged {
+        let (command, context) = p.command.unwrap_audited();
+        let described = crate::audit::describe(&self.reader, command)?;
+        let mut staged = Staged {
             db: &self.db,
             reader: &self.reader,
             batch,
+            events: Vec::new(),
         };
-        let result = staged.apply(&p.command)?;
+        let result = staged.apply(command)?;
+        let Staged { events, batch, .. } = staged;
+        let refused = match &result {
+            CommandResult::Refused(r) => Some(r),
+            CommandResult::Ok => None,
+        };
+        let events: Vec<Described> = described.into_iter().chain(events).collect();
+        if events.is_empty() {
+            // Timed bookkeeping (metering ticks, pull times) moves the
+            // clock on and dates the membership changes waiting for it.
+            let at_ms = command_time_ms(command);
+            if at_ms > 0 && (at_ms > self.clock()? || self.deferred()?.is_some()) {
+                let tick = AuditContext {
+                    at_ms,
+                    actor: Actor::System("raft".into()),
+                    address: None,
+                    node: 0,
+                };
+                self.record_audit(batch, index, &tick, Vec::new(), None)?;
+            }
+        } else {
+            // A command proposed without its context (by an older node, or
+            // a test) is recorded as the cluster's own act at its own time.
+            let unattributed = AuditContext {
+                at_ms: command_time_ms(command),
+                actor: Actor::System("unattributed".into()),
+                address: None,
+                node: 0,
+            };
+            self.record_audit(
+                batch,
+                index,
+                context.unwrap_or(&unattributed),
+                events,
+                refused,
+            )?;
+        }
         if p.request != 0 {
             batch.put_cf(requests, id, encode(&(index, &result)));
             let mut key = index.to_be_bytes().to_vec();
@@ -126,6 +190,123 @@ impl StateMachineStore {
         }
         self.forget_old_requests(index, batch)?;
         Ok(result)
+    }
+
+    /// Store a command's audit events in its batch, stamped with a time no
+    /// earlier than the last event's (so time order is log order), and log
+    /// those this node proposed. A refused command records only its first
+    /// event, with the reason.
+    fn record_audit(
+        &self,
+        batch: &mut WriteBatch,
+        index: u64,
+        context: &AuditContext,
+        events: Vec<Described>,
+        refused: Option<&Refusal>,
+    ) -> Result<(), ApplyError> {
+        let at_ms = context.at_ms.max(self.clock()?);
+        batch.put_cf(cf(&self.db, CF_SM_META), KEY_AUDIT_LAST, encode(&at_ms));
+        // Membership changes waiting for a time take this one: their log
+        // indexes are lower, so key order stays log order.
+        if let Some(waiting) = self.deferred()? {
+            batch.delete_cf(cf(&self.db, CF_SM_META), KEY_AUDIT_DEFERRED);
+            let raft = Actor::System("raft".into());
+            for (at_index, d) in waiting {
+                let event = AuditEvent {
+                    at_ms,
+                    index: at_index,
+                    actor: raft.clone(),
+                    organisation: None,
+                    namespace: None,
+                    action: d.action,
+                    resource: d.resource,
+                    detail: d.detail,
+                    refused: None,
+                    address: None,
+                    node: None,
+                };
+                crate::audit::log(&event);
+                batch.put_cf(
+                    cf(&self.db, CF_AUDIT),
+                    crate::audit::key(at_ms, at_index, 0),
+                    encode(&event),
+                );
+            }
+        }
+        let log = self.node_id == 0 || context.node == 0 || context.node == self.node_id;
+        let keep = if refused.is_some() { 1 } else { events.len() };
+        for (seq, d) in events.into_iter().take(keep).enumerate() {
+            let event = AuditEvent {
+                at_ms,
+                index,
+                actor: context.actor.clone(),
+                organisation: d.organisation,
+                namespace: d.namespace,
+                action: d.action.to_string(),
+                resource: d.resource,
+                detail: d.detail,
+                refused: refused.map(|r| r.to_string()),
+                address: context.address.clone(),
+                node: (context.node != 0).then_some(context.node),
+            };
+            if log {
+                crate::audit::log(&event);
+            }
+            let seq = u32::try_from(seq).unwrap_or(u32::MAX);
+            batch.put_cf(
+                cf(&self.db, CF_AUDIT),
+                crate::audit::key(at_ms, index, seq),
+                encode(&event),
+            );
+        }
+        Ok(())
+    }
+
+    /// Keep an event until a command with a time dates it.
+    fn defer_audit(
+        &self,
+        batch: &mut WriteBatch,
+        index: u64,
+        d: Described,
+    ) -> Result<(), ApplyError> {
+        let mut waiting = self.deferred()?.unwrap_or_default();
+        waiting.push((
+            index,
+            crate::audit::Undated {
+                action: d.action.to_string(),
+                resource: d.resource,
+                detail: d.detail,
+            },
+        ));
+        batch.put_cf(
+            cf(&self.db, CF_SM_META),
+            KEY_AUDIT_DEFERRED,
+            encode(&waiting),
+        );
+        Ok(())
+    }
+
+    fn deferred(&self) -> Result<Option<Vec<(u64, crate::audit::Undated)>>, ApplyError> {
+        match self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SM_META), KEY_AUDIT_DEFERRED)
+            .map_err(ApplyError::Db)?
+        {
+            Some(b) => decode(&b).map(Some).map_err(ApplyError::Record),
+            None => Ok(None),
+        }
+    }
+
+    /// The cluster's clock (0: no command with a time applied yet).
+    fn clock(&self) -> Result<u64, ApplyError> {
+        match self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SM_META), KEY_AUDIT_LAST)
+            .map_err(ApplyError::Db)?
+        {
+            Some(b) => decode(&b).map_err(ApplyError::Record),
+            None => Ok(0),
+        }
     }
 
     /// Forget up to `PRUNE_PER_APPLY` request ids older than the window.
@@ -194,10 +375,30 @@ pub(crate) struct Staged<'a> {
     pub(crate) db: &'a DB,
     pub(crate) reader: &'a StateReader,
     pub(crate) batch: &'a mut WriteBatch,
+    /// Audit events of what the command removed as it ran (retention, GC).
+    pub(crate) events: Vec<Described>,
+}
+
+/// A command's own clock (ms), for its audit events when it came without
+/// a context (0: none; the last event's time is used).
+fn command_time_ms(cmd: &Command) -> u64 {
+    match cmd {
+        Command::CollectBlobs { at, .. } | Command::RetentionStep { at, .. } => {
+            at.saturating_mul(1000)
+        }
+        Command::CreateNamespace { created_at, .. }
+        | Command::CreateOrganisation { created_at, .. }
+        | Command::CreateProject { created_at, .. } => created_at.saturating_mul(1000),
+        Command::RevokeCredential { revoked_at, .. } => revoked_at.saturating_mul(1000),
+        Command::PutManifest(put) => put.pushed_at.saturating_mul(1000),
+        Command::MeterTick { at } => at.saturating_mul(1000),
+        Command::RecordPulls { pulls } => pulls.iter().map(|(_, _, ms)| *ms).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl Staged<'_> {
-    fn apply(mut self, cmd: &Command) -> Result<CommandResult, ApplyError> {
+    fn apply(&mut self, cmd: &Command) -> Result<CommandResult, ApplyError> {
         let refused = |r: Refusal| Ok(CommandResult::Refused(r));
         match cmd {
             Command::CreateOrganisation { .. }
@@ -327,6 +528,30 @@ impl Staged<'_> {
                 at,
                 grace_before,
             } => self.collect_blobs(digests, *at, *grace_before)?,
+            // One range delete, whatever the trail holds: listings seek
+            // past it from the horizon kept here.
+            Command::PruneAudit { before_ms } => {
+                let meta = cf(self.db, CF_SM_META);
+                let pruned: u64 = match self
+                    .db
+                    .get_pinned_cf(meta, KEY_AUDIT_PRUNED)
+                    .map_err(ApplyError::Db)?
+                {
+                    Some(b) => decode(&b).map_err(ApplyError::Record)?,
+                    None => 0,
+                };
+                if *before_ms > pruned {
+                    self.batch.delete_range_cf(
+                        cf(self.db, CF_AUDIT),
+                        0u64.to_be_bytes(),
+                        before_ms.to_be_bytes(),
+                    );
+                    self.batch.put_cf(meta, KEY_AUDIT_PRUNED, encode(before_ms));
+                }
+            }
+            // Unwrapped before apply; a wrapper inside a wrapper applies its
+            // command like the outer one.
+            Command::Audited { command, .. } => return self.apply(command),
             Command::DeleteNamespace { name } => {
                 if let Err(r) = self.delete_namespace(name)? {
                     return refused(r);

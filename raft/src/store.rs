@@ -67,10 +67,12 @@ pub(crate) const CF_RETENTION_PENDING: &str = "retention_pending";
 pub(crate) const KEY_RETENTION_LAST_SCHEDULED: &str = "retention_last_scheduled";
 pub(crate) const KEY_TAG_PUSH_SEQ: &str = "tag_push_seq";
 pub(crate) const KEY_RETENTION_INTERVAL_SECS: &str = "retention_interval_secs";
+/// time ms ++ log index ++ sequence (big-endian) -> AuditEvent (see `audit`)
+pub(crate) const CF_AUDIT: &str = "audit";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 26] = [
+pub(crate) const SM_CFS: [&str; 27] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -97,6 +99,7 @@ pub(crate) const SM_CFS: [&str; 26] = [
     CF_PULLS,
     CF_RETENTION_RUNS,
     CF_RETENTION_PENDING,
+    CF_AUDIT,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,9 @@ pub struct StoreOptions {
     /// How many log entries a request id is remembered for (retried
     /// proposals inside this window apply once).
     pub request_window: u64,
+    /// This node's id: it writes the log line of each audit event it
+    /// proposed (0: every event, as when no node proposes).
+    pub node_id: u64,
 }
 
 impl Default for StoreOptions {
@@ -128,6 +134,7 @@ impl Default for StoreOptions {
         StoreOptions {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             request_window: crate::state_machine::REQUEST_WINDOW,
+            node_id: 0,
         }
     }
 }

@@ -7,7 +7,8 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use tcr_raft::{
-    Command, CommandResult, ManifestPut, Proposal, StateReader, TypeConfig, Visibility,
+    Actor, AuditContext, AuditFilter, Command, CommandResult, ManifestPut, Proposal, StateReader,
+    TypeConfig, Visibility,
 };
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
@@ -192,8 +193,62 @@ fn retention_command() -> impl Strategy<Value = Command> {
     ]
 }
 
-fn command() -> impl Strategy<Value = Command> {
+fn plain_command() -> impl Strategy<Value = Command> {
     prop_oneof![3 => storage_command(), 1 => tenancy_command(), 1 => retention_command()]
+}
+
+fn actor() -> impl Strategy<Value = Actor> {
+    prop_oneof![
+        Just(Actor::Operator),
+        Just(Actor::Anonymous),
+        (0u8..3).prop_map(|i| Actor::Credential {
+            id: format!("c{i}"),
+            name: format!("robot{i}"),
+            organisation: "o1".into(),
+        }),
+        Just(Actor::System("gc".into())),
+    ]
+}
+
+/// A command as nodes propose it: most with who asked (`Audited`), with
+/// clocks that may go back between proposers.
+fn command() -> impl Strategy<Value = Command> {
+    (
+        plain_command(),
+        proptest::option::weighted(0.7, (actor(), 0u64..50_000, 1u64..4)),
+    )
+        .prop_map(|(cmd, ctx)| match ctx {
+            Some((actor, at_ms, node)) => audited(cmd, actor, at_ms, node),
+            None => cmd,
+        })
+}
+
+fn audited(cmd: Command, actor: Actor, at_ms: u64, node: u64) -> Command {
+    Command::Audited {
+        context: AuditContext {
+            at_ms,
+            actor,
+            address: Some("192.0.2.7".into()),
+            node,
+        },
+        command: Box::new(cmd),
+    }
+}
+
+/// Every event of the trail, oldest first.
+fn trail(r: &StateReader) -> Vec<tcr_raft::AuditEvent> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = r
+            .audit_events(&AuditFilter::default(), after.as_deref(), 7, 5)
+            .unwrap();
+        out.extend(page.events.into_iter().map(|(_, e)| e));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
 }
 
 fn storage_command() -> impl Strategy<Value = Command> {
@@ -479,6 +534,76 @@ proptest! {
         });
     }
 
+    /// The trail is the committed history: a command with its context
+    /// has the same result and effect as without; its events carry the
+    /// context's actor, come in log order with times that never go back,
+    /// and say refused exactly when the command was; and paging (bounded
+    /// by what a page looks at) sees every event once.
+    #[test]
+    fn the_trail_is_the_committed_history(
+        cmds in proptest::collection::vec(plain_command(), 1..60),
+        actors in proptest::collection::vec((actor(), 0u64..50_000), 60),
+    ) {
+        rt().block_on(async {
+            let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut plain = tcr_raft::open(d1.path()).unwrap();
+            let mut with = tcr_raft::open(d2.path()).unwrap();
+            let wrapped: Vec<Command> = cmds
+                .iter()
+                .zip(&actors)
+                .map(|(c, (a, at))| audited(c.clone(), a.clone(), *at, 1))
+                .collect();
+            let r1 = plain.state_machine.apply(entries(&cmds)).await.unwrap();
+            let r2 = with.state_machine.apply(entries(&wrapped)).await.unwrap();
+            assert_eq!(r1, r2, "the context changed a result");
+            assert_eq!(
+                plain.reader.content_digest().unwrap(),
+                with.reader.content_digest().unwrap()
+            );
+            let events = trail(&with.reader);
+            let mut last = (0, 0);
+            for e in &events {
+                assert!((e.at_ms, e.index) >= last, "out of order: {e:?} after {last:?}");
+                last = (e.at_ms, e.index);
+                let i = (e.index - 1) as usize;
+                assert_eq!(e.actor, actors[i].0, "{e:?}");
+                assert!(e.at_ms >= actors[i].1, "{e:?}");
+                assert_eq!(
+                    e.refused.is_some(),
+                    matches!(r2[i], CommandResult::Refused(_)),
+                    "{e:?} for {:?}",
+                    r2[i]
+                );
+            }
+            // Every change a user asked for and the state machine made is
+            // in the trail (blob commits and bookkeeping are not acts).
+            for (i, c) in cmds.iter().enumerate() {
+                let acts = matches!(
+                    c,
+                    Command::CreateNamespace { .. }
+                        | Command::PutManifest(_)
+                        | Command::DeleteManifest { .. }
+                        | Command::DeleteTag { .. }
+                        | Command::CreateCredential(_)
+                        | Command::RevokeCredential { .. }
+                        | Command::DeleteNamespace { .. }
+                );
+                if acts {
+                    assert!(
+                        events.iter().any(|e| e.index == i as u64 + 1),
+                        "no event for {c:?} at {}",
+                        i + 1
+                    );
+                }
+            }
+            // Replicas keep the same trail.
+            let d3 = tempfile::tempdir().unwrap();
+            let mut again = tcr_raft::open(d3.path()).unwrap();
+            again.state_machine.apply(entries(&wrapped)).await.unwrap();
+            assert_eq!(trail(&again.reader), events);
+        });
+    }
+
     #[test]
     fn replicas_agree_and_snapshots_restore(cmds in proptest::collection::vec(command(), 1..60)) {
         rt().block_on(async {
@@ -584,5 +709,54 @@ fn state_survives_reopening_the_database() {
         let (applied, _) = s.state_machine.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
         assert!(s.reader.linked_blob("a/x", &digest(1)).unwrap().is_some());
+    });
+}
+
+/// Pruning forgets exactly the events before its horizon, in one range
+/// delete, and listings and the oldest-event check start after it.
+#[test]
+fn pruning_the_trail_forgets_only_older_events() {
+    rt().block_on(async {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        let mut cmds: Vec<Command> = (0..5)
+            .map(|i| {
+                audited(
+                    Command::CreateOrganisation {
+                        name: format!("o{i}"),
+                        features: Default::default(),
+                        created_at: 1,
+                    },
+                    Actor::Operator,
+                    (i + 1) * 1000,
+                    1,
+                )
+            })
+            .collect();
+        cmds.push(Command::PruneAudit { before_ms: 3000 });
+        // A prune to an earlier horizon later changes nothing.
+        cmds.push(Command::PruneAudit { before_ms: 1000 });
+        s.state_machine.apply(entries(&cmds)).await.unwrap();
+        let kept: Vec<String> = trail(&s.reader).into_iter().map(|e| e.resource).collect();
+        assert_eq!(kept, ["o2", "o3", "o4"]);
+        assert_eq!(s.reader.audit_oldest_ms().unwrap(), Some(3000));
+        let since = AuditFilter {
+            since_ms: Some(4000),
+            ..Default::default()
+        };
+        let page = s.reader.audit_events(&since, None, 10, 10).unwrap();
+        assert_eq!(page.events.len(), 2);
+        assert!(page.next.is_none());
+        // A page that fills up says where to go on; the rest follows once.
+        let first = s
+            .reader
+            .audit_events(&AuditFilter::default(), None, 1, 10)
+            .unwrap();
+        let rest = s
+            .reader
+            .audit_events(&AuditFilter::default(), first.next.as_deref(), 10, 10)
+            .unwrap();
+        assert_eq!(first.events.len() + rest.events.len(), 3);
+        assert_eq!(rest.events[0].1.resource, "o3");
     });
 }

@@ -34,23 +34,31 @@ impl std::str::FromStr for Reserve {
             }
             return Ok(Reserve::Percent(p));
         }
-        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (n, unit) = t.split_at(digits);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("'{s}' is not a size or percentage (e.g. 1GiB, 5%)"))?;
-        let shift = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 0,
-            "k" | "kib" | "kb" => 10,
-            "m" | "mib" | "mb" => 20,
-            "g" | "gib" | "gb" => 30,
-            "t" | "tib" | "tb" => 40,
-            _ => return Err(format!("'{s}': unknown unit (use MiB, GiB, TiB or %)")),
-        };
-        n.checked_mul(1 << shift)
+        parse_size(t)
             .map(Reserve::Bytes)
-            .ok_or_else(|| format!("'{s}' is too large"))
+            .map_err(|e| format!("{e}, or a percentage such as 5%"))
     }
+}
+
+/// A byte size, as every size flag takes it: digits, optionally followed
+/// by K, M, G or T (or KiB, MiB, ... ; powers of 1024) or B.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 128MiB, 1GiB, 67108864)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB, GiB or TiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 impl Reserve {

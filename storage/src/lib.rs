@@ -10,5 +10,5 @@ pub mod upload;
 
 pub use blob_store::{BlobStore, Hold, Mapped};
 pub use digest::{Digest, DigestError};
-pub use disk_space::{DiskReserve, NoSpace, Reserve};
+pub use disk_space::{parse_size, DiskReserve, NoSpace, Reserve};
 pub use upload::{SessionCaps, SessionInfo, UploadError, Uploads};

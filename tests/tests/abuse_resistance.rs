@@ -1,7 +1,8 @@
 //! What a node does with clients that misbehave: connections that trickle
 //! their headers or never send a request, more connections than it serves,
 //! a guesser hammering one credential, anonymous scrapes of `/metrics`, and a
-//! namespace administrator reaching for the operator's quota.
+//! namespace administrator reaching for the operator's quota; and the audit
+//! trail that says who did what.
 
 use std::time::{Duration, Instant};
 
@@ -774,4 +775,357 @@ async fn a_nearly_full_disk_refuses_pushes_keeps_pulls_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// A client that sends `secret` as the Basic password on every request.
+fn as_credential(secret: &str) -> Client {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ci:{secret}"));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {basic}").parse().unwrap(),
+    );
+    Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// Push `image`'s blobs and its manifest under `tag`.
+async fn push_image(oci: &Oci, image: &tcr_tests::images::Image, tag: &str) {
+    oci.push_blob("acme/app", &image.config).await;
+    oci.push_blob("acme/app", &image.layer).await;
+    let r = oci
+        .put_manifest(
+            "acme/app",
+            tag,
+            tcr_tests::images::OCI_MANIFEST,
+            &image.manifest,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "push {tag}");
+}
+
+/// Every audit event `token` may see through `node`, following `next`.
+async fn audit_events(node: &Node, token: &str, query: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut last = String::new();
+    loop {
+        let r = Client::new()
+            .get(format!(
+                "{}/v1/container-registries/audit-events?n=7&{query}{last}",
+                node.url()
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        events.extend(v["events"].as_array().unwrap().iter().cloned());
+        match v["next"].as_str() {
+            Some(n) => last = format!("&last={n}"),
+            None => return events,
+        }
+    }
+}
+
+/// (action, actor, resource) of an event; a credential actor by its name.
+fn step(e: &Value) -> (String, String, String) {
+    let a = &e["actor"];
+    let actor = match a["kind"].as_str().unwrap() {
+        "credential" => a["name"].as_str().unwrap().to_string(),
+        "system" => format!("system:{}", a["id"].as_str().unwrap()),
+        k => k.to_string(),
+    };
+    (
+        e["action"].as_str().unwrap().to_string(),
+        actor,
+        e["resource"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A scripted session on three nodes (organisations, a namespace,
+/// credentials, pushes, a retag, a tag deletion, a retention run, GC, a
+/// revocation) yields exactly those events, in order, with the right
+/// actors, nodes and addresses, the same through every node; an
+/// organisation's admin sees its own organisation's events only; the CLI
+/// filters them; and each event is one JSON log line on the node that took
+/// the request.
+#[tokio::test]
+async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
+    use tcr_tests::images::{digest, Image};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = tcr_tests::harness::cluster(
+        dir.path(),
+        3,
+        &[("TCR_ADMIN_TOKEN", OPERATOR), ("TCR_LOG_FORMAT", "json")],
+        &[],
+    )
+    .await;
+    let (n0, n1, n2) = (&nodes[0], &nodes[1], &nodes[2]);
+    op(n0, &["orgs", "create", "acme", "--enable-registry"]);
+    op(n1, &["namespaces", "create", "acme", "--org", "acme"]);
+    let ci = op(
+        n2,
+        &[
+            "credentials",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "*:admin",
+        ],
+    );
+    let (ci_id, ci_secret) = (
+        ci["id"].as_str().unwrap().to_string(),
+        ci["secret"].as_str().unwrap().to_string(),
+    );
+    op(n0, &["orgs", "create", "globex", "--enable-registry"]);
+    op(n0, &["namespaces", "create", "globex", "--org", "globex"]);
+    let gx = op(
+        n0,
+        &[
+            "credentials",
+            "create",
+            "--org",
+            "globex",
+            "--name",
+            "gx",
+            "--scope",
+            "*:admin",
+        ],
+    );
+    let (gx_id, gx_secret) = (
+        gx["id"].as_str().unwrap().to_string(),
+        gx["secret"].as_str().unwrap().to_string(),
+    );
+
+    // Pushes as ci: image a as v1 through node 2, the same manifest as v2
+    // (a retag) through node 3, image b as old, then old deleted.
+    let (a, b) = (
+        Image::new("audit a", "amd64"),
+        Image::new("audit b", "amd64"),
+    );
+    let via = |n: &Node| Oci::with_http(&n.url(), as_credential(&ci_secret));
+    push_image(&via(n1), &a, "v1").await;
+    let r = via(n2)
+        .put_manifest(
+            "acme/app",
+            "v2",
+            tcr_tests::images::OCI_MANIFEST,
+            &a.manifest,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    push_image(&via(n1), &b, "old").await;
+    let r = as_credential(&ci_secret)
+        .delete(format!("{}/v2/acme/app/manifests/old", n0.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Retention counts whole seconds: b is older than 0 s once one passed.
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let pushed = secs();
+    wait_for("the next second", Duration::from_secs(3), || async {
+        secs() > pushed
+    })
+    .await;
+    // ci, an admin of acme, removes untagged manifests (b) with retention.
+    let as_ci = |n: &Node, args: &[&str]| {
+        let mut all = vec!["--token", ci_secret.as_str()];
+        all.extend_from_slice(args);
+        tcr_json(&n.url(), &all)
+    };
+    as_ci(
+        n1,
+        &["retention", "set", "acme", "--untagged-older-than", "0s"],
+    );
+    let run = as_ci(n2, &["retention", "run", "acme"]);
+    assert_eq!(run["manifestsRemoved"], 1, "{run}");
+
+    // An organisation's admin sees its organisation's events only, and may
+    // not ask for another's.
+    let mine = audit_events(n2, &ci_secret, "").await;
+    assert!(mine.len() >= 10, "{mine:?}");
+    assert!(mine.iter().all(|e| e["organisation"] == "acme"), "{mine:?}");
+    let theirs = audit_events(n0, &gx_secret, "").await;
+    assert_eq!(
+        theirs.iter().map(step).collect::<Vec<_>>(),
+        [
+            ("organisation.create", "operator", "globex"),
+            ("namespace.create", "operator", "globex"),
+            ("credential.create", "operator", gx_id.as_str()),
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    );
+    let r = Client::new()
+        .get(format!(
+            "{}/v1/container-registries/audit-events?organisation=acme",
+            n0.url()
+        ))
+        .bearer_auth(&gx_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    op(n0, &["gc", "run", "--grace-period", "0s"]);
+    let out = tcr(
+        &n1.url(),
+        &[
+            "--token",
+            OPERATOR,
+            "credentials",
+            "revoke",
+            "--org",
+            "acme",
+            &ci_id,
+        ],
+    );
+    assert!(out.status.success());
+
+    let all = audit_events(n0, OPERATOR, "").await;
+    // Forming the cluster changed its membership: the cluster's own act.
+    assert!(
+        all.iter().any(|e| step(e)
+            == (
+                "cluster.membership".into(),
+                "system:raft".into(),
+                "cluster".into()
+            )),
+        "{all:?}"
+    );
+    let session: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] != "cluster.membership")
+        .collect();
+    let (a_ref, b_ref) = (
+        format!("acme/app@{}", a.manifest_digest()),
+        format!("acme/app@{}", b.manifest_digest()),
+    );
+    let mut collected = vec![digest(&b.config), digest(&b.layer)];
+    collected.sort();
+    let mut want: Vec<(&str, &str, &str)> = vec![
+        ("organisation.create", "operator", "acme"),
+        ("namespace.create", "operator", "acme"),
+        ("credential.create", "operator", &ci_id),
+        ("organisation.create", "operator", "globex"),
+        ("namespace.create", "operator", "globex"),
+        ("credential.create", "operator", &gx_id),
+        ("manifest.push", "ci", &a_ref),
+        ("tag.set", "ci", "acme/app:v1"),
+        ("manifest.push", "ci", &a_ref),
+        ("tag.set", "ci", "acme/app:v2"),
+        ("manifest.push", "ci", &b_ref),
+        ("tag.set", "ci", "acme/app:old"),
+        ("tag.delete", "ci", "acme/app:old"),
+        ("retention.policy.set", "ci", "acme"),
+        ("retention.run.start", "ci", "acme"),
+        ("retention.remove-manifest", "system:retention", &b_ref),
+        ("retention.run.finish", "system:retention", "acme"),
+    ];
+    for d in &collected {
+        want.push(("gc.collect", "operator", d));
+    }
+    want.push(("credential.revoke", "operator", &ci_id));
+    let got: Vec<(String, String, String)> = session.iter().map(|e| step(e)).collect();
+    let want: Vec<(String, String, String)> = want
+        .into_iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    // Who took each request, from where; refusals would say so.
+    let node_of = |action: &str, resource: &str| {
+        session
+            .iter()
+            .find(|e| e["action"] == action && e["resource"] == resource)
+            .map(|e| {
+                (
+                    e["node"].as_u64(),
+                    e["address"].clone(),
+                    e["result"].clone(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        node_of("tag.set", "acme/app:v1"),
+        (Some(2), json!("127.0.0.1"), json!("ok"))
+    );
+    assert_eq!(node_of("tag.set", "acme/app:v2").0, Some(3));
+    assert_eq!(node_of("credential.create", &ci_id).0, Some(3));
+    assert_eq!(node_of("credential.revoke", &ci_id).0, Some(2));
+    let times: Vec<u64> = session
+        .iter()
+        .map(|e| e["atMs"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // The same trail through every node.
+    for n in [n1, n2] {
+        assert_eq!(audit_events(n, OPERATOR, "").await, all);
+    }
+    // Filters, through the CLI.
+    let listed = tcr_json(
+        &n2.url(),
+        &[
+            "--token", OPERATOR, "audit", "list", "--actor", "ci", "--action", "tag.",
+        ],
+    );
+    let listed: Vec<(String, String, String)> =
+        listed.as_array().unwrap().iter().map(step).collect();
+    assert_eq!(
+        listed,
+        ["acme/app:v1", "acme/app:v2", "acme/app:old"]
+            .iter()
+            .map(|r| ("tag.set".to_string(), "ci".to_string(), r.to_string()))
+            .chain([("tag.delete".into(), "ci".into(), "acme/app:old".into())])
+            .collect::<Vec<_>>()
+    );
+    // One JSON log line per event, on the node that took the request.
+    let lines = |n: &Node, resource: &str| {
+        n.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["target"] == "tcr::audit"
+                    && l["fields"]["action"] == "tag.set"
+                    && l["fields"]["resource"] == resource
+            })
+            .count()
+    };
+    assert_eq!(
+        [
+            lines(n0, "acme/app:v1"),
+            lines(n1, "acme/app:v1"),
+            lines(n2, "acme/app:v1")
+        ],
+        [0, 1, 0]
+    );
+    assert!(!n1.log().contains(&ci_secret));
+
+    // Hostile or wrong queries get clear errors.
+    for (query, token, status) in [
+        ("last=not-a-cursor", Some(OPERATOR), StatusCode::BAD_REQUEST),
+        ("n=0", Some(OPERATOR), StatusCode::BAD_REQUEST),
+        ("since=yesterday", Some(OPERATOR), StatusCode::BAD_REQUEST),
+        ("", None, StatusCode::UNAUTHORIZED),
+        ("", Some(ci_secret.as_str()), StatusCode::UNAUTHORIZED),
+    ] {
+        let mut req = Client::new().get(format!(
+            "{}/v1/container-registries/audit-events?{query}",
+            n1.url()
+        ));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), status, "{query}");
+    }
 }

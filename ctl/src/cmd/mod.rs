@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod credentials;

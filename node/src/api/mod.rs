@@ -1,5 +1,6 @@
 //! The management API under `/v1/container-registries`.
 
+pub mod audit;
 pub mod cluster;
 pub mod credentials;
 pub mod errors;
@@ -152,6 +153,7 @@ pub fn router() -> Router<Arc<AppState>> {
             &at("/organisations/{org}/credentials/{id}"),
             delete(credentials::revoke),
         )
+        .route(&at("/audit-events"), get(audit::list))
         .merge(operator)
         // Adding a member waits for it to catch up, which can take a while
         // on a large state; everything else must be quick.

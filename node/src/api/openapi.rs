@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster, credentials, gc, keys, namespaces, organisations, rate_limits, repositories,
+    audit, cluster, credentials, gc, keys, namespaces, organisations, rate_limits, repositories,
     retention, storage,
 };
 
@@ -87,6 +87,7 @@ impl Modify for BearerAuth {
         rate_limits::show_organisation,
         rate_limits::set_organisation,
         rate_limits::clear_organisation,
+        audit::list,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

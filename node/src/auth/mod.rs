@@ -327,8 +327,9 @@ pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Ne
             return resp;
         }
     }
+    let origin = crate::audit::Origin::of(&caller, peer);
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    crate::audit::within(origin, next.run(req)).await
 }
 
 /// 429 `TOOMANYREQUESTS` with `Retry-After`, as Docker Hub answers.
@@ -363,12 +364,19 @@ pub fn count_failure(st: &AppState, e: &AuthError) {
     tracing::info!(reason = e.reason(), "authentication refused: {e}");
 }
 
-/// The client's address, when the request came through the registry port.
+/// The client's address: the connection's on the registry port, or the
+/// one the forwarding node named for an upload request it passed on (see
+/// `oci::upload_proxy`).
 pub fn peer_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+        .or_else(|| req.extensions().get::<ForwardedClient>().map(|f| f.0))
 }
+
+/// The client address a peer node forwarded a request for.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardedClient(pub IpAddr);
 
 /// The answer to credentials that were not accepted: 401 (with a challenge
 /// on `/v2`), 429 or 503 with `Retry-After`. Counted and logged (never the

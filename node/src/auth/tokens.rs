@@ -163,7 +163,7 @@ impl Tokens {
         // here both add one; the later retires the earlier, which keeps
         // verifying until its tokens expire.
         let now = now_secs();
-        self.add_key(st, now).await?;
+        crate::audit::within(crate::audit::Origin::system("keys"), self.add_key(st, now)).await?;
         let keys = st.meta.read().await?.signing_keys()?;
         active(&keys).cloned().ok_or(TokenError::UnknownKey)
     }

@@ -17,6 +17,22 @@ use futures::TryStreamExt;
 use super::errors::{OciError, OciResult};
 use crate::server::AppState;
 
+/// The header a forwarding node names the client's address in. Only the
+/// RPC port (where peers prove themselves under mutual TLS) believes it.
+pub const CLIENT_ADDRESS: &str = "x-tcr-client-address";
+
+/// The forwarded client address of a request that came from a peer.
+pub fn forwarded_client(req: &mut Request) {
+    let ip = req
+        .headers_mut()
+        .remove(CLIENT_ADDRESS)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if let Some(ip) = ip {
+        req.extensions_mut()
+            .insert(crate::auth::ForwardedClient(ip));
+    }
+}
+
 /// The node an upload id names (`<node id>-<random>`).
 pub fn session_node(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
@@ -63,9 +79,13 @@ pub async fn forward(st: &AppState, owner: u64, method: Method, req: Request) ->
     let url = format!("{}://{}{path}", crate::peer_http::scheme(), node.rpc_addr);
     let mut out = client().request(method, &url);
     for (name, value) in req.headers() {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name) && name != CLIENT_ADDRESS {
             out = out.header(name, value);
         }
+    }
+    // The owner rate-limits and audits the client, not this node.
+    if let Some(ip) = crate::auth::peer_ip(&req) {
+        out = out.header(CLIENT_ADDRESS, ip.to_string());
     }
     let body = req.into_body().into_data_stream();
     let resp = out

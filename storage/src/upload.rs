@@ -532,6 +532,20 @@ impl Uploads {
         if !valid_id(id) {
             return Err(UploadError::Unknown(id.to_string()));
         }
+        // Wait for a request on the session to finish (its PATCH ends
+        // whole, not cut in the middle), but not for a stalled body: after
+        // `CANCEL_WAIT` the session goes anyway, and that request ends
+        // with BLOB_UPLOAD_UNKNOWN (see `gone_if_missing`).
+        let session = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(id)
+            .map(|o| o.session.clone());
+        let _busy = match &session {
+            Some(s) => tokio::time::timeout(CANCEL_WAIT, s.lock()).await.ok(),
+            None => None,
+        };
         let existed = self
             .sessions
             .lock()
@@ -548,6 +562,9 @@ impl Uploads {
         }
     }
 }
+
+/// How long a DELETE waits for a request in progress on its session.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A staging file that is not there: the session was cancelled (a DELETE
 /// racing this request, or the janitor), so the upload is unknown now, not
@@ -766,6 +783,52 @@ mod tests {
             .expect("the append ends")
             .unwrap();
         assert!(matches!(r, Err(UploadError::Unknown(_))), "{r:?}");
+        assert!(matches!(
+            up.status("u1").await,
+            Err(UploadError::Unknown(_))
+        ));
+    }
+
+    /// DELETE of a session while a PATCH is finishing waits for it: the
+    /// PATCH completes whole, then the session is gone.
+    #[tokio::test]
+    async fn a_cancel_waits_for_an_append_in_progress() {
+        let (_d, up, _blobs) = store().await;
+        up.create("u1", "ns/r").await.unwrap();
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let body = Box::pin(futures::stream::unfold(
+            Some((polled_tx, go_rx)),
+            |st| async move {
+                let (polled, go) = st?;
+                let _ = polled.send(());
+                let _ = go.await;
+                Some((Ok::<_, io::Error>(Bytes::from_static(b"whole")), None))
+            },
+        ));
+        let up = Arc::new(up);
+        let appending = tokio::spawn({
+            let up = up.clone();
+            async move { up.append("u1", Some(0), body, 100).await }
+        });
+        polled_rx.await.unwrap();
+        let cancelling = tokio::spawn({
+            let up = up.clone();
+            async move { up.cancel("u1").await }
+        });
+        // Removing the session takes milliseconds; the cancel is still
+        // waiting for the append after far longer.
+        let mut cancelling = cancelling;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), &mut cancelling)
+                .await
+                .is_err(),
+            "the cancel did not wait for the append"
+        );
+        go_tx.send(()).unwrap();
+        let appended = appending.await.unwrap();
+        assert_eq!(appended.unwrap(), 5);
+        cancelling.await.unwrap().unwrap();
         assert!(matches!(
             up.status("u1").await,
             Err(UploadError::Unknown(_))

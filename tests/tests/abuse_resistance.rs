@@ -1129,3 +1129,33 @@ async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
         assert_eq!(req.send().await.unwrap().status(), status, "{query}");
     }
 }
+
+/// The trail keeps events for `--audit-retention` only: the leader forgets
+/// older ones, and what is kept is still listed.
+#[tokio::test]
+async fn the_audit_trail_forgets_events_past_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[("TCR_ADMIN_TOKEN", OPERATOR)],
+        &["--audit-retention", "2s"],
+    )
+    .await;
+    op(&node, &["orgs", "create", "old", "--enable-registry"]);
+    let listed = audit_events(&node, OPERATOR, "action=organisation.create").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    wait_for(
+        "the event to pass the retention and go",
+        Duration::from_secs(20),
+        || async {
+            audit_events(&node, OPERATOR, "action=organisation.create")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    op(&node, &["orgs", "create", "new", "--enable-registry"]);
+    let listed = audit_events(&node, OPERATOR, "action=organisation.create").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["resource"], "new");
+}

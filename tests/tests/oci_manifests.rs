@@ -132,6 +132,34 @@ async fn index_needs_its_children_and_manifest_needs_its_blobs() {
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
+/// A reference that is neither a tag nor a digest names no manifest: GET,
+/// HEAD and DELETE answer 404 (the conformance suite's
+/// `.INVALID_MANIFEST_NAME`), a push 400 TAG_INVALID.
+#[tokio::test]
+async fn a_reference_that_is_no_tag_is_unknown_to_reads_and_invalid_to_pushes() {
+    let (_d, _n, oci) = setup().await;
+    let img = Image::new("no tag", "amd64");
+    push_image(&oci, "acme/app", &img, "v1").await;
+    let path = "/v2/acme/app/manifests/.INVALID_MANIFEST_NAME";
+    let resp = oci.get(path).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(resp).await, "MANIFEST_UNKNOWN");
+    let head = oci.http.head(oci.url(path)).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    let del = oci.http.delete(oci.url(path)).send().await.unwrap();
+    assert_eq!(del.status(), StatusCode::NOT_FOUND);
+    let resp = oci
+        .put_manifest(
+            "acme/app",
+            ".INVALID_MANIFEST_NAME",
+            OCI_MANIFEST,
+            &img.manifest,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(resp).await, "TAG_INVALID");
+}
+
 #[tokio::test]
 async fn invalid_manifests_are_refused_with_the_spec_codes() {
     let (_d, _n, oci) = setup().await;

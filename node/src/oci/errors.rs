@@ -33,6 +33,7 @@ oci_codes! {
     manifest_blob_unknown => BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN";
     manifest_invalid => BAD_REQUEST, "MANIFEST_INVALID";
     manifest_unknown => NOT_FOUND, "MANIFEST_UNKNOWN";
+    tag_invalid => BAD_REQUEST, "TAG_INVALID";
     name_invalid => BAD_REQUEST, "NAME_INVALID";
     name_unknown => NOT_FOUND, "NAME_UNKNOWN";
     too_large => PAYLOAD_TOO_LARGE, "SIZE_INVALID";

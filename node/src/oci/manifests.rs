@@ -19,12 +19,18 @@ enum Reference {
     Digest(Digest),
 }
 
-fn parse_reference(reference: &str) -> OciResult<Reference> {
+/// A reference that is neither a tag nor a digest names no manifest: a
+/// read or delete answers 404 MANIFEST_UNKNOWN (as Distribution and the
+/// conformance suite expect), a push 400 TAG_INVALID.
+fn parse_reference(
+    reference: &str,
+    not_a_reference: fn(String) -> OciError,
+) -> OciResult<Reference> {
     if reference.contains(':') {
         return Ok(Reference::Digest(reference.parse()?));
     }
     if !is_tag(reference) {
-        return Err(OciError::manifest_invalid(format!(
+        return Err(not_a_reference(format!(
             "'{}' is neither a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}) nor a digest",
             reference.chars().take(150).collect::<String>()
         )));
@@ -59,7 +65,7 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> OciResult<Option<
 
 pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> OciResult {
     check_name(name)?;
-    let reference = parse_reference(reference)?;
+    let reference = parse_reference(reference, OciError::tag_invalid)?;
     let limit = st.max_manifest_bytes;
     let too_large = || OciError::too_large(format!("manifest exceeds the limit of {limit} bytes"));
     if let Some(len) = req
@@ -170,7 +176,7 @@ pub async fn get(
     head: bool,
 ) -> OciResult {
     check_name(name)?;
-    let reference = parse_reference(reference)?;
+    let reference = parse_reference(reference, OciError::manifest_unknown)?;
     let state = st.meta.read().await?;
     let digest = match &reference {
         Reference::Digest(d) => d.to_string(),
@@ -235,7 +241,7 @@ pub async fn get(
 
 pub async fn delete(st: &AppState, name: &str, reference: &str) -> OciResult<Response> {
     check_name(name)?;
-    let cmd = match parse_reference(reference)? {
+    let cmd = match parse_reference(reference, OciError::manifest_unknown)? {
         Reference::Digest(d) => Command::DeleteManifest {
             repo: name.to_string(),
             digest: d.to_string(),

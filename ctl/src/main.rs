@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long, env = "TCR_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Human, global = true)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Human, global = true)]
     output: Output,
     #[command(subcommand)]
     command: Command,

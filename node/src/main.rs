@@ -26,7 +26,11 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_env("TCR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // openraft's INFO lines are internal state dumps of several hundred
+    // characters: a new user's screen shows tcr's own events; TCR_LOG=info
+    // (or openraft=debug) shows them.
+    let filter =
+        EnvFilter::try_from_env("TCR_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let json = std::env::var("TCR_LOG_FORMAT").is_ok_and(|f| f == "json");
     if json {
         tracing_subscriber::fmt()

@@ -30,6 +30,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Seconds since the epoch as RFC 3339 (UTC), as kubectl prints times;
+/// `--output json` keeps the number.
+pub fn time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
 /// One cell: strings as they are, null as `-`, lists comma-separated.
 fn cell(v: &serde_json::Value) -> String {
     use serde_json::Value;
@@ -65,8 +72,25 @@ pub fn print(
     let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|item| columns.iter().map(|(_, f)| cell(&item[*f])).collect())
+        .map(|item| {
+            columns
+                .iter()
+                .map(|(_, f)| match (f.ends_with("At"), item[*f].as_u64()) {
+                    (true, Some(secs)) => time(secs),
+                    _ => cell(&item[*f]),
+                })
+                .collect()
+        })
         .collect();
     table(&headers, &rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(super::time(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::time(0), "1970-01-01T00:00:00Z");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::net::Hosts;
+use tcr_tests::hosts::Hosts;
 
 pub const HTTP_PORT: u16 = 5000;
 pub const RPC_PORT: u16 = 5001;
@@ -38,7 +38,7 @@ impl Cluster {
         bins: &Path,
         node_args: Vec<String>,
     ) -> anyhow::Result<Cluster> {
-        let hosts = Hosts::create(n)?;
+        let hosts = Hosts::create(crate::HOSTS_OWNER, n)?;
         let mut c = Cluster {
             hosts,
             dir: dir.to_path_buf(),

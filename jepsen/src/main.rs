@@ -7,7 +7,6 @@ mod checker;
 mod cluster;
 mod history;
 mod nemesis;
-mod net;
 mod report;
 mod workload;
 
@@ -23,6 +22,15 @@ use tokio::sync::Mutex;
 use cluster::Cluster;
 use history::Recorder;
 use workload::Ctx;
+
+/// Every host name of this suite starts with this and the runner's pid, so
+/// a run finds and removes what an interrupted run left.
+pub const HOSTS_OWNER: &str = "tcrj";
+
+/// Namespaces, links and rules of runs that are gone.
+fn remove_leftovers() -> Vec<String> {
+    tcr_tests::hosts::remove_leftovers(HOSTS_OWNER, "tcr-jepsen")
+}
 
 #[derive(Parser)]
 #[command(name = "tcr-jepsen", version, about = "Fault-injection suite for tcr")]
@@ -93,7 +101,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Clean => {
-            for r in net::remove_leftovers() {
+            for r in remove_leftovers() {
                 println!("removed {r}");
             }
             std::process::ExitCode::SUCCESS
@@ -118,7 +126,7 @@ fn log(msg: &str) {
 
 /// Returns whether the history is valid.
 async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    for r in net::remove_leftovers() {
+    for r in remove_leftovers() {
         log(&format!("removed a leftover of an earlier run: {r}"));
     }
     let bins = match &args.bin_dir {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tcr_raft::{Actor, AuditContext, Command};
+use tcr_storage::clock::now_ms;
 
 use crate::auth::{Caller, Subject};
 use crate::server::AppState;
@@ -63,12 +64,6 @@ pub fn context(node: u64) -> AuditContext {
         address: origin.address.map(|a| a.to_string()),
         node,
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How often the leader looks for events past the retention.

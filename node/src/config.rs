@@ -150,8 +150,9 @@ pub struct Config {
     /// `tcr gc run`).
     #[arg(long, env = "TCR_GC_INTERVAL_SECS", default_value_t = 86_400.0)]
     pub gc_interval_secs: f64,
-    /// A local blob file without a committed record is deleted once it is
-    /// this old (a copy for a commit still on its way is younger).
+    /// A local blob file without a committed record is deleted unless an
+    /// upload wrote it, found it or held it this recently (its commit may
+    /// still be on its way), or the node started this recently.
     #[arg(long, env = "TCR_ORPHAN_GRACE_SECS", default_value_t = 3600.0)]
     pub orphan_grace_secs: f64,
     /// Seconds between scheduled retention runs on the leader, unless the

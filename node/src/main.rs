@@ -3,22 +3,16 @@
 mod api;
 mod audit;
 mod auth;
+mod cluster_view;
 mod config;
 mod connections;
-mod gc;
+mod jobs;
 mod listing;
 mod metadata;
-mod metering;
 mod metrics;
 mod oci;
-mod peer_http;
-mod peer_reads;
 mod rate_limits;
-mod reconcile;
-mod replicas;
-mod retention;
 mod server;
-mod upload_replicas;
 
 use std::process::ExitCode;
 

@@ -3,16 +3,37 @@
 //! local state machine after a read-index check (asked of the leader when
 //! this node follows).
 
+use std::cell::Cell;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use tcr_raft::network::Network;
-use tcr_raft::read_index::{Coalescer, ReadIndex};
-use tcr_raft::rpc::{decode, encode, Leader, ReadIndexReply, WriteReply};
-use tcr_raft::transfer::{transfer_leadership, TransferGate, TransferReply};
+use tcr_raft::consensus::network::Network;
+use tcr_raft::consensus::read_index::{Coalescer, ReadIndex};
+use tcr_raft::consensus::rpc::{decode, encode, Leader, ReadIndexReply, WriteReply};
+use tcr_raft::consensus::transfer::{transfer_leadership, TransferGate, TransferReply};
 use tcr_raft::{Command, CommandResult, Proposal, Raft, Refusal, StateReader};
 
 use crate::config::ReadConsistency;
+
+tokio::task_local! {
+    /// Whether the request running in this task has done a linearizable
+    /// read since its last write.
+    static FRESH: Cell<bool>;
+}
+
+/// Run `request` so that its reads share one read-index round: the first
+/// read's round started after the request did, so the state it waited for
+/// already holds every write acknowledged before the request; later reads
+/// (the handler's, after the access decision's) reuse it, until the
+/// request writes.
+pub async fn one_read_per_request<F: Future>(request: F) -> F::Output {
+    FRESH.scope(Cell::new(false), request).await
+}
+
+fn forget_fresh_read() {
+    let _ = FRESH.try_with(|f| f.set(false));
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -92,8 +113,8 @@ impl Metadata {
         let mut last = String::from("no leader is known");
         // Start at the leader this node knows of: asking the local Raft
         // first only to be told to forward costs a round trip through it.
-        let mut target: Leader =
-            tcr_raft::rpc_server::known_leader(&self.raft).filter(|(l, _)| *l != self.raft_id());
+        let mut target: Leader = tcr_raft::consensus::server::known_leader(&self.raft)
+            .filter(|(l, _)| *l != self.raft_id());
         loop {
             // Every attempt is bounded: a leader cut off by a partition
             // never commits, and a forwarded call can hang on a dead peer.
@@ -137,6 +158,14 @@ impl Metadata {
     /// attempt was in fact committed is applied once (see `Proposal`).
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<(), MetaError> {
+        // A read after this write must see it: it takes a round of its own.
+        forget_fresh_read();
+        let written = self.write_now(cmd).await;
+        forget_fresh_read();
+        written
+    }
+
+    async fn write_now(&self, cmd: Command) -> Result<(), MetaError> {
         // Who asked goes into the same log entry (the audit trail).
         let cmd = if cmd.is_audited() {
             Command::Audited {
@@ -196,7 +225,8 @@ impl Metadata {
     /// The local state, once it reflects every write acknowledged before this
     /// call (read index), or at once in stale mode.
     pub async fn read(&self) -> Result<&StateReader, MetaError> {
-        if self.consistency == ReadConsistency::Stale {
+        if self.consistency == ReadConsistency::Stale || FRESH.try_with(Cell::get).unwrap_or(false)
+        {
             return Ok(&self.reader);
         }
         // Concurrent readers share one read-index request to the leader (a
@@ -218,6 +248,7 @@ impl Metadata {
             .applied_index_at_least(Some(index), "read index")
             .await
             .map_err(|e| MetaError::Unavailable(format!("catching up to the read index: {e}")))?;
+        let _ = FRESH.try_with(|f| f.set(true));
         Ok(&self.reader)
     }
 

@@ -23,7 +23,7 @@ pub struct Metrics {
     raft_last_log: IntGauge,
     raft_applied: IntGauge,
     raft_is_leader: IntGauge,
-    /// The storage loop's last pass (see `reconcile::Report`), by field.
+    /// The storage loop's last pass (see `tcr_storage::cluster::Report`), by field.
     storage: prometheus::IntGaugeVec,
     /// Blob transfers between nodes by kind and outcome.
     pub transfers: IntCounterVec,

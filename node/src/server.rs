@@ -14,9 +14,11 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use futures::StreamExt;
-use tcr_raft::network::Network;
-use tcr_raft::rpc::{decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest};
-use tcr_raft::transfer::TransferGate;
+use tcr_raft::consensus::network::Network;
+use tcr_raft::consensus::rpc::{
+    decode, encode, AssignReply, AssignRequest, JoinReply, JoinRequest,
+};
+use tcr_raft::consensus::transfer::TransferGate;
 use tcr_raft::{NodeInfo, Raft};
 use tcr_storage::{BlobStore, Uploads};
 use tower_http::timeout::TimeoutLayer;
@@ -33,9 +35,11 @@ pub struct AppState {
     pub meta: Metadata,
     pub blobs: BlobStore,
     pub uploads: Arc<Uploads>,
-    pub replicas: crate::replicas::Replicas,
-    pub upload_replicas: crate::upload_replicas::UploadReplicas,
-    pub reconciler: crate::reconcile::Reconciler,
+    /// Reads of blobs wherever they are, and their placement.
+    pub replicas: tcr_storage::cluster::Replicas,
+    /// Writes of uploads into replicated blobs.
+    pub writer: tcr_storage::cluster::BlobWriter,
+    pub reconciler: tcr_storage::cluster::Reconciler,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: u64,
     /// Open upload sessions per namespace and per credential on this node.
@@ -48,7 +52,7 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Default grace period of garbage collection.
     pub gc_grace_secs: u64,
-    pub retention: crate::retention::Retention,
+    pub retention: crate::jobs::retention::Retention,
     pub rate_limits: crate::rate_limits::RateLimitsGate,
     /// `https` when the registry port serves TLS (every node's does, or
     /// none's): the scheme of redirects to another node.
@@ -137,7 +141,7 @@ where
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(tcr_raft::network::MAX_FRAME))
+        .max_frame_size(Some(tcr_raft::consensus::network::MAX_FRAME))
         // HTTP/1.1 too, for blob reads between nodes (peer_reads) and
         // proxied upload requests.
         .accept_http1(true)
@@ -272,37 +276,79 @@ async fn drain(st: &AppState, delay: Duration) {
     tokio::time::sleep(delay).await;
 }
 
-pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let auth = Auth::new(
-        admin_token(&cfg)?,
-        cfg.token_service.clone(),
-        cfg.token_lifetime_secs,
-        &cfg.public_base()?,
-    );
-    if auth.is_open() && !(cfg.http_addr.ip().is_loopback() && cfg.rpc_addr.ip().is_loopback()) {
-        bail!(
-            "refusing to run without authentication on a non-loopback address ({}, {}): \
-             set TCR_ADMIN_TOKEN or --admin-token-file, or listen on 127.0.0.1",
-            cfg.http_addr,
-            cfg.rpc_addr
-        );
+/// Ready once a leader is known (at once on a restarted single node after
+/// one election timeout).
+async fn ready_once_leader_known(state: Arc<AppState>) {
+    let waited = state
+        .meta
+        .raft
+        .wait(Some(Duration::from_secs(3600)))
+        .metrics(|m| m.current_leader.is_some(), "leader known")
+        .await;
+    if waited.is_ok() {
+        state.ready.store(true, Ordering::Relaxed);
     }
-    let tls = load_tls(&cfg)?;
-    crate::connections::raise_descriptor_limit(cfg.max_connections as usize);
-    crate::peer_http::configure(tls.peer_http1.clone());
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let network = Network::new(tls.peer_h2.clone().map(tcr_tls::PeerConnector::new));
-    settle_node_id(&mut cfg, &network).await?;
-    let stores = tcr_raft::open_with(
-        &cfg.data_dir.join("raft"),
-        &tcr_raft::StoreOptions {
-            memory_bytes: usize::try_from(cfg.rocksdb_memory).unwrap_or(usize::MAX),
-            node_id: cfg.node_id,
-            ..Default::default()
-        },
-    )?;
-    let raft_config = openraft::Config {
+}
+
+/// `--metrics-addr`: a second listener serving only `/metrics`.
+async fn serve_metrics_port(
+    addr: std::net::SocketAddr,
+    state: &Arc<AppState>,
+    limits: crate::connections::Limits,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener {addr}"))?;
+    tracing::info!(%addr, "serving /metrics without authentication (--metrics-addr)");
+    let only_metrics = Router::new()
+        .route("/metrics", get(metrics::render))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PUBLIC_ROUTE_DEADLINE,
+        ))
+        .with_state(state.clone());
+    let (st, mut stopped) = (state.clone(), stop_rx);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        crate::connections::serve(listener, only_metrics, limits, &st.metrics, stop).await;
+    });
+    Ok(())
+}
+
+/// Serve the RPC port: Raft, cluster calls, blob transfers and peer reads,
+/// under mutual TLS when configured.
+fn spawn_rpc_port(
+    routes: tonic::service::Routes,
+    rpc_listener: tokio::net::TcpListener,
+    peer_tls: Option<Arc<tcr_tls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    match peer_tls {
+        Some(config) => {
+            let listener = tcr_tls::TlsListener::new(rpc_listener, config)?;
+            let incoming = futures::stream::unfold(listener, |mut l| async move {
+                let (stream, _) = l.next().await?;
+                Some((Ok::<_, std::io::Error>(stream), l))
+            })
+            .fuse();
+            tokio::spawn(serve_rpc(routes, incoming));
+        }
+        None => {
+            // Nagle off: small replies (append-entries acks, forwarded-write
+            // results) otherwise wait for the peer's delayed ACK, about 40 ms.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
+            tokio::spawn(serve_rpc(routes, incoming));
+        }
+    }
+    Ok(())
+}
+
+/// Raft's timing and batching for a registry's metadata.
+fn raft_config(cfg: &Config) -> anyhow::Result<openraft::Config> {
+    Ok(openraft::Config {
         cluster_name: "tcr".into(),
         heartbeat_interval: 250,
         election_timeout_min: 1000,
@@ -321,7 +367,68 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         replication_lag_threshold: cfg.snapshot_logs.saturating_mul(2).max(5000),
         ..Default::default()
     }
-    .validate()?;
+    .validate()?)
+}
+
+/// A new data dir: join the cluster at `--join`, or start a one-node
+/// cluster (unless `--no-init`). A node with Raft state carries on.
+async fn start_or_join(cfg: &Config, raft: &Raft, network: &Network) -> anyhow::Result<()> {
+    let me = NodeInfo {
+        rpc_addr: cfg.advertise_rpc(),
+        http_addr: cfg.advertise_http(),
+        weight: cfg.weight,
+    };
+    if !raft.is_initialized().await? {
+        if let Some(seed) = &cfg.join {
+            let (raft, network, seed, me, id) = (
+                raft.clone(),
+                network.clone(),
+                seed.clone(),
+                me.clone(),
+                cfg.node_id,
+            );
+            tokio::spawn(async move { join(&network, &raft, id, me, &seed).await });
+        } else if !cfg.no_init {
+            raft.initialize(BTreeMap::from([(cfg.node_id, me)]))
+                .await
+                .context("initialising a one-node cluster")?;
+            tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let auth = Auth::new(
+        admin_token(&cfg)?,
+        cfg.token_service.clone(),
+        cfg.token_lifetime_secs,
+        &cfg.public_base()?,
+    );
+    if auth.is_open() && !(cfg.http_addr.ip().is_loopback() && cfg.rpc_addr.ip().is_loopback()) {
+        bail!(
+            "refusing to run without authentication on a non-loopback address ({}, {}): \
+             set TCR_ADMIN_TOKEN or --admin-token-file, or listen on 127.0.0.1",
+            cfg.http_addr,
+            cfg.rpc_addr
+        );
+    }
+    let tls = load_tls(&cfg)?;
+    crate::connections::raise_descriptor_limit(cfg.max_connections as usize);
+    tcr_storage::cluster::peer_http::configure(tls.peer_http1.clone());
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let network = Network::new(tls.peer_h2.clone().map(tcr_tls::PeerConnector::new));
+    settle_node_id(&mut cfg, &network).await?;
+    let stores = tcr_raft::open_with(
+        &cfg.data_dir.join("raft"),
+        &tcr_raft::StoreOptions {
+            memory_bytes: usize::try_from(cfg.rocksdb_memory).unwrap_or(usize::MAX),
+            node_id: cfg.node_id,
+            ..Default::default()
+        },
+    )?;
+    let raft_config = raft_config(&cfg)?;
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
@@ -330,7 +437,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         stores.state_machine,
     )
     .await?;
-    tokio::spawn(tcr_raft::snapshot_policy::run(
+    tokio::spawn(tcr_raft::consensus::snapshot_policy::run(
         raft.clone(),
         stores.log_volume.clone(),
         cfg.snapshot_logs,
@@ -339,14 +446,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;
     let gate = TransferGate::default();
-    let read_index = tcr_raft::read_index::ReadIndex::new(raft.clone());
+    let read_index = tcr_raft::consensus::read_index::ReadIndex::new(raft.clone());
     let (raft_svc, cluster_svc) =
-        tcr_raft::rpc_server::services(raft.clone(), gate.clone(), read_index.clone());
+        tcr_raft::consensus::server::services(raft.clone(), gate.clone(), read_index.clone());
     let blobs = BlobStore::open(&cfg.data_dir)?;
     let uploads = Arc::new(Uploads::open(blobs.clone())?.with_reserve(
         tcr_storage::DiskReserve::new(&cfg.data_dir, cfg.min_free_disk),
     ));
-    let blob_svc = tcr_storage::replication::BlobRpc::server(
+    let blob_svc = tcr_storage::cluster::replication::BlobRpc::server(
         blobs.clone(),
         uploads.clone(),
         cfg.max_blob_bytes,
@@ -370,66 +477,31 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
         }),
     );
-    let routes =
-        tonic::service::Routes::from(crate::peer_reads::routes(blobs.clone()).merge(proxy_route))
-            .add_service(raft_svc)
-            .add_service(cluster_svc)
-            .add_service(blob_svc);
-    match tls.peer_server.clone() {
-        Some(config) => {
-            let listener = tcr_tls::TlsListener::new(rpc_listener, config)?;
-            let incoming = futures::stream::unfold(listener, |mut l| async move {
-                let (stream, _) = l.next().await?;
-                Some((Ok::<_, std::io::Error>(stream), l))
-            })
-            .fuse();
-            tokio::spawn(serve_rpc(routes, incoming));
-        }
-        None => {
-            // Nagle off: small replies (append-entries acks, forwarded-write
-            // results) otherwise wait for the peer's delayed ACK, about 40 ms.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
-            tokio::spawn(serve_rpc(routes, incoming));
-        }
-    }
-    let me = NodeInfo {
-        rpc_addr: cfg.advertise_rpc(),
-        http_addr: cfg.advertise_http(),
-        weight: cfg.weight,
-    };
-    if !raft.is_initialized().await? {
-        if let Some(seed) = &cfg.join {
-            let (raft, network, seed, me, id) = (
-                raft.clone(),
-                network.clone(),
-                seed.clone(),
-                me.clone(),
-                cfg.node_id,
-            );
-            tokio::spawn(async move { join(&network, &raft, id, me, &seed).await });
-        } else if !cfg.no_init {
-            raft.initialize(BTreeMap::from([(cfg.node_id, me)]))
-                .await
-                .context("initialising a one-node cluster")?;
-            tracing::info!(node_id = cfg.node_id, "initialised a new one-node cluster");
-        }
-    }
+    let routes = tonic::service::Routes::from(
+        tcr_storage::cluster::peer_reads::routes(blobs.clone()).merge(proxy_route),
+    )
+    .add_service(raft_svc)
+    .add_service(cluster_svc)
+    .add_service(blob_svc);
+    spawn_rpc_port(routes, rpc_listener, tls.peer_server.clone())?;
+    start_or_join(&cfg, &raft, &network).await?;
     let metrics = Metrics::new();
-    let replicas = crate::replicas::Replicas::new(
+    let view = crate::cluster_view::RaftView::new(
         cfg.node_id,
         raft.clone(),
+        stores.reader.clone(),
         network.clone(),
+    );
+    let replicas = tcr_storage::cluster::Replicas::new(
+        view,
         blobs.clone(),
         metrics.transfers.clone(),
         cfg.verify_reads == crate::config::VerifyReads::All,
     );
-    let reconciler = crate::reconcile::Reconciler::new(
-        cfg.node_id,
+    let reconciler = tcr_storage::cluster::Reconciler::new(
         replicas.clone(),
-        stores.reader.clone(),
         blobs.clone(),
-        crate::reconcile::Pacing {
+        tcr_storage::cluster::Pacing {
             interval: Duration::from_secs_f64(cfg.storage_interval_secs),
             scrub_bytes_per_pass: cfg.scrub_bytes_per_pass,
             pull_bytes_per_sec: cfg.rebalance_bytes_per_sec,
@@ -439,7 +511,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(reconciler.clone().run());
     let state = Arc::new(AppState {
         node_id: cfg.node_id,
-        upload_replicas: crate::upload_replicas::UploadReplicas::new(metrics.transfers.clone()),
+        writer: tcr_storage::cluster::BlobWriter::new(
+            uploads.clone(),
+            replicas.clone(),
+            tcr_storage::cluster::UploadReplicas::new(metrics.transfers.clone()),
+        ),
         replicas,
         reconciler,
         meta: Metadata::new(
@@ -464,7 +540,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         gc_grace_secs: cfg.gc_grace_secs,
-        retention: crate::retention::Retention::new(
+        retention: crate::jobs::retention::Retention::new(
             cfg.retention_interval_secs,
             Duration::from_millis(cfg.retention_pause_ms),
         ),
@@ -488,54 +564,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         open = state.auth.is_open(),
         "tcr-node listening"
     );
-    if cfg.gc_interval_secs > 0.0 {
-        tokio::spawn(crate::gc::schedule(
-            state.clone(),
-            Duration::from_secs_f64(cfg.gc_interval_secs.max(1.0)),
-        ));
-    }
-    tokio::spawn(crate::retention::flush_pulls(
-        state.clone(),
-        Duration::from_secs_f64(cfg.pull_flush_secs.max(0.1)),
-    ));
-    tokio::spawn(crate::retention::run_pending(state.clone()));
-    tokio::spawn(crate::audit::prune(
-        state.clone(),
-        cfg.audit_retention.into(),
-    ));
-    tokio::spawn(crate::metering::run(
-        state.clone(),
-        Duration::from_secs_f64(cfg.metering_interval_secs.max(0.1)),
-    ));
-    let janitor = state.clone();
-    let idle = Duration::from_secs(cfg.upload_idle_secs);
-    tokio::spawn(async move {
-        let mut tick =
-            tokio::time::interval(idle.clamp(Duration::from_secs(1), Duration::from_secs(600)));
-        loop {
-            tick.tick().await;
-            match janitor.uploads.expire(idle).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "expired idle upload sessions"),
-                Err(e) => tracing::warn!("expiring upload sessions: {e}"),
-            }
-            janitor.upload_replicas.prune(&janitor.uploads).await;
-        }
-    });
-    let ready_state = state.clone();
-    tokio::spawn(async move {
-        // Ready once a leader is known (at once on a restarted single node
-        // after one election timeout).
-        let waited = ready_state
-            .meta
-            .raft
-            .wait(Some(Duration::from_secs(3600)))
-            .metrics(|m| m.current_leader.is_some(), "leader known")
-            .await;
-        if waited.is_ok() {
-            ready_state.ready.store(true, Ordering::Relaxed);
-        }
-    });
+    crate::jobs::start(&state, &cfg);
+    tokio::spawn(ready_once_leader_known(state.clone()));
     // On SIGTERM: drain, then stop accepting connections and let requests
     // in flight finish, for at most the grace period.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -555,24 +585,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         max_connections: cfg.max_connections as usize,
     };
     if let Some(addr) = cfg.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics listener {addr}"))?;
-        tracing::info!(%addr, "serving /metrics without authentication (--metrics-addr)");
-        let only_metrics = Router::new()
-            .route("/metrics", get(metrics::render))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                PUBLIC_ROUTE_DEADLINE,
-            ))
-            .with_state(state.clone());
-        let (st, mut stopped) = (state.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            crate::connections::serve(listener, only_metrics, limits, &st.metrics, stop).await;
-        });
+        serve_metrics_port(addr, &state, limits, stop_rx.clone()).await?;
     }
     let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         match tls.registry.clone() {
@@ -605,7 +618,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     state.ready.store(false, Ordering::Relaxed);
     // Pulls seen since the last flush are not lost on a clean stop.
-    crate::retention::flush_once(&state).await;
+    crate::jobs::retention::flush_once(&state).await;
     raft.shutdown().await.ok();
     tracing::info!("tcr-node stopped");
     Ok(())
@@ -732,7 +745,7 @@ async fn assign_id(network: &Network, seed: &str, preferred: u64, node: NodeInfo
 async fn join(network: &Network, raft: &Raft, id: u64, me: NodeInfo, seed: &str) {
     let mut target = seed.to_string();
     loop {
-        if tcr_raft::rpc_server::voters(raft).contains(&id) {
+        if tcr_raft::consensus::server::voters(raft).contains(&id) {
             tracing::info!(id, "joined the cluster as a voter");
             return;
         }

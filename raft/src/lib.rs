@@ -1,6 +1,18 @@
 //! tcr's metadata replication: openraft with its log and state machine in
 //! one RocksDB instance (column families per table), and tonic RPC between
-//! nodes (`network` client side, `rpc_server` server side).
+//! nodes.
+//!
+//! Two halves, and the seam between them:
+//! - `consensus/`: the Raft machinery, which knows nothing of registries:
+//!   the type config (`types`), the log store, the network client
+//!   (`network`) and server (`server`) over one RPC codec (`rpc`),
+//!   snapshots and when to take them, read-index reads, leader transfer.
+//! - `model/`: the registry's replicated state: the commands, tenancy,
+//!   retention policies and runs, garbage collection, usage, the audit
+//!   trail, and the queries over it all (`queries`).
+//! - `store.rs` is the RocksDB schema both halves share (column families,
+//!   keys, records); `state_machine.rs` is openraft's state machine over
+//!   it, applying each command through the model in one write batch.
 //!
 //! Why openraft 0.9 (`=0.9.25`, `storage-v2`): it is the stable line, its
 //! storage traits let the log store acknowledge appends from a group-commit
@@ -12,51 +24,41 @@
 // type; our helpers return it unchanged rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
-pub mod audit;
-pub mod command;
-pub mod gc;
-pub mod log_store;
-pub mod network;
-pub mod read;
-pub mod read_index;
-pub mod retention;
-pub mod rpc;
-pub mod rpc_server;
-pub mod snapshot;
-pub mod snapshot_policy;
-pub mod state_machine;
-pub mod store;
-pub mod tenancy;
-pub mod transfer;
-pub mod types;
-pub mod usage;
+pub mod consensus;
+mod model;
+mod state_machine;
+mod store;
 
 use std::path::Path;
 
-pub use audit::{Actor, AuditContext, AuditEvent, AuditFilter, AuditPage};
-pub use command::{
+pub use consensus::log_store::LogStore;
+pub use consensus::types::{NodeId, NodeInfo, Raft, TypeConfig, DEFAULT_WEIGHT};
+pub use model::audit::{
+    key_of as audit_cursor, Actor, AuditContext, AuditEvent, AuditFilter, AuditPage,
+};
+pub use model::command::{
     namespace_of, Command, CommandResult, ManifestPut, Proposal, RateLimits, Refusal, Visibility,
 };
-pub use gc::GcRun;
-pub use log_store::LogStore;
-pub use read::{Page, ReadError, StateReader};
-pub use retention::{AuditItem, RetentionPolicy, RetentionRun, Trigger};
+pub use model::gc::GcRun;
+pub use model::queries::{Page, ReadError, StateReader};
+pub use model::retention::{
+    AuditItem, Keep, KeepRule, RetentionPolicy, RetentionRun, Trigger, RUNS_KEPT,
+};
+pub use model::tenancy::{
+    Action, CredentialRecord, OrganisationRecord, ProjectRecord, Scope, SigningKeyRecord,
+    FEATURE_CONTAINER_REGISTRY,
+};
+pub use model::usage::NamespaceUsage;
 pub use state_machine::StateMachineStore;
 pub use store::{
     BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord, StoreOptions,
 };
-pub use tenancy::{
-    Action, CredentialRecord, OrganisationRecord, ProjectRecord, Scope, SigningKeyRecord,
-    FEATURE_CONTAINER_REGISTRY,
-};
-pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
-pub use usage::NamespaceUsage;
 
 /// The three handles onto one node's metadata store.
 pub struct Stores {
     pub log: LogStore,
     /// Log bytes since the last snapshot, for `snapshot_policy::run`.
-    pub log_volume: std::sync::Arc<snapshot_policy::LogVolume>,
+    pub log_volume: std::sync::Arc<consensus::snapshot_policy::LogVolume>,
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
 }
@@ -70,9 +72,9 @@ pub fn open(dir: &Path) -> Result<Stores, OpenError> {
 pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Stores, OpenError> {
     let db = store::open_db(&dir.join("db"), options)?;
     let snapshots = dir.join("snapshots");
-    snapshot::resume_install(&db, &snapshots)?;
-    let volume = std::sync::Arc::new(snapshot_policy::LogVolume::default());
-    volume.set_snapshot_bytes(snapshot::current_bytes(&snapshots)?);
+    consensus::snapshot::resume_install(&db, &snapshots)?;
+    let volume = std::sync::Arc::new(consensus::snapshot_policy::LogVolume::default());
+    volume.set_snapshot_bytes(consensus::snapshot::current_bytes(&snapshots)?);
     Ok(Stores {
         log: LogStore::new(db.clone(), volume.clone()),
         log_volume: volume.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::command::Visibility;
+use crate::model::command::Visibility;
 
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_RAFT_META: &str = "raft_meta";
@@ -105,7 +105,7 @@ pub(crate) const SM_CFS: [&str; 27] = [
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("finishing an interrupted snapshot install: {0}")]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] crate::consensus::snapshot::SnapshotError),
     #[error("opening RocksDB at {path}: {source}")]
     RocksDb {
         path: String,
@@ -287,7 +287,7 @@ pub struct NamespaceRecord {
     #[serde(default)]
     pub quota_bytes: Option<u64>,
     #[serde(default)]
-    pub retention: Option<crate::retention::RetentionPolicy>,
+    pub retention: Option<crate::model::retention::RetentionPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -141,8 +141,8 @@ fn retention_command() -> impl Strategy<Value = Command> {
             .prop_map(|(ns, count, none, untagged)| Command::SetRetentionPolicy {
                 namespace: ns,
                 policy: (!none).then(|| tcr_raft::RetentionPolicy {
-                    rules: vec![tcr_raft::retention::KeepRule {
-                        keep: tcr_raft::retention::Keep::LastPushed,
+                    rules: vec![tcr_raft::KeepRule {
+                        keep: tcr_raft::Keep::LastPushed,
                         count: Some(count),
                         within_secs: None,
                         tags: vec![],

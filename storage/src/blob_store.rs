@@ -5,15 +5,30 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     root: PathBuf,
+    uses: Arc<Mutex<Uses>>,
+}
+
+/// Who relies on local copies right now, and who did lately. One lock, so
+/// a sweep's check and its unlink are one step against every claim.
+#[derive(Debug)]
+struct Uses {
     /// Digests an upload on this node is installing or pushing, with how
     /// many such uploads there are. `remove` leaves a held digest alone.
-    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+    holds: HashMap<Digest, usize>,
+    /// When an upload last wrote a copy, found it already here, or let go
+    /// of its hold: its commit may still be on its way through Raft, so
+    /// `remove_unclaimed` leaves the copy alone for a grace period.
+    claims: HashMap<Digest, Instant>,
+    /// Claims are not kept across restarts: a node treats every copy as
+    /// claimed when it starts.
+    started: Instant,
 }
 
 /// Keeps the local copy of a digest from being removed while an upload
@@ -22,7 +37,7 @@ pub struct BlobStore {
 /// between the two would leave the upload with nothing to push.
 #[derive(Debug)]
 pub struct Hold {
-    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+    uses: Arc<Mutex<Uses>>,
     path: PathBuf,
     d: Digest,
 }
@@ -32,22 +47,35 @@ impl BlobStore {
         std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
         Ok(BlobStore {
             root: root.to_path_buf(),
-            holds: Arc::default(),
+            uses: Arc::new(Mutex::new(Uses {
+                holds: HashMap::new(),
+                claims: HashMap::new(),
+                started: Instant::now(),
+            })),
         })
     }
 
     pub fn hold(&self, d: &Digest) -> Hold {
-        *self
-            .holds
-            .lock()
-            .expect("holds lock")
-            .entry(d.clone())
-            .or_default() += 1;
+        let mut uses = self.uses.lock().expect("uses lock");
+        *uses.holds.entry(d.clone()).or_default() += 1;
+        uses.claims.insert(d.clone(), Instant::now());
         Hold {
-            holds: self.holds.clone(),
+            uses: self.uses.clone(),
             path: self.path(d),
             d: d.clone(),
         }
+    }
+
+    /// Note that an upload relies on the copy of `d` (it wrote it, or a
+    /// peer's push found it already here and counted it as a replica).
+    /// Claim before looking: a sweep then either removed the copy before
+    /// (and the caller finds none) or leaves it for the grace period.
+    pub fn claim(&self, d: &Digest) {
+        self.uses
+            .lock()
+            .expect("uses lock")
+            .claims
+            .insert(d.clone(), Instant::now());
     }
 
     pub fn root(&self) -> &Path {
@@ -164,6 +192,8 @@ impl BlobStore {
             .expect("blob path has a parent")
             .to_path_buf();
         let staged = staged.to_path_buf();
+        // Before the name appears, so no sweep sees it unclaimed.
+        self.claim(d);
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
             if target.exists() {
@@ -222,13 +252,12 @@ impl BlobStore {
         .map_err(io::Error::other)?
     }
 
-    /// Every local blob file: digest, size, and time since it was written.
-    /// Names that are not digests (temporary files) are skipped.
-    pub async fn list(&self) -> io::Result<Vec<(Digest, u64, std::time::Duration)>> {
+    /// Every local blob file: digest and size. Names that are not digests
+    /// (temporary files) are skipped.
+    pub async fn list(&self) -> io::Result<Vec<(Digest, u64)>> {
         let base = self.root.join("blobs").join("sha256");
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let now = std::time::SystemTime::now();
             for shard in std::fs::read_dir(&base)? {
                 let shard = shard?;
                 if !shard.file_type()?.is_dir() {
@@ -245,12 +274,7 @@ impl BlobStore {
                     if !m.is_file() {
                         continue;
                     }
-                    let age = m
-                        .modified()
-                        .ok()
-                        .and_then(|t| now.duration_since(t).ok())
-                        .unwrap_or_default();
-                    out.push((d, m.len(), age));
+                    out.push((d, m.len()));
                 }
             }
             Ok(out)
@@ -260,9 +284,28 @@ impl BlobStore {
     }
 
     /// Delete the local copy unless an upload holds it. `Ok(false)` when
-    /// there was no copy or it is held.
+    /// there was no copy or it is held. For copies of committed blobs that
+    /// are no longer needed here (every owner has one).
     pub async fn remove(&self, d: &Digest) -> io::Result<bool> {
-        remove_unless_held(self.holds.clone(), self.path(d), d.clone(), 0).await
+        remove_if(self.uses.clone(), self.path(d), d.clone(), 0, None).await
+    }
+
+    /// Delete the local copy of a digest without a committed record (a
+    /// collected blob, an upload that never committed) unless an upload
+    /// holds it or claimed it less than `grace` ago, or this node started
+    /// less than `grace` ago. So collected bytes go at the next sweep, and
+    /// a copy whose commit is still on its way stays.
+    pub async fn remove_unclaimed(&self, d: &Digest, grace: Duration) -> io::Result<bool> {
+        remove_if(self.uses.clone(), self.path(d), d.clone(), 0, Some(grace)).await
+    }
+
+    /// Forget claims older than `grace` (they no longer keep anything).
+    pub fn forget_claims(&self, grace: Duration) {
+        self.uses
+            .lock()
+            .expect("uses lock")
+            .claims
+            .retain(|_, at| at.elapsed() < grace);
     }
 }
 
@@ -270,9 +313,9 @@ impl Hold {
     /// Give up the hold and delete the copy, unless another upload holds
     /// it too (that one will decide when it finishes).
     pub async fn release_and_remove(self) -> io::Result<bool> {
-        let (holds, path, d) = (self.holds.clone(), self.path.clone(), self.d.clone());
+        let (uses, path, d) = (self.uses.clone(), self.path.clone(), self.d.clone());
         // Our own hold is released after the removal, under the same lock.
-        let removed = remove_unless_held(holds, path, d, 1).await;
+        let removed = remove_if(uses, path, d, 1, None).await;
         drop(self);
         removed
     }
@@ -280,28 +323,39 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let mut holds = self.holds.lock().expect("holds lock");
-        if let Some(n) = holds.get_mut(&self.d) {
+        let mut uses = self.uses.lock().expect("uses lock");
+        if let Some(n) = uses.holds.get_mut(&self.d) {
             *n -= 1;
             if *n == 0 {
-                holds.remove(&self.d);
+                uses.holds.remove(&self.d);
             }
         }
+        // The upload's commit may not have applied yet.
+        uses.claims.insert(self.d.clone(), Instant::now());
     }
 }
 
-/// The check and the unlink happen under the holds lock, so no hold (and
-/// so no install relying on the copy) can slip in between.
-async fn remove_unless_held(
-    holds: Arc<Mutex<HashMap<Digest, usize>>>,
+/// The checks and the unlink happen under one lock, so no hold or claim
+/// (and so no install or push relying on the copy) can slip in between.
+/// `ours`: holds the caller itself has. `grace`: also spare a copy claimed
+/// (or a node started) less than this long ago.
+async fn remove_if(
+    uses: Arc<Mutex<Uses>>,
     path: PathBuf,
     d: Digest,
     ours: usize,
+    grace: Option<Duration>,
 ) -> io::Result<bool> {
     tokio::task::spawn_blocking(move || {
-        let holds = holds.lock().expect("holds lock");
-        if holds.get(&d).copied().unwrap_or(0) > ours {
+        let uses = uses.lock().expect("uses lock");
+        if uses.holds.get(&d).copied().unwrap_or(0) > ours {
             return Ok(false);
+        }
+        if let Some(grace) = grace {
+            let recent = |at: &Instant| at.elapsed() < grace;
+            if recent(&uses.started) || uses.claims.get(&d).is_some_and(recent) {
+                return Ok(false);
+            }
         }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -420,5 +474,49 @@ mod tests {
         drop(store.hold(&d));
         assert!(store.remove(&d).await.unwrap());
         assert!(!store.remove(&d).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_copy_without_record_goes_at_the_next_sweep_unless_an_upload_relied_on_it_lately() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let grace = Duration::from_millis(300);
+        let write = |d: &Digest, bytes: &[u8]| {
+            std::fs::create_dir_all(store.path(d).parent().unwrap()).unwrap();
+            std::fs::write(store.path(d), bytes).unwrap();
+        };
+        let (old, fresh, held) = (
+            Digest::of(b"old"),
+            Digest::of(b"fresh"),
+            Digest::of(b"held"),
+        );
+        // Files found at start-up (claims of the last run are unknown) stay
+        // for the grace.
+        write(&old, b"old");
+        assert!(!store.remove_unclaimed(&old, grace).await.unwrap());
+        tokio::time::sleep(grace).await;
+        // Then a copy nobody claimed goes at once, however new its file.
+        write(&fresh, b"fresh");
+        assert!(store.remove_unclaimed(&fresh, grace).await.unwrap());
+        assert!(store.remove_unclaimed(&old, grace).await.unwrap());
+        // An install claims its copy; so does a hold, for as long as it is
+        // held and for the grace after it is let go.
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, b"fresh").unwrap();
+        store.install(&staged, &fresh).await.unwrap();
+        assert!(!store.remove_unclaimed(&fresh, grace).await.unwrap());
+        write(&held, b"held");
+        let hold = store.hold(&held);
+        tokio::time::sleep(grace).await;
+        assert!(!store.remove_unclaimed(&held, grace).await.unwrap());
+        assert!(store.remove_unclaimed(&fresh, grace).await.unwrap());
+        drop(hold);
+        assert!(!store.remove_unclaimed(&held, grace).await.unwrap());
+        // Claims past the grace are forgotten, and keep nothing.
+        tokio::time::sleep(grace).await;
+        store.forget_claims(grace);
+        assert!(store.uses.lock().unwrap().claims.is_empty());
+        assert!(store.remove_unclaimed(&held, grace).await.unwrap());
+        assert!(!store.path(&held).exists());
     }
 }

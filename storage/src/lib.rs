@@ -1,11 +1,13 @@
 //! tcr's blob storage: the local content-addressed store, upload sessions,
-//! and placement of blobs on nodes.
+//! placement of blobs on nodes, and their distribution over the cluster
+//! (`cluster`: replication, peer reads, repair, rebalance, scrub, sweep).
 
 pub mod blob_store;
+pub mod clock;
+pub mod cluster;
 pub mod digest;
 pub mod disk_space;
 pub mod placement;
-pub mod replication;
 pub mod upload;
 
 pub use blob_store::{BlobStore, Hold, Mapped};

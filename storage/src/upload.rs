@@ -2,11 +2,11 @@
 //! as bytes arrive while SHA-256 runs over them. Sessions live on disk, so
 //! they survive a restart; the hash state is rebuilt from the file then.
 
+use crate::clock::now_secs;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -87,13 +87,6 @@ pub struct Uploads {
 const RESERVE_CHECK_EVERY: u64 = 16 << 20;
 
 const WRITE_BUFFER: usize = 1 << 20;
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

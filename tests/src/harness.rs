@@ -202,7 +202,7 @@ impl Node {
 
     /// Start host `i` of `net` inside its namespace, with an admin token.
     pub async fn start_in(
-        net: &crate::netns::Net,
+        net: &crate::hosts::Hosts,
         i: usize,
         dir: &Path,
         token: &str,

@@ -5,6 +5,6 @@
 pub mod containerd;
 pub mod grpc;
 pub mod harness;
+pub mod hosts;
 pub mod images;
-pub mod netns;
 pub mod oci;

@@ -602,8 +602,8 @@ async fn a_nearly_full_disk_refuses_pushes_keeps_pulls_and_recovers() {
             "16MiB",
             "--storage-interval-secs",
             "1",
-            // Collected blobs leave the disk this long after their files
-            // were last written.
+            // Collected blobs leave the disk this long after an upload
+            // last relied on them.
             "--orphan-grace-secs",
             "1",
         ],

@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tcr_tests::harness::{certs, peer_tls_args, wait_for, Node};
+use tcr_tests::hosts::Hosts;
 use tcr_tests::images::{Image, OCI_MANIFEST};
-use tcr_tests::netns::Net;
 
 const TOKEN: &str = "partition-test-token";
 
@@ -25,7 +25,7 @@ async fn status(node: &Node) -> Option<Value> {
 
 /// Three nodes under peer mutual TLS, each with a certificate for its
 /// own address.
-async fn cluster(net: &Net, dir: &std::path::Path) -> Vec<Node> {
+async fn cluster(net: &Hosts, dir: &std::path::Path) -> Vec<Node> {
     let ips: Vec<String> = (1..=3).map(|i| net.ip(i)).collect();
     let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
     let certs = certs(&dir.join("certs"), &ips);
@@ -94,7 +94,7 @@ async fn get(node: &Node, tag: &str) -> (StatusCode, Vec<u8>) {
 }
 
 async fn minority_cannot_ack_or_serve_stale(isolate_leader: bool) {
-    let net = Net::new(3);
+    let net = Hosts::create("tcrt", 3).expect("test hosts");
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(&net, dir.path()).await;
     nodes[0].create_namespace("acme", "private").await;
@@ -130,7 +130,7 @@ async fn minority_cannot_ack_or_serve_stale(isolate_leader: bool) {
         })
         .await;
     }
-    net.isolate(cut);
+    net.isolate(cut).expect("cutting a node off");
     let minority = &nodes[cut - 1];
 
     // The minority cannot acknowledge a write.
@@ -166,7 +166,7 @@ async fn minority_cannot_ack_or_serve_stale(isolate_leader: bool) {
         "the minority answered a linearizable read"
     );
 
-    net.heal();
+    net.heal().expect("healing");
     wait_for(
         "the healed node serves v1",
         Duration::from_secs(30),

@@ -176,7 +176,7 @@ pub async fn list(
             .min(MAX_PAGE),
     };
     let last = q.get("last");
-    if last.is_some_and(|l| tcr_raft::audit::key_of(l).is_none()) {
+    if last.is_some_and(|l| tcr_raft::audit_cursor(l).is_none()) {
         return Err(ApiError::invalid(
             "last must be the `next` (or an event id) of an earlier page",
         ));

@@ -13,8 +13,8 @@ use axum::Json;
 use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::json;
-use tcr_raft::rpc::JoinReply;
-use tcr_raft::transfer::TransferReply;
+use tcr_raft::consensus::rpc::JoinReply;
+use tcr_raft::consensus::transfer::TransferReply;
 use tcr_raft::NodeInfo;
 
 use super::errors::{parse_json, ApiError, ApiResult};
@@ -133,9 +133,9 @@ pub async fn add_member(
     let node = NodeInfo {
         rpc_addr: req.rpc_addr,
         http_addr: req.http_addr,
-        weight: req.weight.unwrap_or(tcr_raft::types::DEFAULT_WEIGHT),
+        weight: req.weight.unwrap_or(tcr_raft::DEFAULT_WEIGHT),
     };
-    match tcr_raft::rpc_server::add_voter(&st.meta.raft, req.id, node).await {
+    match tcr_raft::consensus::server::add_voter(&st.meta.raft, req.id, node).await {
         JoinReply::Joined => {
             Ok((StatusCode::OK, Json(json!({"id": req.id, "role": "voter"}))).into_response())
         }
@@ -311,7 +311,7 @@ pub async fn transfer_leader(
     if let Some(r) = redirect_to_leader(&st, &uri) {
         return Ok(r);
     }
-    let voters = tcr_raft::rpc_server::voters(&st.meta.raft);
+    let voters = tcr_raft::consensus::server::voters(&st.meta.raft);
     if !voters.contains(&req.to) {
         return Err(ApiError::not_found(format!(
             "node {} is not a voter of this cluster",
@@ -369,7 +369,7 @@ pub struct Settings {
 pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     let req: Settings = parse_json(&body)?;
     if let Some(factor) = req.replication_factor {
-        let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
+        let voters = tcr_raft::consensus::server::voters(&st.meta.raft).len();
         if factor == 0 {
             return Err(ApiError::invalid(
                 "the replication factor must be at least 1",
@@ -396,7 +396,7 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
             })
             .await?;
     }
-    let voters = tcr_raft::rpc_server::voters(&st.meta.raft).len();
+    let voters = tcr_raft::consensus::server::voters(&st.meta.raft).len();
     // A linearizable read: this node may apply the write a beat after the leader.
     let state = st.meta.read().await?;
     let (factor, set) = replication(state, voters)?;
@@ -406,7 +406,7 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
         "writeQuorum": tcr_storage::placement::write_quorum(factor),
         "rebalanceBytesPerSec": state.rebalance_bytes_per_sec()?,
         "gcGracePeriodSecs": state.gc_grace_secs()?.unwrap_or(st.gc_grace_secs),
-        "retentionIntervalSecs": crate::retention::interval_secs(&st)?,
+        "retentionIntervalSecs": crate::jobs::retention::interval_secs(&st)?,
     }))
     .into_response())
 }

@@ -17,8 +17,8 @@ use super::organisations::check_tenant_name;
 use crate::auth::access::require_org_admin;
 use crate::auth::{secrets, Caller};
 use crate::oci::names::check_namespace;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 /// Most scopes one credential carries.
 const MAX_SCOPES: usize = 100;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::redirect_to_leader;
 use super::errors::{parse_json, ApiError, ApiResult};
-use crate::gc::{GcError, GcOutcome};
+use crate::jobs::gc::{GcError, GcOutcome};
 use crate::server::AppState;
 
 #[derive(Default, Deserialize, utoipa::ToSchema)]
@@ -80,9 +80,9 @@ pub async fn run(
     }
     let grace = match req.grace_period_secs {
         Some(g) => g,
-        None => crate::gc::grace_secs(&st)?,
+        None => crate::jobs::gc::grace_secs(&st)?,
     };
-    let out = crate::gc::run(&st, req.dry_run, grace).await?;
+    let out = crate::jobs::gc::run(&st, req.dry_run, grace).await?;
     Ok((StatusCode::OK, Json(out)).into_response())
 }
 

@@ -33,8 +33,8 @@ pub struct KeyList {
 pub struct RotatedKey {
     pub kid: String,
 }
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 /// Public facts only: never the private half.
 #[utoipa::path(get, path = "/v1/container-registries/keys", tag = "operator",

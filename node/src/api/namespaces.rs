@@ -19,8 +19,8 @@ use crate::auth::access::{may_pull, require_admin, require_gate, require_on_name
 use crate::auth::{Caller, Subject};
 use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_namespace;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -16,8 +16,8 @@ use super::errors::{parse_json, ApiError, ApiResult};
 use crate::auth::access::{require_admin, require_org_admin, require_org_member};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,8 +15,8 @@ use tcr_raft::{Action, AuditItem, Command, RetentionPolicy, RetentionRun, Trigge
 use super::errors::{parse_json, ApiError, ApiResult, ErrorResponses};
 use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -130,7 +130,7 @@ pub async fn start(
     Path(ns): Path<String>,
 ) -> ApiResult {
     require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
-    let run = crate::retention::start(&st, &ns, Trigger::Manual).await?;
+    let run = crate::jobs::retention::start(&st, &ns, Trigger::Manual).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
@@ -146,7 +146,7 @@ pub async fn runs(
     let (_, n) = super::namespaces::page_params(&q)?;
     let state = st.meta.read().await?;
     require_on_namespace(state, &caller, &ns, Action::Pull)?;
-    let mut runs = state.retention_runs(&ns, n.min(tcr_raft::retention::RUNS_KEPT))?;
+    let mut runs = state.retention_runs(&ns, n.min(tcr_raft::RUNS_KEPT))?;
     for r in &mut runs {
         r.removed.clear();
     }

@@ -24,7 +24,7 @@ pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -
         .map_err(|e| ApiError::invalid(format!("{e}")))?;
     let reader = st.meta.reader();
     let record = reader.blob(&d.to_string())?;
-    let placement = st.replicas.placement(reader, &d);
+    let placement = st.replicas.placement(&d);
     let local = st.blobs.stat(&d).await.ok().flatten().is_some();
     Ok(Json(json!({
         "digest": d.to_string(),

@@ -27,8 +27,8 @@ use tcr_raft::CredentialRecord;
 
 use crate::api::errors::ApiError;
 use crate::oci::errors::OciError;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 use tokens::Claims;
 
 /// Who the request acts for.
@@ -306,7 +306,11 @@ pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> Str
 
 /// Middleware for `/v2` and `/v1`: authenticate, decide OCI access from the
 /// route, and hand the caller to the handlers.
-pub async fn require(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub async fn require(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    crate::metadata::one_read_per_request(authorise(st, req, next)).await
+}
+
+async fn authorise(st: Arc<AppState>, mut req: Request, next: Next) -> Response {
     let oci = req.uri().path().starts_with("/v2");
     let peer = peer_ip(&req);
     let caller = match st.auth.caller(&st, req.headers(), peer).await {

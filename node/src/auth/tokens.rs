@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use tcr_raft::{Command, SigningKeyRecord};
 
 use crate::metadata::MetaError;
-use crate::oci::now_secs;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 /// Allowed clock difference between the nodes of one region (NTP keeps
 /// them far closer).

@@ -104,7 +104,7 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     }
     let stream = st
         .replicas
-        .open(reader, &d, start, len, size)
+        .open(&d, start, len, size)
         .await
         .map_err(|e| OciError::unavailable(e.to_string()).with_header("retry-after", "1"))?;
     let body = Body::from_stream(stream);

@@ -7,12 +7,13 @@ use axum::response::{IntoResponse, Response};
 use tcr_raft::{Command, ManifestPut, Refusal};
 use tcr_storage::Digest;
 
+use super::check_name;
 use super::errors::{OciError, OciResult};
 use super::manifest_format::{self, MANIFEST_TYPES};
 use super::names::is_tag;
-use super::{check_name, now_secs};
 use crate::metadata::MetaError;
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 enum Reference {
     Tag(String),

@@ -13,7 +13,6 @@ pub mod uploads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -25,13 +24,6 @@ use errors::{OciError, OciResult};
 use route::Route;
 
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 pub(crate) fn query(req: &Request) -> HashMap<String, String> {
     req.uri()

@@ -41,7 +41,7 @@ pub fn session_node(id: &str) -> Option<u64> {
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     // No read timeout: an upload body may be slow to come from its client.
-    CLIENT.get_or_init(|| crate::peer_http::client(Duration::from_secs(5), None))
+    CLIENT.get_or_init(|| tcr_storage::cluster::peer_http::client(Duration::from_secs(5), None))
 }
 
 /// Headers that describe one hop, not the request.
@@ -76,7 +76,11 @@ pub async fn forward(st: &AppState, owner: u64, method: Method, req: Request) ->
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let url = format!("{}://{}{path}", crate::peer_http::scheme(), node.rpc_addr);
+    let url = format!(
+        "{}://{}{path}",
+        tcr_storage::cluster::peer_http::scheme(),
+        node.rpc_addr
+    );
     let mut out = client().request(method, &url);
     for (name, value) in req.headers() {
         if !hop_by_hop(name) && name != CLIENT_ADDRESS {

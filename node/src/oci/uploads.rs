@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use tcr_raft::Command;
+use tcr_storage::cluster::{ReplicaError, Whole};
 use tcr_storage::{Digest, UploadError};
 
 use super::errors::{OciError, OciResult};
-use super::{check_name, now_secs, query, require_namespace};
+use super::{check_name, query, require_namespace};
 use crate::server::AppState;
+use tcr_storage::clock::now_secs;
 
 impl From<UploadError> for OciError {
     fn from(e: UploadError) -> Self {
@@ -170,57 +172,32 @@ fn new_upload_id(st: &AppState) -> String {
 /// write quorum of them) while the local copy is made durable, then record
 /// it in Raft.
 async fn commit_blob(st: &AppState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
-    let (_, size) = st.uploads.status(id).await?;
-    let pipelined = st.upload_replicas.take(id, size).await;
-    if !pipelined.is_empty() {
-        // The owners hold the bytes already: they verify and install their
-        // copies while this node installs its own.
-        let hold = st.replicas.hold(d);
-        let seals = st.replicas.seal(st.meta.reader(), d, id, pipelined);
-        let size = st.uploads.finish(id, d).await?;
-        st.replicas
-            .finish_tee(st.meta.reader(), d, seals, hold)
-            .await
-            .map_err(replica_error)?;
-        return record_blob(st, name, d, size).await;
-    }
-    let hold = st.replicas.hold(d);
-    let blob = st.uploads.verified(id, d).await?;
-    let size = st
-        .replicas
-        .replicate_staged(st.meta.reader(), d, blob, st.uploads.finish(id, d), hold)
-        .await
-        .map_err(replica_error)?;
+    let size = st.writer.commit(id, d).await.map_err(replica_error)?;
     record_blob(st, name, d, size).await
 }
 
-fn replica_error(e: crate::replicas::ReplicaError) -> OciError {
+fn replica_error(e: ReplicaError) -> OciError {
     match e {
-        crate::replicas::ReplicaError::Local(e) => e.into(),
+        ReplicaError::Local(e) => e.into(),
         e => OciError::unavailable(e.to_string()).with_header("retry-after", "1"),
     }
 }
 
 /// A monolithic upload whose size is known: the owners receive their copies
-/// while the body arrives (see `replicas::Tee`), then it is recorded.
-async fn teed_upload(
+/// while the body arrives (see `BlobWriter::whole`), then it is recorded.
+async fn whole_upload(
     st: &AppState,
     name: &str,
     id: &str,
     d: &Digest,
-    tee: crate::replicas::Tee,
+    whole: Whole,
     req: Request,
 ) -> OciResult<()> {
     let start = content_range_start(req.headers())?;
     let body = body_stream(req, st.body_idle_timeout).map_err(std::io::Error::other);
-    let (body, handles) = tee.wrap(body);
-    st.uploads
-        .append(id, start, body, st.max_blob_bytes)
-        .await?;
-    let hold = st.replicas.hold(d);
-    let size = st.uploads.finish(id, d).await?;
-    st.replicas
-        .finish_tee(st.meta.reader(), d, handles, hold)
+    let size = st
+        .writer
+        .write_whole(id, start, body, d, whole, st.max_blob_bytes)
         .await
         .map_err(replica_error)?;
     record_blob(st, name, d, size).await
@@ -294,11 +271,9 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
                 return Err(e.into());
             }
         };
-        if let Some(tee) =
-            content_length(&req, st).and_then(|n| st.replicas.tee(st.meta.reader(), &d, n))
-        {
-            if let Err(e) = teed_upload(st, name, &id, &d, tee, req).await {
-                let _ = st.uploads.cancel(&id).await;
+        if let Some(whole) = content_length(&req, st).and_then(|n| st.writer.whole(&d, n)) {
+            if let Err(e) = whole_upload(st, name, &id, &d, whole, req).await {
+                let _ = st.writer.cancel(&id).await;
                 return Err(e);
             }
             return Ok(blob_created(name, &d));
@@ -310,9 +285,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
         commit_blob(st, name, &id, &d).await?;
         return Ok(blob_created(name, &d));
     }
-    if let Some(peers) = st.replicas.all_owners_but_me(st.meta.reader()) {
-        st.upload_replicas.open(&id, peers);
-    }
+    st.writer.begin(&id);
     let mut h = session_headers(name, &id, 0);
     h.insert(header::RANGE, "0-0".parse().expect("static"));
     Ok((StatusCode::ACCEPTED, h).into_response())
@@ -368,10 +341,7 @@ async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
 async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
     let start = content_range_start(req.headers())?;
     let body = body_stream(req, st.body_idle_timeout).map_err(std::io::Error::other);
-    Ok(st
-        .upload_replicas
-        .append(&st.uploads, id, start, body, st.max_blob_bytes)
-        .await?)
+    Ok(st.writer.append(id, start, body, st.max_blob_bytes).await?)
 }
 
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
@@ -393,11 +363,8 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
     let d: Digest = digest.parse()?;
     // The whole blob in this PUT (POST, then one PUT): tee it to the owners.
     if so_far == 0 {
-        if let Some(tee) =
-            content_length(&req, st).and_then(|n| st.replicas.tee(st.meta.reader(), &d, n))
-        {
-            st.upload_replicas.abandon(id).await;
-            teed_upload(st, name, id, &d, tee, req).await?;
+        if let Some(whole) = content_length(&req, st).and_then(|n| st.writer.whole(&d, n)) {
+            whole_upload(st, name, id, &d, whole, req).await?;
             return Ok(blob_created(name, &d));
         }
     }
@@ -422,8 +389,7 @@ pub async fn status(st: &AppState, name: &str, id: &str) -> OciResult {
 
 pub async fn cancel(st: &AppState, name: &str, id: &str) -> OciResult {
     owned_session(st, name, id).await?;
-    st.uploads.cancel(id).await?;
-    st.upload_replicas.abandon(id).await;
+    st.writer.cancel(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

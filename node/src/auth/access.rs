@@ -113,6 +113,8 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
     let Some(route) = route::parse(req.uri().path()) else {
         return Ok(());
     };
+    // Parsed once: the OCI handler takes it from here.
+    req.extensions_mut().insert(route.clone());
     let method = req.method().clone();
     let anonymous = matches!(caller.subject, Subject::Anonymous);
     let Some((repo, action)) = needs(&route, &method) else {

@@ -48,9 +48,14 @@ pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()
 }
 
 /// Everything under `/v2`: parse the path, then hand over to the resource.
-pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
+pub async fn dispatch(State(st): State<Arc<AppState>>, mut req: Request) -> Response {
     let method = req.method().clone();
-    let result = match route::parse(req.uri().path()) {
+    // The access decision parsed it already, unless the caller is admin.
+    let route = req
+        .extensions_mut()
+        .remove::<Route>()
+        .or_else(|| route::parse(req.uri().path()));
+    let result = match route {
         None => Err(OciError::not_found(format!(
             "no OCI resource at {}",
             req.uri().path().chars().take(200).collect::<String>()

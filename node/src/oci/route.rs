@@ -1,7 +1,7 @@
 //! Splitting `/v2/...` paths into OCI resources. Repository names contain
 //! `/`, so the resource is found from the end of the path.
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Base,
     Catalog,

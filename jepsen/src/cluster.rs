@@ -71,12 +71,17 @@ impl Cluster {
         format!("http://{}:{HTTP_PORT}", self.hosts.ip(i))
     }
 
+    /// Node `i`'s directory: its data and its `node.log` (the launcher's layout).
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{i}"))
+    }
+
     fn data_dir(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("n{i}")).join("data")
+        self.node_dir(i).join("data")
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("n{i}")).join("node.log")
+        self.node_dir(i).join("node.log")
     }
 
     fn certs_dir(&self) -> PathBuf {
@@ -104,36 +109,30 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize, init: bool) -> anyhow::Result<()> {
-        std::fs::create_dir_all(self.dir.join(format!("n{i}")))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))?;
         let ip = self.hosts.ip(i);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.hosts.ns(i)])
-            .arg(self.bins.join("tcr-node"))
-            .args(["--node-id", &i.to_string()])
-            .arg("--data-dir")
-            .arg(self.data_dir(i))
-            .args(["--http-addr", &format!("{ip}:{HTTP_PORT}")])
-            .args(["--rpc-addr", &format!("{ip}:{RPC_PORT}")])
-            .args(["--storage-interval-secs", "2"])
-            .arg("--peer-ca-file")
-            .arg(self.certs_dir().join("ca.crt"))
-            .arg("--peer-cert-file")
-            .arg(self.certs_dir().join(format!("{ip}.crt")))
-            .arg("--peer-key-file")
-            .arg(self.certs_dir().join(format!("{ip}.key")))
-            .args(&self.node_args)
-            .env("TCR_ADMIN_TOKEN", &self.token)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let mut args = vec![
+            "--node-id".to_string(),
+            i.to_string(),
+            "--storage-interval-secs".into(),
+            "2".into(),
+        ];
+        args.extend(tcr_tests::harness::peer_tls_args(&self.certs_dir(), &ip));
+        args.extend(self.node_args.iter().cloned());
         if !init {
-            cmd.arg("--no-init");
+            args.push("--no-init".into());
         }
-        let child = cmd.spawn().context("starting tcr-node")?;
+        let child = tcr_tests::launch::Launch {
+            bin: &self.bins.join("tcr-node"),
+            dir: &self.node_dir(i),
+            netns: Some(&self.hosts.ns(i)),
+            ip: &ip,
+            http_port: HTTP_PORT,
+            rpc_port: RPC_PORT,
+            args: &args,
+            env: &[("TCR_ADMIN_TOKEN".into(), self.token.clone())],
+        }
+        .spawn()
+        .context("starting tcr-node")?;
         self.nodes[i - 1].child = Some(child);
         self.nodes[i - 1].paused = false;
         Ok(())

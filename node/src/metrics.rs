@@ -235,7 +235,7 @@ pub async fn render_for_operator(State(st): State<Arc<AppState>>, req: Request) 
             "/metrics needs the operator's credential (or use --metrics-addr)",
         )
         .into_response(),
-        Err(e) => crate::auth::refuse(&st, false, e),
+        Err(e) => crate::api::errors::refused(crate::auth::refusal(&st, e)),
     }
 }
 

@@ -171,12 +171,19 @@ fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
 const PUBLIC_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let protected = Router::new()
+    let registry = Router::new()
         .route("/v2", any(oci::dispatch))
         .route("/v2/", any(oci::dispatch))
         .route("/v2/{*rest}", any(oci::dispatch))
-        .merge(api::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            oci::authorise,
+        ));
+    let management = api::router().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        api::authorise,
+    ));
+    let protected = registry.merge(management);
     let public = Router::new()
         .route(
             "/v2/token",

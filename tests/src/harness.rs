@@ -250,35 +250,19 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.dir).expect("create node dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))
-            .expect("open node log");
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin("tcr-node"));
-                c
-            }
-            None => Command::new(bin("tcr-node")),
-        };
-        cmd.arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .arg("--http-addr")
-            .arg(format!("{}:{}", self.ip, self.http_port))
-            .arg("--rpc-addr")
-            .arg(format!("{}:{}", self.ip, self.rpc_port))
-            .args(&self.args)
-            .env_remove("TCR_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
+        let child = crate::launch::Launch {
+            bin: &bin("tcr-node"),
+            dir: &self.dir,
+            netns: self.netns.as_deref(),
+            ip: &self.ip,
+            http_port: self.http_port,
+            rpc_port: self.rpc_port,
+            args: &self.args,
+            env: &self.env,
         }
-        self.child = Some(cmd.spawn().expect("spawn tcr-node"));
+        .spawn()
+        .expect("spawn tcr-node");
+        self.child = Some(child);
     }
 
     /// `<ip>:<rpc port>`, what `--join` takes.

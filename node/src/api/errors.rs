@@ -1,8 +1,9 @@
 //! Management API errors: `{"error":{"code":"...","message":"..."}}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::AccessError;
 use crate::metadata::MetaError;
 
 #[derive(Debug)]
@@ -35,7 +36,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
-            "authentication required: send the admin token or a credential secret as a Bearer token",
+            crate::auth::access::MANAGEMENT_CREDENTIALS,
         )
     }
 
@@ -57,6 +58,41 @@ impl IntoResponse for ApiError {
         };
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Unauthenticated { message, .. } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+            }
+            AccessError::Denied(m) => ApiError::denied(m),
+            AccessError::NotFound(m) => ApiError::not_found(m),
+            AccessError::RetryLater {
+                status, message, ..
+            } => ApiError::new(status, AccessError::retry_code(status), message),
+            AccessError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
+            }
+            AccessError::Meta(e) => e.into(),
+            AccessError::Read(e) => e.into(),
+        }
+    }
+}
+
+/// The management API's answer to a refusal, with `Retry-After` when the
+/// refusal says when to come back.
+pub fn refused(e: AccessError) -> Response {
+    let retry = match &e {
+        AccessError::RetryLater { after_secs, .. } => Some(*after_secs),
+        _ => None,
+    };
+    let mut resp = ApiError::from(e).into_response();
+    if let Some(secs) = retry {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 impl From<MetaError> for ApiError {

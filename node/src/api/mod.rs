@@ -16,7 +16,7 @@ pub mod storage;
 
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,13 @@ fn at(path: &str) -> String {
     format!("{BASE}{path}")
 }
 
+/// The management API's door: auth decides, refusals in this API's words.
+pub async fn authorise(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    crate::auth::require(st, req, next)
+        .await
+        .unwrap_or_else(errors::refused)
+}
+
 /// Cluster, storage and key management: the operator only.
 async fn operator_only(req: Request, next: Next) -> Response {
     let allowed = req
@@ -41,7 +48,7 @@ async fn operator_only(req: Request, next: Next) -> Response {
         .map(crate::auth::access::require_admin);
     match allowed {
         Some(Ok(())) => next.run(req).await,
-        Some(Err(e)) => e.into_response(),
+        Some(Err(e)) => errors::refused(e),
         None => errors::ApiError::unauthenticated().into_response(),
     }
 }

@@ -3,13 +3,10 @@
 //! handler asks with the helpers below).
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use tcr_raft::{namespace_of, Action, NamespaceRecord, StateReader, Visibility};
 
-use super::{challenge, Caller, Subject};
-use crate::api::errors::ApiError;
-use crate::oci::errors::OciError;
+use super::{challenge, AccessError, Caller, Subject};
 use crate::oci::route::{self, Route};
 use crate::server::AppState;
 
@@ -109,7 +106,11 @@ fn scope_for(repo: &str, action: Action) -> String {
 /// Decide an OCI request before its handler runs. A mount from a
 /// repository the caller may not pull is turned into a plain upload, as
 /// the distribution spec allows.
-pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Result<(), Response> {
+pub async fn check_oci(
+    st: &AppState,
+    caller: &Caller,
+    req: &mut Request,
+) -> Result<(), AccessError> {
     let Some(route) = route::parse(req.uri().path()) else {
         return Ok(());
     };
@@ -125,22 +126,15 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
         }
         return Ok(());
     };
-    let state = st
-        .meta
-        .read()
-        .await
-        .map_err(|e| OciError::from(e).into_response())?;
-    let ns = state
-        .namespace(namespace_of(&repo))
-        .map_err(|e| OciError::from(e).into_response())?;
-    let decision = decide(state, &caller.subject, ns.as_ref(), action)
-        .map_err(|e| OciError::from(e).into_response())?;
+    let state = st.meta.read().await?;
+    let ns = state.namespace(namespace_of(&repo))?;
+    let decision = decide(state, &caller.subject, ns.as_ref(), action)?;
     let token_grants = caller
         .token
         .as_ref()
         .is_none_or(|t| t.grants("repository", &repo, action.as_str()));
     match decision {
-        Decision::FeatureOff(org) => return Err(OciError::denied(feature_off_message(&org)).into_response()),
+        Decision::FeatureOff(org) => return Err(AccessError::Denied(feature_off_message(&org))),
         Decision::Allow if token_grants => {}
         Decision::Allow => {
             return Err(unauthorized(
@@ -159,15 +153,14 @@ pub async fn check_oci(st: &AppState, caller: &Caller, req: &mut Request) -> Res
             return Err(unauthorized(st, Some(&scope_for(&repo, action)), Some("insufficient_scope"), &msg));
         }
         Decision::Deny => {
-            return Err(OciError::denied(format!(
+            return Err(AccessError::Denied(format!(
                 "requested access to '{repo}' is denied: the credential may not {} there",
                 action.as_str()
-            ))
-            .into_response())
+            )))
         }
     }
     if let Route::UploadStart { .. } = route {
-        strip_unauthorised_mount(state, caller, req).map_err(IntoResponse::into_response)?;
+        strip_unauthorised_mount(state, caller, req)?;
     }
     Ok(())
 }
@@ -176,7 +169,7 @@ fn strip_unauthorised_mount(
     state: &StateReader,
     caller: &Caller,
     req: &mut Request,
-) -> Result<(), OciError> {
+) -> Result<(), AccessError> {
     let q = crate::oci::query(req);
     let Some(from) = q.get("from") else {
         return Ok(());
@@ -213,43 +206,53 @@ fn unauthorized(
     scope: Option<&str>,
     error: Option<&str>,
     message: &str,
-) -> Response {
-    let mut resp = OciError::unauthorized(message).into_response();
-    let c = challenge(st, scope, error);
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+) -> AccessError {
+    AccessError::Unauthenticated {
+        message: message.to_string(),
+        challenge: Some(challenge(st, scope, error)),
     }
-    resp
 }
 
+/// What a management call without credentials is told.
+pub const MANAGEMENT_CREDENTIALS: &str =
+    "authentication required: send the admin token or a credential secret as a Bearer token";
+
 /// Management calls: tokens from `/v2/token` are for the registry API only.
-fn management_subject(caller: &Caller) -> Result<&Subject, ApiError> {
+fn management_subject(caller: &Caller) -> Result<&Subject, AccessError> {
     if caller.token.is_some() && !caller.is_admin() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "registry tokens are not accepted here: use a credential secret or the admin token",
-        ));
+        return Err(AccessError::Unauthenticated {
+            message:
+                "registry tokens are not accepted here: use a credential secret or the admin token"
+                    .into(),
+            challenge: None,
+        });
     }
     match &caller.subject {
-        Subject::Anonymous => Err(ApiError::unauthenticated()),
+        Subject::Anonymous => Err(AccessError::Unauthenticated {
+            message: MANAGEMENT_CREDENTIALS.into(),
+            challenge: None,
+        }),
         s => Ok(s),
     }
 }
 
 /// Only the operator (bootstrap admin token).
-pub fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+pub fn require_admin(caller: &Caller) -> Result<(), AccessError> {
     match management_subject(caller)? {
         Subject::Admin => Ok(()),
-        _ => Err(ApiError::denied(
-            "only the registry operator (admin token) may do this",
+        _ => Err(AccessError::Denied(
+            "only the registry operator (admin token) may do this".into(),
         )),
     }
 }
 
 /// The operator, or an administrator credential of `org` (not confined to
 /// a project), while the organisation's feature gate is on.
-pub fn require_org_admin(state: &StateReader, caller: &Caller, org: &str) -> Result<(), ApiError> {
+pub fn require_org_admin(
+    state: &StateReader,
+    caller: &Caller,
+    org: &str,
+) -> Result<(), AccessError> {
     match management_subject(caller)? {
         Subject::Admin => Ok(()),
         Subject::Credential(c) if c.organisation == org => {
@@ -257,36 +260,40 @@ pub fn require_org_admin(state: &StateReader, caller: &Caller, org: &str) -> Res
             if c.is_org_admin() {
                 Ok(())
             } else {
-                Err(ApiError::denied(format!(
+                Err(AccessError::Denied(format!(
                     "the credential is not an administrator of organisation '{org}' (needs scope *:admin)"
                 )))
             }
         }
-        _ => Err(ApiError::denied(format!(
+        _ => Err(AccessError::Denied(format!(
             "no access to organisation '{org}'"
         ))),
     }
 }
 
 /// The operator, or any credential of `org` (to read its settings).
-pub fn require_org_member(state: &StateReader, caller: &Caller, org: &str) -> Result<(), ApiError> {
+pub fn require_org_member(
+    state: &StateReader,
+    caller: &Caller,
+    org: &str,
+) -> Result<(), AccessError> {
     match management_subject(caller)? {
         Subject::Admin => Ok(()),
         Subject::Credential(c) if c.organisation == org => require_gate(state, org),
-        _ => Err(ApiError::denied(format!(
+        _ => Err(AccessError::Denied(format!(
             "no access to organisation '{org}'"
         ))),
     }
 }
 
-pub fn require_gate(state: &StateReader, org: &str) -> Result<(), ApiError> {
+pub fn require_gate(state: &StateReader, org: &str) -> Result<(), AccessError> {
     if state
         .organisation(org)?
         .is_some_and(|o| o.registry_enabled())
     {
         Ok(())
     } else {
-        Err(ApiError::denied(feature_off_message(org)))
+        Err(AccessError::Denied(feature_off_message(org)))
     }
 }
 
@@ -297,15 +304,15 @@ pub fn require_on_namespace(
     caller: &Caller,
     name: &str,
     action: Action,
-) -> Result<NamespaceRecord, ApiError> {
+) -> Result<NamespaceRecord, AccessError> {
     let subject = management_subject(caller)?;
     let ns = state.namespace(name)?;
-    let missing = || ApiError::not_found(format!("namespace '{name}' does not exist"));
+    let missing = || AccessError::NotFound(format!("namespace '{name}' does not exist"));
     match decide(state, subject, ns.as_ref(), action)? {
         Decision::Allow => ns.ok_or_else(missing),
-        Decision::FeatureOff(org) => Err(ApiError::denied(feature_off_message(&org))),
+        Decision::FeatureOff(org) => Err(AccessError::Denied(feature_off_message(&org))),
         Decision::Deny => match (&ns, decide(state, subject, ns.as_ref(), Action::Pull)?) {
-            (Some(_), Decision::Allow) => Err(ApiError::denied(format!(
+            (Some(_), Decision::Allow) => Err(AccessError::Denied(format!(
                 "the credential may not {} in namespace '{name}'",
                 action.as_str()
             ))),

@@ -8,6 +8,7 @@
 //! admin, and the node only listens on loopback (checked at start).
 
 pub mod access;
+pub mod errors;
 pub mod secrets;
 pub mod throttle;
 pub mod token_endpoint;
@@ -17,17 +18,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 use tcr_raft::CredentialRecord;
 
-use crate::api::errors::ApiError;
-use crate::oci::errors::OciError;
 use crate::server::AppState;
+pub use errors::AccessError;
 use tcr_storage::clock::now_secs;
 use tokens::Claims;
 
@@ -304,59 +304,45 @@ pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> Str
     c
 }
 
-/// Middleware for `/v2` and `/v1`: authenticate, decide OCI access from the
-/// route, and hand the caller to the handlers.
-pub async fn require(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// The door of `/v2` and `/v1`: authenticate, decide OCI access from the
+/// route, and hand the caller to the handlers. A refusal comes back as an
+/// `AccessError` for the façade's own middleware to word
+/// (`oci::authorise`, `api::authorise`).
+pub async fn require(st: Arc<AppState>, req: Request, next: Next) -> Result<Response, AccessError> {
     crate::metadata::one_read_per_request(authorise(st, req, next)).await
 }
 
-async fn authorise(st: Arc<AppState>, mut req: Request, next: Next) -> Response {
-    let oci = req.uri().path().starts_with("/v2");
+async fn authorise(
+    st: Arc<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, AccessError> {
     let peer = peer_ip(&req);
-    let caller = match st.auth.caller(&st, req.headers(), peer).await {
-        Ok(c) => c,
-        Err(e) => return refuse(&st, oci, e),
-    };
+    let caller = st
+        .auth
+        .caller(&st, req.headers(), peer)
+        .await
+        .map_err(|e| refusal(&st, e))?;
     if let Some(kind) = crate::rate_limits::Kind::of(req.method(), req.uri().path()) {
-        if let Err(e) = st.rate_limits.check(st.meta.reader(), &caller, peer, kind) {
-            return limited(oci, e);
-        }
+        st.rate_limits
+            .check(st.meta.reader(), &caller, peer, kind)
+            .map_err(limited)?;
     }
-    if oci && !caller.is_admin() {
-        if let Err(mut resp) = access::check_oci(&st, &caller, &mut req).await {
-            resp.headers_mut().insert(
-                crate::oci::API_VERSION_HEADER,
-                HeaderValue::from_static("registry/2.0"),
-            );
-            return resp;
-        }
+    if req.uri().path().starts_with("/v2") && !caller.is_admin() {
+        access::check_oci(&st, &caller, &mut req).await?;
     }
     let origin = crate::audit::Origin::of(&caller, peer);
     req.extensions_mut().insert(caller);
-    crate::audit::within(origin, next.run(req)).await
+    Ok(crate::audit::within(origin, next.run(req)).await)
 }
 
 /// 429 `TOOMANYREQUESTS` with `Retry-After`, as Docker Hub answers.
-fn limited(oci: bool, e: crate::rate_limits::Limited) -> Response {
-    let secs = crate::rate_limits::retry_after_secs(e.retry_after);
-    let mut resp = if oci {
-        OciError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOOMANYREQUESTS",
-            e.to_string(),
-        )
-        .into_response()
-    } else {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOOMANYREQUESTS",
-            e.to_string(),
-        )
-        .into_response()
-    };
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
+fn limited(e: crate::rate_limits::Limited) -> AccessError {
+    AccessError::RetryLater {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: e.to_string(),
+        after_secs: crate::rate_limits::retry_after_secs(e.retry_after),
+    }
 }
 
 /// Count and log a refusal (never the secret).
@@ -382,52 +368,26 @@ pub fn peer_ip(req: &Request) -> Option<IpAddr> {
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardedClient(pub IpAddr);
 
-/// The answer to credentials that were not accepted: 401 (with a challenge
-/// on `/v2`), 429 or 503 with `Retry-After`. Counted and logged (never the
-/// secret).
-pub fn refuse(st: &AppState, oci: bool, e: AuthError) -> Response {
+/// Credentials that were not accepted: 401 (with a challenge for the
+/// registry API), 429 or 503 with `Retry-After`. Counted and logged (never
+/// the secret).
+pub fn refusal(st: &AppState, e: AuthError) -> AccessError {
     count_failure(st, &e);
-    let retry = match &e {
-        AuthError::Throttled(wait) => Some((
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOOMANYREQUESTS",
-            crate::rate_limits::retry_after_secs(*wait),
-        )),
-        AuthError::Busy => Some((StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", 1)),
-        _ => None,
-    };
-    if let Some((status, code, secs)) = retry {
-        let mut resp = if oci {
-            OciError::new(status, code, e.to_string()).into_response()
-        } else {
-            ApiError::new(status, code, e.to_string()).into_response()
-        };
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return resp;
+    match e {
+        AuthError::Throttled(wait) => AccessError::RetryLater {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: e.to_string(),
+            after_secs: crate::rate_limits::retry_after_secs(wait),
+        },
+        AuthError::Busy => AccessError::RetryLater {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+            after_secs: 1,
+        },
+        AuthError::Unavailable(m) => AccessError::Unavailable(m),
+        e => AccessError::Unauthenticated {
+            message: format!("authentication failed: {e}"),
+            challenge: Some(challenge(st, None, Some("invalid_token"))),
+        },
     }
-    if let AuthError::Unavailable(m) = e {
-        return if oci {
-            OciError::unavailable(m).into_response()
-        } else {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m).into_response()
-        };
-    }
-    let message = format!("authentication failed: {e}");
-    let mut resp = if oci {
-        OciError::unauthorized(message).into_response()
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message).into_response()
-    };
-    if oci {
-        let c = challenge(st, None, Some("invalid_token"));
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        resp.headers_mut().insert(
-            crate::oci::API_VERSION_HEADER,
-            HeaderValue::from_static("registry/2.0"),
-        );
-    }
-    resp
 }

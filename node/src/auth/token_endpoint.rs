@@ -16,7 +16,7 @@ use tcr_raft::Action;
 
 use super::access::{decide, feature_off_message, Decision};
 use super::tokens::ResourceAccess;
-use super::{basic_password, count_failure, refuse, AuthError, Subject};
+use super::{basic_password, count_failure, refusal, AuthError, Subject};
 use crate::oci::errors::OciError;
 use crate::server::AppState;
 
@@ -162,7 +162,9 @@ async fn issue(
         Some(p) => match st.auth.password_subject(st, &p, peer).await {
             Ok(s) => s,
             Err(AuthError::Unavailable(m)) => return Err(OciError::unavailable(m)),
-            Err(e @ (AuthError::Throttled(_) | AuthError::Busy)) => return Ok(refuse(st, true, e)),
+            Err(e @ (AuthError::Throttled(_) | AuthError::Busy)) => {
+                return Err(OciError::from(refusal(st, e)))
+            }
             Err(e) => {
                 count_failure(st, &e);
                 return Err(OciError::unauthorized(format!(

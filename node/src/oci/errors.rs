@@ -91,6 +91,43 @@ impl IntoResponse for OciError {
     }
 }
 
+impl From<crate::auth::AccessError> for OciError {
+    fn from(e: crate::auth::AccessError) -> Self {
+        use crate::auth::AccessError;
+        // Retry-later and store refusals are not the registry's access
+        // answers: they carry no API version header.
+        let versioned = !matches!(
+            e,
+            AccessError::RetryLater { .. } | AccessError::Unavailable(_)
+        );
+        let err = match e {
+            AccessError::Unauthenticated { message, challenge } => {
+                let err = OciError::unauthorized(message);
+                match challenge {
+                    Some(c) => err.with_header("www-authenticate", c),
+                    None => err,
+                }
+            }
+            AccessError::Denied(m) => OciError::denied(m),
+            AccessError::NotFound(m) => OciError::name_unknown(m),
+            AccessError::RetryLater {
+                status,
+                message,
+                after_secs,
+            } => OciError::new(status, AccessError::retry_code(status), message)
+                .with_header("retry-after", after_secs.to_string()),
+            AccessError::Unavailable(m) => OciError::unavailable(m),
+            AccessError::Meta(e) => e.into(),
+            AccessError::Read(e) => e.into(),
+        };
+        if versioned {
+            err.with_header(super::API_VERSION_HEADER, "registry/2.0")
+        } else {
+            err
+        }
+    }
+}
+
 impl From<crate::metadata::MetaError> for OciError {
     fn from(e: crate::metadata::MetaError) -> Self {
         use crate::metadata::MetaError;

@@ -47,6 +47,18 @@ pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()
     Ok(())
 }
 
+/// The registry API's door: auth decides, refusals in the registry's words
+/// (with the challenge docker follows to the token endpoint).
+pub async fn authorise(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::auth::require(st, req, next)
+        .await
+        .unwrap_or_else(|e| OciError::from(e).into_response())
+}
+
 /// Everything under `/v2`: parse the path, then hand over to the resource.
 pub async fn dispatch(State(st): State<Arc<AppState>>, mut req: Request) -> Response {
     let method = req.method().clone();

@@ -3,6 +3,7 @@
 //! shrink 5 -> 3 (removing the leader among others), restart every node,
 //! and every node reports the same state digest.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -82,41 +83,7 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
         started.elapsed()
     );
 
-    // Grow: nodes 4 and 5 start empty and wait to be added with `tcr members add`.
-    for id in 4..=5 {
-        let id_s = id.to_string();
-        nodes.push(Node::start_unready(
-            &dir.path().join(format!("n{id}")),
-            &env,
-            &["--node-id", &id_s, "--no-init"],
-        ));
-    }
-    for id in 4..=5usize {
-        let (rpc, http) = (nodes[id - 1].rpc(), nodes[id - 1].host());
-        // Through a node that may well be a follower: it redirects to the leader.
-        let v = tcr_json(
-            &nodes[1].url(),
-            &[
-                "members",
-                "add",
-                "--id",
-                &id.to_string(),
-                "--rpc-addr",
-                &rpc,
-                "--http-addr",
-                &http,
-            ],
-        );
-        assert_eq!(v["role"], "voter");
-    }
-    assert_eq!(voter_ids(&nodes[0]).await, [1, 2, 3, 4, 5]);
-    for id in 4..=5usize {
-        let s = status(&nodes[id - 1]).await.unwrap();
-        assert!(
-            s["snapshotIndex"].as_u64().unwrap_or(0) > 0,
-            "node {id} caught up without a snapshot: {s}"
-        );
-    }
+    grow_to_five_through_snapshots(dir.path(), &env, &mut nodes).await;
 
     // Shrink: remove node 1 (the first leader) and node 4.
     for id in [1, 4] {
@@ -179,7 +146,50 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
     .await;
     eprintln!("digests after restart: {digests:?}");
     // Every tag, counted page by page through a restarted node.
-    let oci = Oci::new(&nodes[4].url());
+    assert_eq!(tags_listed_page_by_page(&nodes[4].url()).await, TAGS + 1);
+}
+
+/// Nodes 4 and 5 start empty, wait to be added with `tcr members add`, and
+/// catch up through a snapshot.
+async fn grow_to_five_through_snapshots(dir: &Path, env: &[(&str, &str)], nodes: &mut Vec<Node>) {
+    for id in 4..=5 {
+        let id_s = id.to_string();
+        nodes.push(Node::start_unready(
+            &dir.join(format!("n{id}")),
+            env,
+            &["--node-id", &id_s, "--no-init"],
+        ));
+    }
+    for id in 4..=5usize {
+        let (rpc, http) = (nodes[id - 1].rpc(), nodes[id - 1].host());
+        // Through a node that may well be a follower: it redirects to the leader.
+        let v = tcr_json(
+            &nodes[1].url(),
+            &[
+                "members",
+                "add",
+                "--id",
+                &id.to_string(),
+                "--rpc-addr",
+                &rpc,
+                "--http-addr",
+                &http,
+            ],
+        );
+        assert_eq!(v["role"], "voter");
+    }
+    assert_eq!(voter_ids(&nodes[0]).await, [1, 2, 3, 4, 5]);
+    for id in 4..=5usize {
+        let s = status(&nodes[id - 1]).await.unwrap();
+        assert!(
+            s["snapshotIndex"].as_u64().unwrap_or(0) > 0,
+            "node {id} caught up without a snapshot: {s}"
+        );
+    }
+}
+
+async fn tags_listed_page_by_page(url: &str) -> usize {
+    let oci = Oci::new(url);
     let (mut count, mut path) = (0, "/v2/acme/app/tags/list?n=10000".to_string());
     loop {
         let resp = oci.get(&path).await;
@@ -199,5 +209,5 @@ async fn grow_to_five_through_snapshot_shrink_to_three_restart_all() {
             None => break,
         }
     }
-    assert_eq!(count, TAGS + 1);
+    count
 }

@@ -485,19 +485,38 @@ async fn management_calls_visibility_revocation_and_rotation() {
     .await;
     let whos = everyone(fixture(&nodes).await);
     let c = Client::new();
-    use reqwest::Method;
-    let (admin, pusher, globex, initech, anon) = (
-        who(&whos, "acme-admin"),
-        who(&whos, "acme-push"),
-        who(&whos, "globex-all"),
-        who(&whos, "initech-all"),
-        who(&whos, "anonymous"),
-    );
+    namespaces_are_created_by_their_organisation_admin(&c, &nodes, &whos).await;
+    a_disabled_organisation_is_refused_by_both_apis(&c, &nodes, &whos).await;
+    management_calls_answer_by_role(&c, &nodes, &whos).await;
+    usage_listings_and_a_new_credential_work_at_once(&c, &nodes, &whos).await;
+    visibility_takes_effect_on_every_node(&c, &nodes).await;
+    revocation_stops_issued_tokens_on_every_node(&c, &nodes, &whos).await;
+    key_rotation_fails_no_pull(&c, &nodes, &whos).await;
+    // No secret reached any node's log.
+    for n in &nodes {
+        let log = n.log();
+        for w in &whos {
+            if let Some(s) = &w.secret {
+                assert!(!log.contains(s.as_str()), "a secret in node log");
+            }
+        }
+        assert!(!log.contains(OPERATOR));
+    }
+}
 
+async fn namespaces_are_created_by_their_organisation_admin(
+    c: &Client,
+    nodes: &[Node],
+    whos: &[Who],
+) {
+    use reqwest::Method;
+    let admin = who(whos, "acme-admin");
+    let pusher = who(whos, "acme-push");
+    let globex = who(whos, "globex-all");
     // Management calls, each through another node.
     let create = |name: &str| json!({"name": name, "visibility": "private"});
     let (s, v) = mgmt(
-        &c,
+        c,
         &nodes[1],
         admin,
         Method::POST,
@@ -509,7 +528,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     assert_eq!(v["organisation"], "acme");
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[2],
             pusher,
             Method::POST,
@@ -524,7 +543,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     into_acme["organisation"] = json!("acme");
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[0],
             globex,
             Method::POST,
@@ -535,8 +554,13 @@ async fn management_calls_visibility_revocation_and_rotation() {
         .0,
         StatusCode::FORBIDDEN
     );
+}
+
+async fn a_disabled_organisation_is_refused_by_both_apis(c: &Client, nodes: &[Node], whos: &[Who]) {
+    use reqwest::Method;
+    let initech = who(whos, "initech-all");
     let (s, v) = mgmt(
-        &c,
+        c,
         &nodes[1],
         initech,
         Method::GET,
@@ -572,18 +596,26 @@ async fn management_calls_visibility_revocation_and_rotation() {
         "{body}"
     );
     assert_eq!(
-        token(&c, &nodes[0], initech, "repository:initech-pub/app:pull").await,
+        token(c, &nodes[0], initech, "repository:initech-pub/app:pull").await,
         Err(StatusCode::FORBIDDEN)
     );
+}
+
+async fn management_calls_answer_by_role(c: &Client, nodes: &[Node], whos: &[Who]) {
+    use reqwest::Method;
+    let admin = who(whos, "acme-admin");
+    let pusher = who(whos, "acme-push");
+    let globex = who(whos, "globex-all");
+    let anon = who(whos, "anonymous");
     assert_eq!(
-        mgmt(&c, &nodes[2], anon, Method::GET, "/namespaces", None)
+        mgmt(c, &nodes[2], anon, Method::GET, "/namespaces", None)
             .await
             .0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[0],
             admin,
             Method::GET,
@@ -596,7 +628,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     );
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[1],
             pusher,
             Method::GET,
@@ -609,7 +641,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     );
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[2],
             globex,
             Method::GET,
@@ -622,7 +654,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     );
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[0],
             admin,
             Method::POST,
@@ -634,20 +666,20 @@ async fn management_calls_visibility_revocation_and_rotation() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        mgmt(&c, &nodes[1], admin, Method::GET, "/cluster", None)
+        mgmt(c, &nodes[1], admin, Method::GET, "/cluster", None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        mgmt(&c, &nodes[2], admin, Method::POST, "/keys/rotate", None)
+        mgmt(c, &nodes[2], admin, Method::POST, "/keys/rotate", None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[0],
             pusher,
             Method::PATCH,
@@ -658,9 +690,19 @@ async fn management_calls_visibility_revocation_and_rotation() {
         .0,
         StatusCode::FORBIDDEN
     );
+}
+
+async fn usage_listings_and_a_new_credential_work_at_once(
+    c: &Client,
+    nodes: &[Node],
+    whos: &[Who],
+) {
+    use reqwest::Method;
+    let admin = who(whos, "acme-admin");
+    let pusher = who(whos, "acme-push");
     // Usage and listings of a namespace the caller may pull.
     let (s, v) = mgmt(
-        &c,
+        c,
         &nodes[1],
         pusher,
         Method::GET,
@@ -675,7 +717,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
         json!(img.config.len() + img.layer.len() + img.manifest.len())
     );
     let (s, v) = mgmt(
-        &c,
+        c,
         &nodes[2],
         pusher,
         Method::GET,
@@ -687,7 +729,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     assert_eq!(v["artifacts"][0]["digest"], img.manifest_digest());
     assert_eq!(
         mgmt(
-            &c,
+            c,
             &nodes[0],
             pusher,
             Method::GET,
@@ -700,7 +742,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
     );
     // An organisation admin's new credential works at once, on another node.
     let (s, v) = mgmt(
-        &c,
+        c,
         &nodes[0],
         admin,
         Method::POST,
@@ -723,7 +765,9 @@ async fn management_calls_visibility_revocation_and_rotation() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+}
 
+async fn visibility_takes_effect_on_every_node(c: &Client, nodes: &[Node]) {
     // Visibility takes effect at once on every node.
     let anon_pull = |node: &Node| {
         c.get(format!("{}/v2/acme-priv/app/manifests/v1", node.url()))
@@ -756,9 +800,12 @@ async fn management_calls_visibility_revocation_and_rotation() {
         challenge.starts_with(&format!("Bearer realm=\"{}/v2/token\"", nodes[2].url())),
         "{challenge}"
     );
+}
 
+async fn revocation_stops_issued_tokens_on_every_node(c: &Client, nodes: &[Node], whos: &[Who]) {
+    let pusher = who(whos, "acme-push");
     // Revocation: a token already issued stops working on every node.
-    let t = token(&c, &nodes[0], pusher, "repository:acme-priv/app:pull")
+    let t = token(c, &nodes[0], pusher, "repository:acme-priv/app:pull")
         .await
         .unwrap();
     let with = |node: &Node, t: &str| {
@@ -795,17 +842,24 @@ async fn management_calls_visibility_revocation_and_rotation() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        token(&c, &nodes[0], pusher, "repository:acme-priv/app:pull").await,
+        token(c, &nodes[0], pusher, "repository:acme-priv/app:pull").await,
         Err(StatusCode::UNAUTHORIZED)
     );
+}
 
+async fn key_rotation_fails_no_pull(c: &Client, nodes: &[Node], whos: &[Who]) {
+    let with = |node: &Node, t: &str| {
+        c.get(format!("{}/v2/acme-priv/app/manifests/v1", node.url()))
+            .bearer_auth(t.to_string())
+            .send()
+    };
     // Key rotation while clients keep pulling through every node.
-    let puller = who(&whos, "acme-pull");
+    let puller = who(whos, "acme-pull");
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let before = op(&nodes[0], &["keys", "list"]);
     let old_kid = before["keys"][0]["kid"].as_str().unwrap().to_string();
-    let old_token = token(&c, &nodes[0], puller, "repository:acme-priv/app:pull")
+    let old_token = token(c, &nodes[0], puller, "repository:acme-priv/app:pull")
         .await
         .unwrap();
     let urls: Vec<String> = nodes.iter().map(Node::url).collect();
@@ -890,7 +944,7 @@ async fn management_calls_visibility_revocation_and_rotation() {
         StatusCode::OK,
         "a token of the old key within its lifetime"
     );
-    let fresh = token(&c, &nodes[0], puller, "repository:acme-priv/app:pull")
+    let fresh = token(c, &nodes[0], puller, "repository:acme-priv/app:pull")
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(&fresh).unwrap();
@@ -913,16 +967,6 @@ async fn management_calls_visibility_revocation_and_rotation() {
         "pulls failed during the key rotation ({} ok)",
         ok.load(Ordering::Relaxed)
     );
-    // No secret reached any node's log.
-    for n in &nodes {
-        let log = n.log();
-        for w in &whos {
-            if let Some(s) = &w.secret {
-                assert!(!log.contains(s.as_str()), "a secret in node log");
-            }
-        }
-        assert!(!log.contains(OPERATOR));
-    }
 }
 
 fn b64(v: &[u8]) -> String {
@@ -1072,6 +1116,15 @@ async fn forged_tokens_are_refused() {
     })
     .await;
 
+    form_grants_as_containerd_sends_them(&c, &node, &secret).await;
+}
+
+async fn form_grants_as_containerd_sends_them(c: &Client, node: &Node, secret: &str) {
+    let pull = |t: String| {
+        c.get(format!("{}/v2/acme/app/manifests/v1", node.url()))
+            .bearer_auth(t)
+            .send()
+    };
     // containerd's form POST: password and refresh_token grants.
     for (grant, field) in [("password", "password"), ("refresh_token", "refresh_token")] {
         let form = [
@@ -1083,7 +1136,7 @@ async fn forged_tokens_are_refused() {
             ),
             ("client_id", "containerd"),
             ("username", "reader"),
-            (field, secret.as_str()),
+            (field, secret),
         ];
         let v: Value = c
             .post(format!("{}/v2/token", node.url()))

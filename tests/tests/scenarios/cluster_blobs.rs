@@ -207,56 +207,8 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
         }
     }
 
-    // Prometheus counts the transfers: pushes to owners, remote reads.
-    let mut pushes_ok = 0;
-    let mut remote_ok = 0;
-    let mut remote_grpc = 0;
-    for n in &nodes {
-        let text = reqwest::get(format!("{}/metrics", n.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let value = |series: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        pushes_ok += value(r#"tcr_blob_transfers_total{kind="push",result="ok"}"#);
-        remote_ok += value(r#"tcr_blob_transfers_total{kind="remote_read",result="ok"}"#);
-        remote_grpc += value(r#"tcr_blob_transfers_total{kind="remote_read_grpc",result="ok"}"#);
-    }
-    // Every blob pushed through a node went to at least one other owner;
-    // every node without a copy read each such blob remotely once.
-    assert!(pushes_ok >= 200 - 1, "{pushes_ok} pushes");
-    assert!(remote_ok >= 200, "{remote_ok} remote reads");
-    // Peers of one version read from each other over HTTP; gRPC is only
-    // the fallback for an older peer.
-    assert_eq!(remote_grpc, 0, "remote reads that fell back to gRPC");
-
-    // A range through a node without a copy.
-    let (d, len, _) = pushed.iter().find(|(_, len, _)| *len > 1 << 20).unwrap();
-    let outsider = (1..=3u64)
-        .find(|id| !holders(&nodes, d).contains(id))
-        .unwrap();
-    let whole = pull(&nodes[outsider as usize - 1], d).await.unwrap();
-    let resp = reqwest::Client::new()
-        .get(format!(
-            "{}/v2/acme/app/blobs/{d}",
-            nodes[outsider as usize - 1].url()
-        ))
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(
-        resp.headers()["content-range"],
-        format!("bytes 1000-1999/{len}").as_str()
-    );
-    assert_eq!(resp.bytes().await.unwrap().as_ref(), &whole[1000..2000]);
+    transfers_are_counted(&nodes).await;
+    a_range_through_a_node_without_a_copy(&nodes, &pushed).await;
 
     // kill -9 of any one node: the other two still serve every blob.
     nodes[1].kill9();
@@ -318,6 +270,61 @@ async fn blobs_live_on_their_owners_and_are_pulled_through_any_node() {
         let body = pull(&nodes[1], d).await.unwrap();
         assert_eq!((body.len(), digest(&body)), (*len, d.clone()));
     }
+}
+
+async fn transfers_are_counted(nodes: &[Node]) {
+    // Prometheus counts the transfers: pushes to owners, remote reads.
+    let mut pushes_ok = 0;
+    let mut remote_ok = 0;
+    let mut remote_grpc = 0;
+    for n in nodes {
+        let text = reqwest::get(format!("{}/metrics", n.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        pushes_ok += value(r#"tcr_blob_transfers_total{kind="push",result="ok"}"#);
+        remote_ok += value(r#"tcr_blob_transfers_total{kind="remote_read",result="ok"}"#);
+        remote_grpc += value(r#"tcr_blob_transfers_total{kind="remote_read_grpc",result="ok"}"#);
+    }
+    // Every blob pushed through a node went to at least one other owner;
+    // every node without a copy read each such blob remotely once.
+    assert!(pushes_ok >= 200 - 1, "{pushes_ok} pushes");
+    assert!(remote_ok >= 200, "{remote_ok} remote reads");
+    // Peers of one version read from each other over HTTP; gRPC is only
+    // the fallback for an older peer.
+    assert_eq!(remote_grpc, 0, "remote reads that fell back to gRPC");
+}
+
+async fn a_range_through_a_node_without_a_copy(nodes: &[Node], pushed: &[(String, usize, String)]) {
+    // A range through a node without a copy.
+    let (d, len, _) = pushed.iter().find(|(_, len, _)| *len > 1 << 20).unwrap();
+    let outsider = (1..=3u64)
+        .find(|id| !holders(nodes, d).contains(id))
+        .unwrap();
+    let whole = pull(&nodes[outsider as usize - 1], d).await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v2/acme/app/blobs/{d}",
+            nodes[outsider as usize - 1].url()
+        ))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes 1000-1999/{len}").as_str()
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &whole[1000..2000]);
 }
 
 #[tokio::test]

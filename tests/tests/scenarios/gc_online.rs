@@ -128,26 +128,7 @@ async fn collection_while_pushing_keeps_every_acknowledged_image() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
-    // The grace period is a cluster setting: with an hour, nothing this
-    // young is a candidate; `--grace-period` overrides it for one run.
-    let set = tcr_json(&urls[1], &["cluster", "set", "gc-grace-period", "1h"]);
-    assert_eq!(set["gcGracePeriodSecs"], 3600, "{set}");
-    let young = tcr_json(&urls[0], &["gc", "run", "--dry-run"]);
-    assert_eq!(
-        (
-            young["candidates"].as_u64(),
-            young["gracePeriodSecs"].as_u64()
-        ),
-        (Some(0), Some(3600)),
-        "{young}"
-    );
-    let set = tcr_json(&urls[2], &["cluster", "set", "rebalance-bandwidth", "50MB"]);
-    assert_eq!(set["rebalanceBytesPerSec"], 50_000_000, "{set}");
-    let dry = tcr_json(
-        &urls[2],
-        &["gc", "run", "--dry-run", "--grace-period", "0s"],
-    );
-    assert_eq!(dry["candidates"], 10, "{dry}");
+    grace_and_bandwidth_are_cluster_settings(&urls);
 
     // Pushers re-use the deleted images' layers while the collection runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -193,27 +174,7 @@ async fn collection_while_pushing_keeps_every_acknowledged_image() {
 
     // Every acknowledged, still-tagged image is whole, through every node.
     let kept: Vec<&Img> = old[5..].iter().chain(acked.iter()).collect();
-    for url in &urls {
-        for img in &kept {
-            let m = c
-                .get(format!("{url}/v2/g/app/manifests/{}", img.tag))
-                .header("accept", OCI_MANIFEST)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(m.status(), StatusCode::OK, "{url} {}", img.tag);
-            assert_eq!(m.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
-            for b in &img.blobs {
-                let r = c
-                    .get(format!("{url}/v2/g/app/blobs/{}", digest(b)))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::OK, "{url} {} blob", img.tag);
-                assert_eq!(r.bytes().await.unwrap().as_ref(), b.as_slice());
-            }
-        }
-    }
+    every_image_is_whole_through_every_node(&c, &urls, &kept).await;
     // The deleted images' configs (never pushed again) are gone from every disk.
     let gone: Vec<String> = old[..5].iter().map(|i| digest(&i.blobs[0])).collect();
     wait_for(
@@ -250,4 +211,53 @@ async fn collection_while_pushing_keeps_every_acknowledged_image() {
         .map(|n| n["sweptBytes"].as_u64().unwrap_or(0))
         .sum();
     assert!(swept > 0, "{status}");
+}
+
+/// The grace period is a cluster setting (`--grace-period` overrides it
+/// for one run); so is the rebalance bandwidth.
+fn grace_and_bandwidth_are_cluster_settings(urls: &[String]) {
+    // The grace period is a cluster setting: with an hour, nothing this
+    // young is a candidate; `--grace-period` overrides it for one run.
+    let set = tcr_json(&urls[1], &["cluster", "set", "gc-grace-period", "1h"]);
+    assert_eq!(set["gcGracePeriodSecs"], 3600, "{set}");
+    let young = tcr_json(&urls[0], &["gc", "run", "--dry-run"]);
+    assert_eq!(
+        (
+            young["candidates"].as_u64(),
+            young["gracePeriodSecs"].as_u64()
+        ),
+        (Some(0), Some(3600)),
+        "{young}"
+    );
+    let set = tcr_json(&urls[2], &["cluster", "set", "rebalance-bandwidth", "50MB"]);
+    assert_eq!(set["rebalanceBytesPerSec"], 50_000_000, "{set}");
+    let dry = tcr_json(
+        &urls[2],
+        &["gc", "run", "--dry-run", "--grace-period", "0s"],
+    );
+    assert_eq!(dry["candidates"], 10, "{dry}");
+}
+
+async fn every_image_is_whole_through_every_node(c: &Client, urls: &[String], kept: &[&Img]) {
+    for url in urls {
+        for img in kept {
+            let m = c
+                .get(format!("{url}/v2/g/app/manifests/{}", img.tag))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(m.status(), StatusCode::OK, "{url} {}", img.tag);
+            assert_eq!(m.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+            for b in &img.blobs {
+                let r = c
+                    .get(format!("{url}/v2/g/app/blobs/{}", digest(b)))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK, "{url} {} blob", img.tag);
+                assert_eq!(r.bytes().await.unwrap().as_ref(), b.as_slice());
+            }
+        }
+    }
 }

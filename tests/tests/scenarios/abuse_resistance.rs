@@ -701,9 +701,52 @@ async fn a_nearly_full_disk_refuses_pushes_keeps_pulls_and_recovers() {
         async move { c.post(url).body(body).send().await.unwrap().status() == StatusCode::CREATED }
     })
     .await;
+    let filler =
+        a_full_disk_stops_raft_and_fails_liveness(dir.path(), &node, &oci, &c, &empty).await;
+    // Space freed, the pod restarted: everything acknowledged is there.
+    std::fs::remove_file(&filler).unwrap();
+    node.kill9();
+    node.restart().await;
+    for (m, i) in kept {
+        let r = c
+            .get(oci.url(&format!("/v2/acme/app/manifests/t{i}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "t{i} lost");
+        assert_eq!(digest(&r.bytes().await.unwrap()), *m);
+        let r = oci
+            .get(&format!("/v2/acme/app/blobs/{}", digest(&layer(*i))))
+            .await;
+        assert_eq!(r.bytes().await.unwrap().as_ref(), layer(*i).as_slice());
+    }
+    let r = c
+        .get(oci.url("/v2/acme/app/manifests/latest"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(digest(&r.bytes().await.unwrap()), digest(&newest));
+    let r = reqwest::get(format!("{}/healthz", node.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Fills the node's disk with a file of its own and returns its path.
+async fn a_full_disk_stops_raft_and_fails_liveness(
+    dir: &std::path::Path,
+    node: &Node,
+    oci: &Oci,
+    c: &Client,
+    empty: &str,
+) -> std::path::PathBuf {
+    use tcr_tests::images::OCI_MANIFEST;
     // Now the disk itself fills (something else on it): a Raft write that
     // meets ENOSPC stops the Raft core and liveness fails.
-    let filler = dir.path().join("data/filler");
+    let filler = dir.join("data/filler");
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&filler).unwrap();
@@ -745,36 +788,7 @@ async fn a_nearly_full_disk_refuses_pushes_keeps_pulls_and_recovers() {
         },
     )
     .await;
-    // Space freed, the pod restarted: everything acknowledged is there.
-    std::fs::remove_file(&filler).unwrap();
-    node.kill9();
-    node.restart().await;
-    for (m, i) in kept {
-        let r = c
-            .get(oci.url(&format!("/v2/acme/app/manifests/t{i}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "t{i} lost");
-        assert_eq!(digest(&r.bytes().await.unwrap()), *m);
-        let r = oci
-            .get(&format!("/v2/acme/app/blobs/{}", digest(&layer(*i))))
-            .await;
-        assert_eq!(r.bytes().await.unwrap().as_ref(), layer(*i).as_slice());
-    }
-    let r = c
-        .get(oci.url("/v2/acme/app/manifests/latest"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(digest(&r.bytes().await.unwrap()), digest(&newest));
-    let r = reqwest::get(format!("{}/healthz", node.url()))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    filler
 }
 
 /// A client that sends `secret` as the Basic password on every request.
@@ -852,7 +866,6 @@ fn step(e: &Value) -> (String, String, String) {
 /// the request.
 #[tokio::test]
 async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
-    use tcr_tests::images::{digest, Image};
     let dir = tempfile::tempdir().unwrap();
     let nodes = tcr_tests::harness::cluster(
         dir.path(),
@@ -861,7 +874,43 @@ async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
         &[],
     )
     .await;
-    let (n0, n1, n2) = (&nodes[0], &nodes[1], &nodes[2]);
+    let s = an_audited_session(&nodes).await;
+    an_admin_sees_its_own_organisation_only(&nodes, &s).await;
+    let (n0, n1) = (&nodes[0], &nodes[1]);
+    op(n0, &["gc", "run", "--grace-period", "0s"]);
+    let out = tcr(
+        &n1.url(),
+        &[
+            "--token",
+            OPERATOR,
+            "credentials",
+            "revoke",
+            "--org",
+            "acme",
+            &s.ci_id,
+        ],
+    );
+    assert!(out.status.success());
+
+    let all = the_trail_lists_the_session_in_order(&nodes, &s).await;
+    the_trail_is_one_everywhere_filtered_logged_and_guarded(&nodes, &s, &all).await;
+}
+
+/// What the scripted session left for the audit trail to name.
+struct AuditSession {
+    ci_id: String,
+    ci_secret: String,
+    gx_id: String,
+    gx_secret: String,
+    a: tcr_tests::images::Image,
+    b: tcr_tests::images::Image,
+}
+
+async fn an_audited_session(nodes: &[Node]) -> AuditSession {
+    use tcr_tests::images::Image;
+    let n0 = &nodes[0];
+    let n1 = &nodes[1];
+    let n2 = &nodes[2];
     op(n0, &["orgs", "create", "acme", "--enable-registry"]);
     op(n1, &["namespaces", "create", "acme", "--org", "acme"]);
     let ci = op(
@@ -950,6 +999,22 @@ async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
     let run = as_ci(n2, &["retention", "run", "acme"]);
     assert_eq!(run["manifestsRemoved"], 1, "{run}");
 
+    AuditSession {
+        ci_id,
+        ci_secret,
+        gx_id,
+        gx_secret,
+        a,
+        b,
+    }
+}
+
+async fn an_admin_sees_its_own_organisation_only(nodes: &[Node], s: &AuditSession) {
+    let n0 = &nodes[0];
+    let n2 = &nodes[2];
+    let ci_secret = s.ci_secret.clone();
+    let gx_id = s.gx_id.clone();
+    let gx_secret = s.gx_secret.clone();
     // An organisation's admin sees its organisation's events only, and may
     // not ask for another's.
     let mine = audit_events(n2, &ci_secret, "").await;
@@ -975,22 +1040,15 @@ async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
 
-    op(n0, &["gc", "run", "--grace-period", "0s"]);
-    let out = tcr(
-        &n1.url(),
-        &[
-            "--token",
-            OPERATOR,
-            "credentials",
-            "revoke",
-            "--org",
-            "acme",
-            &ci_id,
-        ],
-    );
-    assert!(out.status.success());
-
+async fn the_trail_lists_the_session_in_order(nodes: &[Node], s: &AuditSession) -> Vec<Value> {
+    use tcr_tests::images::digest;
+    let n0 = &nodes[0];
+    let ci_id = s.ci_id.clone();
+    let gx_id = s.gx_id.clone();
+    let a = &s.a;
+    let b = &s.b;
     let all = audit_events(n0, OPERATOR, "").await;
     // Forming the cluster changed its membership: the cluster's own act.
     assert!(
@@ -1068,6 +1126,18 @@ async fn the_audit_trail_says_who_did_what_in_order_on_every_node() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
+    all
+}
+
+async fn the_trail_is_one_everywhere_filtered_logged_and_guarded(
+    nodes: &[Node],
+    s: &AuditSession,
+    all: &[Value],
+) {
+    let n0 = &nodes[0];
+    let n1 = &nodes[1];
+    let n2 = &nodes[2];
+    let ci_secret = s.ci_secret.clone();
     // The same trail through every node.
     for n in [n1, n2] {
         assert_eq!(audit_events(n, OPERATOR, "").await, all);

@@ -468,6 +468,34 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    let (pods, replicas, token) = three_pods_ready_in_order(&tag, &image).await;
+    a_docker_push_through_one_node(&pods, &token, &tag).await;
+    a_rolling_restart_fails_no_pull(&pods, &token, replicas).await;
+    scale_to_five_and_back_to_three(&pods, &token).await;
+    let c = https().build().unwrap();
+    // tcr-2 loses its volume: it comes back with an empty one, is given a
+    // new id (its old one, 3, is removed first) and rejoins as a new member.
+    lose_volume(&pods, &token, 2, 3, 1003).await;
+    pull(&c, &pods.url(2), &token)
+        .await
+        .unwrap_or_else(|e| panic!("pull through the rejoined pod: {e}"));
+    // The same for tcr-0, which on an empty volume would otherwise
+    // initialise a cluster of its own: it finds its peers and rejoins.
+    lose_volume(&pods, &token, 0, 1, 1001).await;
+    for i in 0..3 {
+        let ids = voter_ids(&pods.url(i), &token).await;
+        assert_eq!(ids.len(), 3, "pod {i} sees {ids:?}: one cluster, not two");
+        pull(&c, &pods.url(i), &token)
+            .await
+            .unwrap_or_else(|e| panic!("pull through pod {i}: {e}"));
+    }
+    run("docker", &["rmi", "-f", &image]);
+}
+
+/// The pods of the rendered StatefulSet, started one by one (OrderedReady)
+/// into a cluster of three voters; returns them, the replica count and the
+/// admin token.
+async fn three_pods_ready_in_order(tag: &str, image: &str) -> (Arc<Pods>, usize, String) {
     let (_, docs) = render("deploy/kubernetes");
     let spec = pod_spec(&docs);
     let replicas = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap()["spec"]["replicas"]
@@ -513,12 +541,12 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         "TCR_PUBLIC_URL".into(),
         format!("https://127.0.0.1:{port0}"),
     );
-    run("docker", &["network", "create", &tag]);
+    run("docker", &["network", "create", tag]);
     let pods = Arc::new(Pods {
         spec,
-        tag: tag.clone(),
-        image: image.clone(),
-        network: tag.clone(),
+        tag: tag.to_string(),
+        image: image.to_string(),
+        network: tag.to_string(),
         secret_dirs,
         ports: pods_ports,
     });
@@ -532,7 +560,10 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         voters(&pods.url(0), &token).await == 3
     })
     .await;
+    (pods, replicas, token)
+}
 
+async fn a_docker_push_through_one_node(pods: &Pods, token: &str, tag: &str) {
     // A docker push through one node.
     let c = https().build().unwrap();
     let r = c
@@ -540,7 +571,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
             "{}/v1/container-registries/namespaces",
             pods.url(1)
         ))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&serde_json::json!({"name": "acme", "visibility": "private"}))
         .send()
         .await
@@ -552,11 +583,13 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     let rootfs = dir.path().join("rootfs.tar");
     std::fs::write(&rootfs, tar(&[("hello.txt", tag.as_bytes())])).unwrap();
     run("docker", &["import", rootfs.to_str().unwrap(), &img]);
-    run("docker", &["login", "-u", "admin", "-p", &token, &host]);
+    run("docker", &["login", "-u", "admin", "-p", token, &host]);
     run("docker", &["push", &img]);
     run("docker", &["rmi", &img]);
     run("docker", &["logout", &host]);
+}
 
+async fn a_rolling_restart_fails_no_pull(pods: &Arc<Pods>, token: &str, replicas: usize) {
     // A client pulls in a loop through the ready pods, as through the
     // client Service: a prober keeps the endpoints, like kube-proxy.
     let endpoints: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new((0..replicas).collect()));
@@ -591,7 +624,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
             stop.clone(),
             pulls.clone(),
             failures.clone(),
-            token.clone(),
+            token.to_string(),
         );
         tokio::spawn(async move {
             // No connection reuse: a pooled connection to a pod that went
@@ -636,7 +669,7 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         wait_for(
             "three voters after the restart",
             Duration::from_secs(60),
-            || async { voters(&pods.url(i), &token).await == 3 },
+            || async { voters(&pods.url(i), token).await == 3 },
         )
         .await;
         wait_for("pulls going on", Duration::from_secs(30), || async {
@@ -654,14 +687,16 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         "failed pulls during the roll"
     );
     assert!(pulls.load(Ordering::Relaxed) > 20);
+}
 
+async fn scale_to_five_and_back_to_three(pods: &Pods, token: &str) {
     // Scale 3 -> 5: the new pods join through tcr-0 by themselves.
     for i in 3..5 {
         pods.start(i);
         pods.wait_ready(i).await;
     }
     wait_for("five voters", Duration::from_secs(90), || async {
-        voters(&pods.url(0), &token).await == 5
+        voters(&pods.url(0), token).await == 5
     })
     .await;
     // And back to 3: drain each leaving pod (`tcr members remove --drain`:
@@ -671,8 +706,8 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     for i in (3..5).rev() {
         let id = (i + 1).to_string();
         let out = tcr_in_pod(
-            &pods,
-            &token,
+            pods,
+            token,
             &[
                 "members",
                 "remove",
@@ -691,46 +726,25 @@ async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
         run("docker", &["rm", "-f", &pods.name(i)]);
     }
     wait_for("three voters again", Duration::from_secs(60), || async {
-        voters(&pods.url(0), &token).await == 3
+        voters(&pods.url(0), token).await == 3
     })
     .await;
     // Data intact: the image pulls whole through every remaining pod.
     for i in 0..3 {
-        pull(&c, &pods.url(i), &token)
+        pull(&c, &pods.url(i), token)
             .await
             .unwrap_or_else(|e| panic!("pull through pod {i} after scaling down: {e}"));
     }
     // Fewer voters than an explicit replication factor is refused.
-    let out = tcr_in_pod(
-        &pods,
-        &token,
-        &["cluster", "set", "replication-factor", "3"],
-    );
+    let out = tcr_in_pod(pods, token, &["cluster", "set", "replication-factor", "3"]);
     assert!(out.status.success());
-    let out = tcr_in_pod(&pods, &token, &["members", "remove", "--id", "3"]);
+    let out = tcr_in_pod(pods, token, &["members", "remove", "--id", "3"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("fewer than the replication factor"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // tcr-2 loses its volume: it comes back with an empty one, is given a
-    // new id (its old one, 3, is removed first) and rejoins as a new member.
-    lose_volume(&pods, &token, 2, 3, 1003).await;
-    pull(&c, &pods.url(2), &token)
-        .await
-        .unwrap_or_else(|e| panic!("pull through the rejoined pod: {e}"));
-    // The same for tcr-0, which on an empty volume would otherwise
-    // initialise a cluster of its own: it finds its peers and rejoins.
-    lose_volume(&pods, &token, 0, 1, 1001).await;
-    for i in 0..3 {
-        let ids = voter_ids(&pods.url(i), &token).await;
-        assert_eq!(ids.len(), 3, "pod {i} sees {ids:?}: one cluster, not two");
-        pull(&c, &pods.url(i), &token)
-            .await
-            .unwrap_or_else(|e| panic!("pull through pod {i}: {e}"));
-    }
-    run("docker", &["rmi", "-f", &image]);
 }
 
 /// Delete pod `ordinal` with its volume and start it again on a new one:

@@ -190,123 +190,11 @@ async fn every_rule_kind_removes_what_its_preview_listed() {
         nodes[0].create_namespace(ns, "private").await;
     }
 
-    // keep last N pushed, a protected tag, and a digest shared by a
-    // removed and a kept tag.
-    let r = "pushed/app";
-    push(&oci[0], r, "latest", Some("latest")).await;
-    let d1 = push(&oci[1], r, "one", Some("x1")).await;
-    let d2 = push(&oci[2], r, "two", Some("x2")).await;
-    push(&oci[0], r, "three", Some("x3")).await;
-    assert_eq!(push(&oci[1], r, "one", Some("x4")).await, d1);
-    set_policy(
-        &nodes[0],
-        "pushed",
-        &json!({"rules": [{"keep": "lastPushed", "count": 2}], "protect": ["lat*"]}),
-    );
-
-    // keep last N pulled: p1 pulled first, then p3, then p2; p4 never.
-    let r = "pulled/app";
-    let mut pulled = Vec::new();
-    for t in ["p1", "p2", "p3", "p4"] {
-        pulled.push(push(&oci[0], r, t, Some(t)).await);
-    }
-    pull_and_wait(&oci[1], &nodes[0], r, "p1").await;
-    pull_and_wait(&oci[2], &nodes[0], r, "p3").await;
-    pull_and_wait(&oci[0], &nodes[0], r, "p2").await;
-    set_policy(
-        &nodes[0],
-        "pulled",
-        &json!({"rules": [{"keep": "lastPulled", "count": 2}]}),
-    );
-
-    // tag filters: only rel-*, never rel-keep*; dev-1 is out of scope.
-    let r = "filters/app";
-    push(&oci[0], r, "dev", Some("dev-1")).await;
-    let rel1 = push(&oci[1], r, "rel1", Some("rel-1")).await;
-    push(&oci[2], r, "rel2", Some("rel-2")).await;
-    push(&oci[0], r, "relkeep", Some("rel-keep-1")).await;
-    set_policy(
-        &nodes[0],
-        "filters",
-        &json!({"rules": [{"keep": "lastPushed", "count": 1, "tags": ["rel-*"], "excludeTags": ["rel-keep*"]}]}),
-    );
-
-    // untagged manifests, index children, referrers.
-    let r = "untagged/app";
-    let kept = push(&oci[0], r, "kept", Some("keep")).await;
-    let gone = push(&oci[1], r, "gone", Some("gone")).await;
-    let sig_kept = push_referrer(&oci[2], r, &kept, "sig of kept").await;
-    let sig_gone = push_referrer(&oci[0], r, &gone, "sig of gone").await;
-    let loose = push(&oci[1], r, "loose", None).await;
-    let (c1, c2) = (
-        push(&oci[2], r, "child1", None).await,
-        push(&oci[0], r, "child2", None).await,
-    );
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": c1, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
-            {"mediaType": OCI_MANIFEST, "digest": c2, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
-        ],
-    }))
-    .unwrap();
-    let resp = oci[1].put_manifest(r, "multi", OCI_INDEX, &index).await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    set_policy(
-        &nodes[0],
-        "untagged",
-        &json!({
-            "rules": [{"keep": "lastPushed", "count": 0}],
-            "protect": ["keep", "multi"],
-            "untaggedOlderThanSecs": 3,
-            "removeReferrers": true,
-        }),
-    );
-
-    // pushed-within and pulled-within: old ones now, new ones after a gap
-    // longer than the window (6 s), in one policy with two scoped rules.
-    let r = "within/app";
-    let w_old = push(&oci[0], r, "w-old", Some("w-old")).await;
-    let q_old = push(&oci[1], r, "q-old", Some("q-old")).await;
-    let q_never = push(&oci[2], r, "q-never", Some("q-never")).await;
-    pull_and_wait(&oci[0], &nodes[0], r, "q-old").await;
-    let t0 = now();
-    wait_for(
-        "8 s past the old pushes",
-        Duration::from_secs(20),
-        || async { now() >= t0 + 8 },
-    )
-    .await;
-    push(&oci[1], r, "w-new", Some("w-new")).await;
-    push(&oci[2], r, "q-new", Some("q-new")).await;
-    pull_and_wait(&oci[0], &nodes[0], r, "q-new").await;
-    set_policy(
-        &nodes[0],
-        "within",
-        &json!({"rules": [
-            {"keep": "pushedWithin", "withinSecs": 6, "tags": ["w-*"]},
-            {"keep": "pulledWithin", "withinSecs": 6, "tags": ["q-*"]},
-        ]}),
-    );
-
-    // Each preview equals its run; then the registry shows the result.
-    preview_then_run(
-        &nodes[1],
-        "within",
-        &expect(&[
-            (r, "w-old", &w_old),
-            (r, "q-old", &q_old),
-            (r, "q-never", &q_never),
-            (r, "", &w_old),
-            (r, "", &q_old),
-            (r, "", &q_never),
-        ]),
-    );
-    assert_eq!(
-        tag_names(&nodes[2], r).await,
-        ["q-new", "w-new"].map(String::from).into()
-    );
+    let (d1, d2) = keep_last_pushed(&nodes, &oci).await;
+    let pulled = keep_last_pulled(&nodes, &oci).await;
+    let rel1 = tag_filters(&nodes, &oci).await;
+    let untagged = untagged_children_and_referrers(&nodes, &oci).await;
+    within_windows_remove_what_is_older(&nodes, &oci).await;
 
     let r = "pushed/app";
     preview_then_run(
@@ -351,6 +239,193 @@ async fn every_rule_kind_removes_what_its_preview_listed() {
         ["dev-1", "rel-2", "rel-keep-1"].map(String::from).into()
     );
 
+    untagged_go_with_their_referrers(&nodes, &oci, &untagged).await;
+
+    // A second run finds nothing more; the audit lists both, newest first.
+    let again = tcr_json(&nodes[2].url(), &["retention", "run", "untagged"]);
+    assert_eq!(again["removed"], json!([]));
+    let runs = tcr_json(&nodes[0].url(), &["retention", "runs", "untagged"]);
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["id"], again["id"]);
+    assert_eq!(runs[1]["manifestsRemoved"].as_u64(), Some(3));
+
+    // The layer only the removed x2 used is reclaimed by GC; the shared
+    // config stays.
+    let layer_of_two = digest(b"layer of two");
+    let gc = tcr_json(&nodes[0].url(), &["gc", "run", "--grace-period", "0s"]);
+    assert!(gc["collected"].as_u64().unwrap() >= 1, "{gc}");
+    let blob = |o: &Oci, d: String| {
+        let url = o.url(&format!("/v2/pushed/app/blobs/{d}"));
+        let c = o.http.clone();
+        async move { c.head(url).send().await.unwrap().status() }
+    };
+    assert_eq!(blob(&oci[2], layer_of_two).await, StatusCode::NOT_FOUND);
+    assert_eq!(blob(&oci[2], digest(CONFIG)).await, StatusCode::OK);
+    bad_policies_are_refused(&nodes[0]).await;
+}
+
+/// Policy: keep the last 2 pushed, protect lat*; returns the digests of
+/// one and two.
+async fn keep_last_pushed(nodes: &[Node], oci: &[Oci]) -> (String, String) {
+    // keep last N pushed, a protected tag, and a digest shared by a
+    // removed and a kept tag.
+    let r = "pushed/app";
+    push(&oci[0], r, "latest", Some("latest")).await;
+    let d1 = push(&oci[1], r, "one", Some("x1")).await;
+    let d2 = push(&oci[2], r, "two", Some("x2")).await;
+    push(&oci[0], r, "three", Some("x3")).await;
+    assert_eq!(push(&oci[1], r, "one", Some("x4")).await, d1);
+    set_policy(
+        &nodes[0],
+        "pushed",
+        &json!({"rules": [{"keep": "lastPushed", "count": 2}], "protect": ["lat*"]}),
+    );
+    (d1, d2)
+}
+
+async fn keep_last_pulled(nodes: &[Node], oci: &[Oci]) -> Vec<String> {
+    // keep last N pulled: p1 pulled first, then p3, then p2; p4 never.
+    let r = "pulled/app";
+    let mut pulled = Vec::new();
+    for t in ["p1", "p2", "p3", "p4"] {
+        pulled.push(push(&oci[0], r, t, Some(t)).await);
+    }
+    pull_and_wait(&oci[1], &nodes[0], r, "p1").await;
+    pull_and_wait(&oci[2], &nodes[0], r, "p3").await;
+    pull_and_wait(&oci[0], &nodes[0], r, "p2").await;
+    set_policy(
+        &nodes[0],
+        "pulled",
+        &json!({"rules": [{"keep": "lastPulled", "count": 2}]}),
+    );
+    pulled
+}
+
+async fn tag_filters(nodes: &[Node], oci: &[Oci]) -> String {
+    // tag filters: only rel-*, never rel-keep*; dev-1 is out of scope.
+    let r = "filters/app";
+    push(&oci[0], r, "dev", Some("dev-1")).await;
+    let rel1 = push(&oci[1], r, "rel1", Some("rel-1")).await;
+    push(&oci[2], r, "rel2", Some("rel-2")).await;
+    push(&oci[0], r, "relkeep", Some("rel-keep-1")).await;
+    set_policy(
+        &nodes[0],
+        "filters",
+        &json!({"rules": [{"keep": "lastPushed", "count": 1, "tags": ["rel-*"], "excludeTags": ["rel-keep*"]}]}),
+    );
+    rel1
+}
+
+/// The manifests of the untagged namespace the checks name.
+struct Untagged {
+    kept: String,
+    gone: String,
+    sig_kept: String,
+    sig_gone: String,
+    loose: String,
+    c1: String,
+    c2: String,
+}
+
+async fn untagged_children_and_referrers(nodes: &[Node], oci: &[Oci]) -> Untagged {
+    // untagged manifests, index children, referrers.
+    let r = "untagged/app";
+    let kept = push(&oci[0], r, "kept", Some("keep")).await;
+    let gone = push(&oci[1], r, "gone", Some("gone")).await;
+    let sig_kept = push_referrer(&oci[2], r, &kept, "sig of kept").await;
+    let sig_gone = push_referrer(&oci[0], r, &gone, "sig of gone").await;
+    let loose = push(&oci[1], r, "loose", None).await;
+    let (c1, c2) = (
+        push(&oci[2], r, "child1", None).await,
+        push(&oci[0], r, "child2", None).await,
+    );
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": c1, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": c2, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let resp = oci[1].put_manifest(r, "multi", OCI_INDEX, &index).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    set_policy(
+        &nodes[0],
+        "untagged",
+        &json!({
+            "rules": [{"keep": "lastPushed", "count": 0}],
+            "protect": ["keep", "multi"],
+            "untaggedOlderThanSecs": 3,
+            "removeReferrers": true,
+        }),
+    );
+    Untagged {
+        kept,
+        gone,
+        sig_kept,
+        sig_gone,
+        loose,
+        c1,
+        c2,
+    }
+}
+
+async fn within_windows_remove_what_is_older(nodes: &[Node], oci: &[Oci]) {
+    // pushed-within and pulled-within: old ones now, new ones after a gap
+    // longer than the window (6 s), in one policy with two scoped rules.
+    let r = "within/app";
+    let w_old = push(&oci[0], r, "w-old", Some("w-old")).await;
+    let q_old = push(&oci[1], r, "q-old", Some("q-old")).await;
+    let q_never = push(&oci[2], r, "q-never", Some("q-never")).await;
+    pull_and_wait(&oci[0], &nodes[0], r, "q-old").await;
+    let t0 = now();
+    wait_for(
+        "8 s past the old pushes",
+        Duration::from_secs(20),
+        || async { now() >= t0 + 8 },
+    )
+    .await;
+    push(&oci[1], r, "w-new", Some("w-new")).await;
+    push(&oci[2], r, "q-new", Some("q-new")).await;
+    pull_and_wait(&oci[0], &nodes[0], r, "q-new").await;
+    set_policy(
+        &nodes[0],
+        "within",
+        &json!({"rules": [
+            {"keep": "pushedWithin", "withinSecs": 6, "tags": ["w-*"]},
+            {"keep": "pulledWithin", "withinSecs": 6, "tags": ["q-*"]},
+        ]}),
+    );
+
+    // Each preview equals its run; then the registry shows the result.
+    preview_then_run(
+        &nodes[1],
+        "within",
+        &expect(&[
+            (r, "w-old", &w_old),
+            (r, "q-old", &q_old),
+            (r, "q-never", &q_never),
+            (r, "", &w_old),
+            (r, "", &q_old),
+            (r, "", &q_never),
+        ]),
+    );
+    assert_eq!(
+        tag_names(&nodes[2], r).await,
+        ["q-new", "w-new"].map(String::from).into()
+    );
+}
+
+async fn untagged_go_with_their_referrers(nodes: &[Node], oci: &[Oci], u: &Untagged) {
+    let kept = u.kept.clone();
+    let gone = u.gone.clone();
+    let sig_kept = u.sig_kept.clone();
+    let sig_gone = u.sig_gone.clone();
+    let loose = u.loose.clone();
+    let c1 = u.c1.clone();
+    let c2 = u.c2.clone();
     // The untagged ones have been there for more than 3 s by now.
     let r = "untagged/app";
     preview_then_run(
@@ -377,32 +452,12 @@ async fn every_rule_kind_removes_what_its_preview_listed() {
         tag_names(&nodes[1], r).await,
         ["keep", "multi"].map(String::from).into()
     );
+}
 
-    // A second run finds nothing more; the audit lists both, newest first.
-    let again = tcr_json(&nodes[2].url(), &["retention", "run", "untagged"]);
-    assert_eq!(again["removed"], json!([]));
-    let runs = tcr_json(&nodes[0].url(), &["retention", "runs", "untagged"]);
-    let runs = runs["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0]["id"], again["id"]);
-    assert_eq!(runs[1]["manifestsRemoved"].as_u64(), Some(3));
-
-    // The layer only the removed x2 used is reclaimed by GC; the shared
-    // config stays.
-    let layer_of_two = digest(b"layer of two");
-    let gc = tcr_json(&nodes[0].url(), &["gc", "run", "--grace-period", "0s"]);
-    assert!(gc["collected"].as_u64().unwrap() >= 1, "{gc}");
-    let blob = |o: &Oci, d: String| {
-        let url = o.url(&format!("/v2/pushed/app/blobs/{d}"));
-        let c = o.http.clone();
-        async move { c.head(url).send().await.unwrap().status() }
-    };
-    assert_eq!(blob(&oci[2], layer_of_two).await, StatusCode::NOT_FOUND);
-    assert_eq!(blob(&oci[2], digest(CONFIG)).await, StatusCode::OK);
-
+async fn bad_policies_are_refused(node: &Node) {
     // Bad policies are refused with the reason.
     let out = tcr(
-        &nodes[0].url(),
+        &node.url(),
         &[
             "retention",
             "set",
@@ -419,11 +474,11 @@ async fn every_rule_kind_removes_what_its_preview_listed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let resp = nodes[0]
+    let resp = node
         .client()
         .put(format!(
             "{}/v1/container-registries/namespaces/pushed/retention-policy",
-            nodes[0].url()
+            node.url()
         ))
         .json(&json!({"rules": [{"keep": "lastPushed", "withinSecs": 5}]}))
         .send()

@@ -12,7 +12,7 @@ use tcr_raft::{Actor, AuditContext, Command};
 use tcr_storage::clock::now_ms;
 
 use crate::auth::{Caller, Subject};
-use crate::server::AppState;
+use crate::state::JobsState;
 
 /// The request (or job) behind the writes of the current task.
 #[derive(Clone, Debug)]
@@ -72,12 +72,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// On whichever node leads: forget events older than `retention`, in one
 /// command per check (a range delete in the state machine), and only when
 /// there is something to forget.
-pub async fn prune(st: Arc<AppState>, retention: Duration) {
+pub async fn prune(st: Arc<JobsState>, retention: Duration) {
     let mut tick = tokio::time::interval(PRUNE_EVERY.min(retention.max(Duration::from_secs(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if st.meta.raft.metrics().borrow().current_leader != Some(st.node_id) {
+        if st.meta.raft().metrics().borrow().current_leader != Some(st.node_id) {
             continue;
         }
         let before_ms =

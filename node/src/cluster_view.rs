@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tcr_raft::consensus::network::Network;
+use tcr_raft::Network;
 use tcr_raft::{Raft, StateReader};
 use tcr_storage::cluster::{ClusterView, Membership, MembershipVersion, Peer, ViewError};
 use tokio::sync::watch;

@@ -60,7 +60,7 @@ pub struct Config {
     pub no_init: bool,
     /// Under a StatefulSet: take the node id from the host name's ordinal
     /// (`tcr-2` is node 3; a new volume asks the cluster, see
-    /// `server::settle_node_id`); ordinal 0 initialises the cluster on an
+    /// `start::settle_node_id`); ordinal 0 initialises the cluster on an
     /// empty data dir unless its peers run one, the others join via --join.
     #[arg(long, env = "TCR_ID_FROM_HOSTNAME")]
     pub id_from_hostname: bool,
@@ -239,7 +239,7 @@ impl Config {
             cfg.node_id = ordinal + 1;
             cfg.ordinal = Some(ordinal);
             // Ordinal 0 initialises unless it finds the cluster already
-            // running (see `server::settle_node_id`); the others join.
+            // running (see `start::settle_node_id`); the others join.
             if ordinal > 0 {
                 cfg.no_init = true;
             }

@@ -7,12 +7,16 @@ mod cluster_view;
 mod config;
 mod connections;
 mod jobs;
+mod lifecycle;
 mod listing;
 mod metadata;
 mod metrics;
 mod oci;
 mod rate_limits;
-mod server;
+mod router;
+mod rpc_port;
+mod start;
+mod state;
 
 use std::process::ExitCode;
 
@@ -41,7 +45,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match server::run(cfg).await {
+    match start::run(cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

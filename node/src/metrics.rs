@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::oci::route::{self, Route};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub struct Metrics {
     registry: Registry,
@@ -224,7 +224,7 @@ pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
 pub async fn render_for_operator(State(st): State<Arc<AppState>>, req: Request) -> Response {
     use crate::api::errors::ApiError;
     let peer = crate::auth::peer_ip(&req);
-    match st.auth.caller(&st, req.headers(), peer).await {
+    match st.access.auth.caller(&st.access, req.headers(), peer).await {
         Ok(c) if c.is_admin() => render(State(st)).await,
         Ok(c) if c.credential().is_some() => {
             ApiError::denied("only the registry operator may read /metrics").into_response()
@@ -235,14 +235,14 @@ pub async fn render_for_operator(State(st): State<Arc<AppState>>, req: Request) 
             "/metrics needs the operator's credential (or use --metrics-addr)",
         )
         .into_response(),
-        Err(e) => crate::api::errors::refused(crate::auth::refusal(&st, e)),
+        Err(e) => crate::api::errors::refused(crate::auth::refusal(&st.access, e)),
     }
 }
 
 pub async fn render(State(st): State<Arc<AppState>>) -> Response {
     let m = &st.metrics;
     {
-        let rm = st.meta.raft.metrics();
+        let rm = st.meta.raft().metrics();
         let rm = rm.borrow();
         m.raft_term.set(rm.current_term as i64);
         m.raft_last_log.set(rm.last_log_index.unwrap_or(0) as i64);
@@ -251,7 +251,7 @@ pub async fn render(State(st): State<Arc<AppState>>) -> Response {
         m.raft_is_leader
             .set(i64::from(rm.current_leader == Some(st.node_id)));
     }
-    let r = st.reconciler.report();
+    let r = st.jobs.reconciler.report();
     for (what, v) in [
         ("owned", r.owned),
         ("held", r.held),

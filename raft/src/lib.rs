@@ -6,7 +6,9 @@
 //! - `consensus/`: the Raft machinery, which knows nothing of registries:
 //!   the type config (`types`), the log store, the network client
 //!   (`network`) and server (`server`) over one RPC codec (`rpc`),
-//!   snapshots and when to take them, read-index reads, leader transfer.
+//!   snapshots and when to take them, read-index reads, leader transfer,
+//!   membership, and the timing budget (`timing`). Its face to the rest of
+//!   the node is one handle, `Consensus`.
 //! - `model/`: the registry's replicated state: the commands, tenancy,
 //!   retention policies and runs, garbage collection, usage, the audit
 //!   trail, and the queries over it all (`queries`).
@@ -24,7 +26,7 @@
 // type; our helpers return it unchanged rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
-pub mod consensus;
+mod consensus;
 mod model;
 mod state_machine;
 mod store;
@@ -32,7 +34,13 @@ mod store;
 use std::path::Path;
 
 pub use consensus::log_store::LogStore;
-pub use consensus::types::{NodeId, NodeInfo, Raft, TypeConfig, DEFAULT_WEIGHT};
+pub use consensus::types::{
+    NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig, DEFAULT_WEIGHT,
+};
+pub use consensus::{
+    ask_for_id, find_member, Consensus, JoinReply, Leader, Network, StartError, TransferReply,
+    Unavailable, MAX_FRAME,
+};
 pub use model::audit::{
     key_of as audit_cursor, Actor, AuditContext, AuditEvent, AuditFilter, AuditPage,
 };
@@ -57,8 +65,8 @@ pub use store::{
 /// The three handles onto one node's metadata store.
 pub struct Stores {
     pub log: LogStore,
-    /// Log bytes since the last snapshot, for `snapshot_policy::run`.
-    pub log_volume: std::sync::Arc<consensus::snapshot_policy::LogVolume>,
+    /// Log bytes since the last snapshot, for the snapshot policy.
+    log_volume: std::sync::Arc<consensus::snapshot_policy::LogVolume>,
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
 }

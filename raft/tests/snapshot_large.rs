@@ -163,7 +163,7 @@ async fn a_200k_tag_snapshot_installs_without_holding_it_in_memory() {
 /// report the process's peak RSS.
 async fn install_child() {
     let file = std::env::var("TCR_SNAPSHOT_FILE").unwrap();
-    let meta: tcr_raft::consensus::types::SnapshotMeta = serde_json::from_slice(
+    let meta: tcr_raft::SnapshotMeta = serde_json::from_slice(
         &std::fs::read(std::env::var("TCR_SNAPSHOT_META").unwrap()).unwrap(),
     )
     .unwrap();

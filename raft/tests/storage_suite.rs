@@ -2,7 +2,7 @@
 //! store and state machine.
 
 use openraft::testing::{StoreBuilder, Suite};
-use tcr_raft::consensus::types::StorageError;
+use tcr_raft::StorageError;
 use tcr_raft::{LogStore, StateMachineStore, TypeConfig};
 
 struct RocksBuilder;

@@ -15,7 +15,7 @@ use tcr_raft::{Actor, AuditEvent, AuditFilter};
 use super::errors::{ApiError, ApiResult, ErrorResponses};
 use crate::auth::access::require_org_admin;
 use crate::auth::{Caller, Subject};
-use crate::server::AppState;
+use crate::state::ApiState;
 
 /// Events per page when `n` is not given, and at most.
 const DEFAULT_PAGE: usize = 100;
@@ -154,7 +154,7 @@ fn time_param(name: &str, v: &str) -> ApiResult<u64> {
         ErrorResponses,
     ))]
 pub async fn list(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {

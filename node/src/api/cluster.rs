@@ -13,20 +13,20 @@ use axum::Json;
 use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::json;
-use tcr_raft::consensus::rpc::JoinReply;
-use tcr_raft::consensus::transfer::TransferReply;
+use tcr_raft::JoinReply;
 use tcr_raft::NodeInfo;
+use tcr_raft::TransferReply;
 
 use super::errors::{parse_json, ApiError, ApiResult};
-use crate::server::AppState;
+use crate::state::ApiState;
 
 #[utoipa::path(get, path = "/v1/container-registries/cluster", tag = "operator", description = "cluster status, members, replication (operator only)",
     responses(
         (status = 200, description = "a JSON document", body = Object),
         ErrorResponses,
     ))]
-pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
-    let m = st.meta.raft.metrics().borrow().clone();
+pub async fn status(State(st): State<Arc<ApiState>>) -> ApiResult {
+    let m = st.meta.raft().metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
@@ -69,8 +69,8 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
 }
 
 /// `None` when this node leads; otherwise a 307 to the leader (or 503).
-pub(crate) fn redirect_to_leader(st: &AppState, uri: &axum::http::Uri) -> Option<Response> {
-    let m = st.meta.raft.metrics().borrow().clone();
+pub(crate) fn redirect_to_leader(st: &ApiState, uri: &axum::http::Uri) -> Option<Response> {
+    let m = st.meta.raft().metrics().borrow().clone();
     match m.current_leader {
         Some(l) if l == st.node_id => None,
         Some(l) => {
@@ -119,7 +119,7 @@ pub struct AddMember {
         ErrorResponses,
     ))]
 pub async fn add_member(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> ApiResult {
@@ -135,7 +135,7 @@ pub async fn add_member(
         http_addr: req.http_addr,
         weight: req.weight.unwrap_or(tcr_raft::DEFAULT_WEIGHT),
     };
-    match tcr_raft::consensus::server::add_voter(&st.meta.raft, req.id, node).await {
+    match st.meta.consensus().add_voter(req.id, node).await {
         JoinReply::Joined => {
             Ok((StatusCode::OK, Json(json!({"id": req.id, "role": "voter"}))).into_response())
         }
@@ -159,7 +159,7 @@ pub async fn add_member(
         ErrorResponses,
     ))]
 pub async fn remove_member(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     OriginalUri(uri): OriginalUri,
     Path(id): Path<u64>,
 ) -> ApiResult {
@@ -223,7 +223,7 @@ pub struct UpdateMember {
         ErrorResponses,
     ))]
 pub async fn update_member(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     OriginalUri(uri): OriginalUri,
     Path(id): Path<u64>,
     body: Bytes,
@@ -260,9 +260,9 @@ pub async fn update_member(
 }
 
 /// The membership this node has seen committed.
-fn committed_membership(st: &AppState) -> openraft::Membership<u64, NodeInfo> {
+fn committed_membership(st: &ApiState) -> openraft::Membership<u64, NodeInfo> {
     st.meta
-        .raft
+        .raft()
         .metrics()
         .borrow()
         .membership_config
@@ -271,11 +271,11 @@ fn committed_membership(st: &AppState) -> openraft::Membership<u64, NodeInfo> {
 }
 
 async fn change_membership(
-    st: &AppState,
+    st: &ApiState,
     change: ChangeMembers<u64, NodeInfo>,
 ) -> Result<(), ApiError> {
     st.meta
-        .raft
+        .raft()
         .change_membership(change, false)
         .await
         .map(|_| ())
@@ -303,7 +303,7 @@ pub struct TransferLeader {
         ErrorResponses,
     ))]
 pub async fn transfer_leader(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> ApiResult {
@@ -311,7 +311,7 @@ pub async fn transfer_leader(
     if let Some(r) = redirect_to_leader(&st, &uri) {
         return Ok(r);
     }
-    let voters = tcr_raft::consensus::server::voters(&st.meta.raft);
+    let voters = st.meta.consensus().voters();
     if !voters.contains(&req.to) {
         return Err(ApiError::not_found(format!(
             "node {} is not a voter of this cluster",
@@ -366,10 +366,10 @@ pub struct Settings {
         (status = 200, description = "a JSON document", body = Object),
         ErrorResponses,
     ))]
-pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+pub async fn update_settings(State(st): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let req: Settings = parse_json(&body)?;
     if let Some(factor) = req.replication_factor {
-        let voters = tcr_raft::consensus::server::voters(&st.meta.raft).len();
+        let voters = st.meta.consensus().voters().len();
         if factor == 0 {
             return Err(ApiError::invalid(
                 "the replication factor must be at least 1",
@@ -396,7 +396,7 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
             })
             .await?;
     }
-    let voters = tcr_raft::consensus::server::voters(&st.meta.raft).len();
+    let voters = st.meta.consensus().voters().len();
     // A linearizable read: this node may apply the write a beat after the leader.
     let state = st.meta.read().await?;
     let (factor, set) = replication(state, voters)?;
@@ -405,8 +405,8 @@ pub async fn update_settings(State(st): State<Arc<AppState>>, body: Bytes) -> Ap
         "replicationFactorSet": set,
         "writeQuorum": tcr_storage::placement::write_quorum(factor),
         "rebalanceBytesPerSec": state.rebalance_bytes_per_sec()?,
-        "gcGracePeriodSecs": state.gc_grace_secs()?.unwrap_or(st.gc_grace_secs),
-        "retentionIntervalSecs": crate::jobs::retention::interval_secs(&st)?,
+        "gcGracePeriodSecs": state.gc_grace_secs()?.unwrap_or(st.jobs.gc_grace_secs),
+        "retentionIntervalSecs": crate::jobs::retention::interval_secs(&st.jobs)?,
     }))
     .into_response())
 }

@@ -17,7 +17,7 @@ use super::organisations::check_tenant_name;
 use crate::auth::access::require_org_admin;
 use crate::auth::{secrets, Caller};
 use crate::oci::names::check_namespace;
-use crate::server::AppState;
+use crate::state::ApiState;
 use tcr_storage::clock::now_secs;
 
 /// Most scopes one credential carries.
@@ -93,7 +93,7 @@ pub fn view(c: &CredentialRecord) -> CredentialView {
         ErrorResponses,
     ))]
 pub async fn create(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     body: Bytes,
@@ -165,7 +165,7 @@ pub async fn create(
         ErrorResponses,
     ))]
 pub async fn list(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> ApiResult {
@@ -187,7 +187,7 @@ pub async fn list(
         ErrorResponses,
     ))]
 pub async fn revoke(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::cluster::redirect_to_leader;
 use super::errors::{parse_json, ApiError, ApiResult};
 use crate::jobs::gc::{GcError, GcOutcome};
-use crate::server::AppState;
+use crate::state::ApiState;
 
 #[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -66,7 +66,7 @@ impl From<GcError> for ApiError {
         ErrorResponses,
     ))]
 pub async fn run(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> ApiResult {
@@ -80,9 +80,9 @@ pub async fn run(
     }
     let grace = match req.grace_period_secs {
         Some(g) => g,
-        None => crate::jobs::gc::grace_secs(&st)?,
+        None => crate::jobs::gc::grace_secs(&st.jobs)?,
     };
-    let out = crate::jobs::gc::run(&st, req.dry_run, grace).await?;
+    let out = crate::jobs::gc::run(&st.jobs, req.dry_run, grace).await?;
     Ok((StatusCode::OK, Json(out)).into_response())
 }
 
@@ -91,7 +91,7 @@ pub async fn run(
         (status = 200, body = GcStatus),
         ErrorResponses,
     ))]
-pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
+pub async fn status(State(st): State<Arc<ApiState>>) -> ApiResult {
     let last = st.meta.read().await?.gc_last()?.map(|r| LastRun {
         at: r.at,
         grace_before: r.grace_before,

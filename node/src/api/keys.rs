@@ -33,13 +33,13 @@ pub struct KeyList {
 pub struct RotatedKey {
     pub kid: String,
 }
-use crate::server::AppState;
+use crate::state::ApiState;
 use tcr_storage::clock::now_secs;
 
 /// Public facts only: never the private half.
 #[utoipa::path(get, path = "/v1/container-registries/keys", tag = "operator",
     responses((status = 200, body = KeyList), ErrorResponses))]
-pub async fn list(State(st): State<Arc<AppState>>) -> ApiResult {
+pub async fn list(State(st): State<Arc<ApiState>>) -> ApiResult {
     let now = now_secs();
     let keys = st
         .meta
@@ -63,13 +63,18 @@ pub async fn list(State(st): State<Arc<AppState>>) -> ApiResult {
 /// they signed have expired.
 #[utoipa::path(post, path = "/v1/container-registries/keys/rotate", tag = "operator",
     responses((status = 201, body = RotatedKey), ErrorResponses))]
-pub async fn rotate(State(st): State<Arc<AppState>>) -> ApiResult {
-    let kid = st.auth.tokens.add_key(&st, now_secs()).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            e.to_string(),
-        )
-    })?;
+pub async fn rotate(State(st): State<Arc<ApiState>>) -> ApiResult {
+    let kid = st
+        .auth
+        .tokens
+        .add_key(&st.meta, now_secs())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            )
+        })?;
     Ok((StatusCode::CREATED, Json(RotatedKey { kid })).into_response())
 }

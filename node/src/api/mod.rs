@@ -25,7 +25,7 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Caller;
-use crate::server::AppState;
+use crate::state::ApiState;
 
 const BASE: &str = "/v1/container-registries";
 
@@ -34,7 +34,11 @@ fn at(path: &str) -> String {
 }
 
 /// The management API's door: auth decides, refusals in this API's words.
-pub async fn authorise(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn authorise(
+    State(st): State<Arc<crate::state::AuthState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     crate::auth::require(st, req, next)
         .await
         .unwrap_or_else(errors::refused)
@@ -53,7 +57,7 @@ async fn operator_only(req: Request, next: Next) -> Response {
     }
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<ApiState>> {
     let operator = Router::new()
         .route(&at("/cluster"), get(cluster::status))
         .route(&at("/storage/blobs/{digest}"), get(storage::blob))

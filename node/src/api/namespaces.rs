@@ -19,7 +19,7 @@ use crate::auth::access::{may_pull, require_admin, require_gate, require_on_name
 use crate::auth::{Caller, Subject};
 use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_namespace;
-use crate::server::AppState;
+use crate::state::ApiState;
 use tcr_storage::clock::now_secs;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -120,7 +120,7 @@ pub fn page_params(q: &HashMap<String, String>) -> ApiResult<(Option<String>, us
 /// organisation (or none); a credential creates in its own organisation
 /// (and its own project, if it has one) and needs the `admin` action.
 fn placement(
-    st: &AppState,
+    st: &ApiState,
     caller: &Caller,
     req: &CreateNamespace,
 ) -> ApiResult<(Option<String>, Option<String>)> {
@@ -166,7 +166,7 @@ fn placement(
         ErrorResponses,
     ))]
 pub async fn create(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
@@ -215,7 +215,7 @@ pub async fn create(
         ErrorResponses,
     ))]
 pub async fn list(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
@@ -260,7 +260,7 @@ pub async fn list(
         ErrorResponses,
     ))]
 pub async fn show(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -277,7 +277,7 @@ pub async fn show(
         ErrorResponses,
     ))]
 pub async fn update(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     body: Bytes,
@@ -329,7 +329,7 @@ pub async fn update(
         ErrorResponses,
     ))]
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -349,7 +349,7 @@ pub async fn delete(
         ErrorResponses,
     ))]
 pub async fn repositories(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,

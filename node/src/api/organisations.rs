@@ -16,7 +16,7 @@ use super::errors::{parse_json, ApiError, ApiResult};
 use crate::auth::access::{require_admin, require_org_admin, require_org_member};
 use crate::auth::{Caller, Subject};
 use crate::oci::names::check_namespace;
-use crate::server::AppState;
+use crate::state::ApiState;
 use tcr_storage::clock::now_secs;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -110,7 +110,7 @@ fn check_feature(name: &str) -> ApiResult<()> {
         ErrorResponses,
     ))]
 pub async fn create(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
@@ -143,7 +143,7 @@ pub async fn create(
         ErrorResponses,
     ))]
 pub async fn list(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult {
     let state = st.meta.read().await?;
@@ -173,7 +173,7 @@ fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecor
         ErrorResponses,
     ))]
 pub async fn show(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> ApiResult {
@@ -195,7 +195,7 @@ pub async fn show(
         ErrorResponses,
     ))]
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> ApiResult {
@@ -214,7 +214,7 @@ pub async fn delete(
         ErrorResponses,
     ))]
 pub async fn set_feature(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((org, feature)): Path<(String, String)>,
     body: Bytes,
@@ -240,7 +240,7 @@ pub async fn set_feature(
         ErrorResponses,
     ))]
 pub async fn create_project(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     body: Bytes,
@@ -271,7 +271,7 @@ pub async fn create_project(
         ErrorResponses,
     ))]
 pub async fn list_projects(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> ApiResult {
@@ -289,7 +289,7 @@ pub async fn list_projects(
         ErrorResponses,
     ))]
 pub async fn delete_project(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((org, project)): Path<(String, String)>,
 ) -> ApiResult {

@@ -13,7 +13,7 @@ use serde_json::json;
 use tcr_raft::{Command, RateLimits};
 
 use super::errors::{parse_json, ApiError, ApiResult};
-use crate::server::AppState;
+use crate::state::ApiState;
 
 /// Most requests per minute a limit may name (one a millisecond).
 const MAX_PER_MINUTE: u32 = 60_000;
@@ -51,7 +51,7 @@ fn view(
 #[utoipa::path(get, path = "/v1/container-registries/cluster/rate-limits", tag = "operator",
     description = "the cluster's default request rate limits per credential (per client address for anonymous callers); null: none (operator only)",
     responses((status = 200, description = "a JSON document", body = Object), ErrorResponses))]
-pub async fn show_cluster(State(st): State<Arc<AppState>>) -> ApiResult {
+pub async fn show_cluster(State(st): State<Arc<ApiState>>) -> ApiResult {
     let state = st.meta.read().await?;
     let l = state.rate_limits(None)?;
     view(None, l, l)
@@ -61,7 +61,7 @@ pub async fn show_cluster(State(st): State<Arc<AppState>>) -> ApiResult {
     description = "set the cluster's default request rate limits: pullsPerMinute, pushesPerMinute, managementPerMinute (0: no limit) (operator only)",
     request_body = RateLimits,
     responses((status = 200, description = "a JSON document", body = Object), ErrorResponses))]
-pub async fn set_cluster(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+pub async fn set_cluster(State(st): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let limits = parse(&body)?;
     st.meta
         .write(Command::SetRateLimits {
@@ -72,7 +72,7 @@ pub async fn set_cluster(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
     view(None, Some(limits), Some(limits))
 }
 
-async fn require_organisation(st: &AppState, org: &str) -> Result<(), ApiError> {
+async fn require_organisation(st: &ApiState, org: &str) -> Result<(), ApiError> {
     let state = st.meta.read().await?;
     if state.organisation(org)?.is_none() {
         return Err(ApiError::not_found(format!(
@@ -87,7 +87,7 @@ async fn require_organisation(st: &AppState, org: &str) -> Result<(), ApiError> 
     description = "an organisation's rate limit override and the limits in effect for it (operator only)",
     responses((status = 200, description = "a JSON document", body = Object), ErrorResponses))]
 pub async fn show_organisation(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Path(org): Path<String>,
 ) -> ApiResult {
     require_organisation(&st, &org).await?;
@@ -106,7 +106,7 @@ pub async fn show_organisation(
     request_body = RateLimits,
     responses((status = 200, description = "a JSON document", body = Object), ErrorResponses))]
 pub async fn set_organisation(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Path(org): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -126,7 +126,7 @@ pub async fn set_organisation(
     description = "remove an organisation's override: the cluster's limits apply again (operator only)",
     responses((status = 204, description = "removed"), ErrorResponses))]
 pub async fn clear_organisation(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Path(org): Path<String>,
 ) -> ApiResult {
     require_organisation(&st, &org).await?;

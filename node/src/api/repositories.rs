@@ -19,7 +19,7 @@ use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
 use crate::listing::{filtered_page, Step};
 use crate::oci::names::check_repository;
-use crate::server::AppState;
+use crate::state::ApiState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -112,7 +112,7 @@ pub struct OrganisationUsage {
 
 /// Check the name and the caller's right to `action` in its namespace.
 async fn authorise<'a>(
-    st: &'a AppState,
+    st: &'a ApiState,
     caller: &Caller,
     repo: &str,
     action: Action,
@@ -134,7 +134,7 @@ async fn authorise<'a>(
         ErrorResponses,
     ))]
 pub async fn show(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(repo): Path<String>,
 ) -> ApiResult {
@@ -157,7 +157,7 @@ pub async fn show(
         ErrorResponses,
     ))]
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(repo): Path<String>,
 ) -> ApiResult {
@@ -175,7 +175,7 @@ pub async fn delete(
         ErrorResponses,
     ))]
 pub async fn tags(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(repo): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -227,7 +227,7 @@ pub async fn tags(
         ErrorResponses,
     ))]
 pub async fn artifacts(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(repo): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -282,7 +282,7 @@ pub async fn artifacts(
         ErrorResponses,
     ))]
 pub async fn usage(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -298,7 +298,7 @@ pub async fn usage(
         ErrorResponses,
     ))]
 pub async fn organisation_usage(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> ApiResult {

@@ -15,7 +15,7 @@ use tcr_raft::{Action, AuditItem, Command, RetentionPolicy, RetentionRun, Trigge
 use super::errors::{parse_json, ApiError, ApiResult, ErrorResponses};
 use crate::auth::access::require_on_namespace;
 use crate::auth::Caller;
-use crate::server::AppState;
+use crate::state::ApiState;
 use tcr_storage::clock::now_secs;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -40,7 +40,7 @@ pub struct RunList {
     params(("ns" = String, Path)),
     responses((status = 200, body = RetentionPolicy), ErrorResponses))]
 pub async fn show(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -56,7 +56,7 @@ pub async fn show(
     request_body = RetentionPolicy,
     responses((status = 200, body = RetentionPolicy), ErrorResponses))]
 pub async fn set(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     body: Bytes,
@@ -77,7 +77,7 @@ pub async fn set(
     params(("ns" = String, Path)),
     responses((status = 204, description = "removed; runs still pending finish without removing anything"), ErrorResponses))]
 pub async fn clear(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -97,7 +97,7 @@ pub async fn clear(
     params(("ns" = String, Path)),
     responses((status = 200, body = Preview), ErrorResponses))]
 pub async fn preview(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
@@ -125,12 +125,12 @@ pub async fn preview(
     params(("ns" = String, Path)),
     responses((status = 202, description = "started", body = RetentionRun), ErrorResponses))]
 pub async fn start(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
 ) -> ApiResult {
     require_on_namespace(st.meta.read().await?, &caller, &ns, Action::Admin)?;
-    let run = crate::jobs::retention::start(&st, &ns, Trigger::Manual).await?;
+    let run = crate::jobs::retention::start(&st.jobs, &ns, Trigger::Manual).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
@@ -138,7 +138,7 @@ pub async fn start(
     params(("ns" = String, Path), ("n" = Option<usize>, Query, description = "at most this many (100)")),
     responses((status = 200, body = RunList), ErrorResponses))]
 pub async fn runs(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -157,7 +157,7 @@ pub async fn runs(
     params(("ns" = String, Path), ("id" = String, Path)),
     responses((status = 200, description = "the run and its audit record", body = RetentionRun), ErrorResponses))]
 pub async fn run(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((ns, id)): Path<(String, String)>,
 ) -> ApiResult {

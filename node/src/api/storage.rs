@@ -10,7 +10,7 @@ use serde_json::json;
 use tcr_storage::Digest;
 
 use super::errors::{ApiError, ApiResult};
-use crate::server::AppState;
+use crate::state::ApiState;
 
 #[utoipa::path(get, path = "/v1/container-registries/storage/blobs/{digest}", tag = "operator", description = "where a blob is stored (operator only)",
     params(("digest" = String, Path)),
@@ -18,7 +18,7 @@ use crate::server::AppState;
         (status = 200, description = "a JSON document", body = Object),
         ErrorResponses,
     ))]
-pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -> ApiResult {
+pub async fn blob(State(st): State<Arc<ApiState>>, Path(digest): Path<String>) -> ApiResult {
     let d: Digest = digest
         .parse()
         .map_err(|e| ApiError::invalid(format!("{e}")))?;
@@ -42,7 +42,7 @@ pub async fn blob(State(st): State<Arc<AppState>>, Path(digest): Path<String>) -
         (status = 200, description = "a JSON document", body = Object),
         ErrorResponses,
     ))]
-pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
+pub async fn status(State(st): State<Arc<ApiState>>) -> ApiResult {
     let report = st.reconciler.report();
     Ok(Json(json!({"nodeId": st.node_id, "storage": report})).into_response())
 }
@@ -53,7 +53,7 @@ pub async fn status(State(st): State<Arc<AppState>>) -> ApiResult {
         (status = 200, description = "a JSON document", body = Object),
         ErrorResponses,
     ))]
-pub async fn run_pass(State(st): State<Arc<AppState>>) -> ApiResult {
+pub async fn run_pass(State(st): State<Arc<ApiState>>) -> ApiResult {
     st.reconciler.wake();
     Ok((
         axum::http::StatusCode::ACCEPTED,

@@ -8,7 +8,7 @@ use tcr_raft::{namespace_of, Action, NamespaceRecord, StateReader, Visibility};
 
 use super::{challenge, AccessError, Caller, Subject};
 use crate::oci::route::{self, Route};
-use crate::server::AppState;
+use crate::state::AuthState;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -107,7 +107,7 @@ fn scope_for(repo: &str, action: Action) -> String {
 /// repository the caller may not pull is turned into a plain upload, as
 /// the distribution spec allows.
 pub async fn check_oci(
-    st: &AppState,
+    st: &AuthState,
     caller: &Caller,
     req: &mut Request,
 ) -> Result<(), AccessError> {
@@ -202,7 +202,7 @@ fn strip_unauthorised_mount(
 }
 
 fn unauthorized(
-    st: &AppState,
+    st: &AuthState,
     scope: Option<&str>,
     error: Option<&str>,
     message: &str,

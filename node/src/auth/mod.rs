@@ -26,7 +26,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 use tcr_raft::CredentialRecord;
 
-use crate::server::AppState;
+use crate::state::AuthState;
 pub use errors::AccessError;
 use tcr_storage::clock::now_secs;
 use tokens::Claims;
@@ -146,7 +146,7 @@ impl Auth {
     /// the throttle's bounds.
     pub async fn password_subject(
         &self,
-        st: &AppState,
+        st: &AuthState,
         password: &str,
         peer: Option<IpAddr>,
     ) -> Result<Subject, AuthError> {
@@ -202,7 +202,7 @@ impl Auth {
     /// does not know it yet (created a moment ago through another node).
     async fn credential(
         &self,
-        st: &AppState,
+        st: &AuthState,
         id: &str,
     ) -> Result<Option<CredentialRecord>, AuthError> {
         let unavailable = |e: &dyn std::fmt::Display| AuthError::Unavailable(e.to_string());
@@ -221,7 +221,7 @@ impl Auth {
     /// Authenticate a request from its Authorization header.
     pub async fn caller(
         &self,
-        st: &AppState,
+        st: &AuthState,
         headers: &HeaderMap,
         peer: Option<IpAddr>,
     ) -> Result<Caller, AuthError> {
@@ -254,7 +254,7 @@ impl Auth {
                 token: None,
             });
         }
-        let claims = self.tokens.verify(st, bearer, &self.service).await?;
+        let claims = self.tokens.verify(&st.meta, bearer, &self.service).await?;
         let subject = match claims.sub.as_str() {
             "admin" => Subject::Admin,
             "anonymous" => Subject::Anonymous,
@@ -290,7 +290,7 @@ pub fn basic_password(value: &str) -> Option<String> {
 
 /// The `Bearer realm=...` challenge docker and containerd follow to the
 /// token endpoint.
-pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> String {
+pub fn challenge(st: &AuthState, scope: Option<&str>, error: Option<&str>) -> String {
     let mut c = format!(
         "Bearer realm=\"{}\",service=\"{}\"",
         st.auth.realm, st.auth.service
@@ -308,12 +308,16 @@ pub fn challenge(st: &AppState, scope: Option<&str>, error: Option<&str>) -> Str
 /// route, and hand the caller to the handlers. A refusal comes back as an
 /// `AccessError` for the façade's own middleware to word
 /// (`oci::authorise`, `api::authorise`).
-pub async fn require(st: Arc<AppState>, req: Request, next: Next) -> Result<Response, AccessError> {
+pub async fn require(
+    st: Arc<AuthState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, AccessError> {
     crate::metadata::one_read_per_request(authorise(st, req, next)).await
 }
 
 async fn authorise(
-    st: Arc<AppState>,
+    st: Arc<AuthState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, AccessError> {
@@ -346,7 +350,7 @@ fn limited(e: crate::rate_limits::Limited) -> AccessError {
 }
 
 /// Count and log a refusal (never the secret).
-pub fn count_failure(st: &AppState, e: &AuthError) {
+pub fn count_failure(st: &AuthState, e: &AuthError) {
     st.metrics
         .auth_failures
         .with_label_values(&[e.reason()])
@@ -371,7 +375,7 @@ pub struct ForwardedClient(pub IpAddr);
 /// Credentials that were not accepted: 401 (with a challenge for the
 /// registry API), 429 or 503 with `Retry-After`. Counted and logged (never
 /// the secret).
-pub fn refusal(st: &AppState, e: AuthError) -> AccessError {
+pub fn refusal(st: &AuthState, e: AuthError) -> AccessError {
     count_failure(st, &e);
     match e {
         AuthError::Throttled(wait) => AccessError::RetryLater {

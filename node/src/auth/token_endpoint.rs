@@ -18,7 +18,7 @@ use super::access::{decide, feature_off_message, Decision};
 use super::tokens::ResourceAccess;
 use super::{basic_password, count_failure, refusal, AuthError, Subject};
 use crate::oci::errors::OciError;
-use crate::server::AppState;
+use crate::state::AuthState;
 
 /// Largest accepted form or query (scopes for a few hundred repositories).
 const MAX_FORM: usize = 64 * 1024;
@@ -69,7 +69,7 @@ fn ip(peer: Peer) -> Option<IpAddr> {
 }
 
 pub async fn get(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<AuthState>>,
     peer: Peer,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -87,7 +87,7 @@ pub async fn get(
 }
 
 pub async fn post(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<AuthState>>,
     peer: Peer,
     headers: HeaderMap,
     body: Bytes,
@@ -140,7 +140,7 @@ pub async fn post(
 }
 
 async fn issue(
-    st: &AppState,
+    st: &AuthState,
     q: &[(String, String)],
     password: Option<String>,
     peer: Option<IpAddr>,
@@ -230,7 +230,7 @@ async fn issue(
     let (token, issued_at) = st
         .auth
         .tokens
-        .issue(st, &sub, &service, granted)
+        .issue(&st.meta, &sub, &service, granted)
         .await
         .map_err(|e| OciError::unavailable(format!("issuing a token: {e}")))?;
     let issued = httpdate_rfc3339(issued_at);

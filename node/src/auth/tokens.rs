@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tcr_raft::{Command, SigningKeyRecord};
 
 use crate::metadata::MetaError;
-use crate::server::AppState;
+use crate::metadata::Metadata;
 use tcr_storage::clock::now_secs;
 
 /// Allowed clock difference between the nodes of one region (NTP keeps
@@ -127,12 +127,12 @@ impl Tokens {
     /// Sign a token for `sub` granting `access`.
     pub async fn issue(
         &self,
-        st: &AppState,
+        meta: &Metadata,
         sub: &str,
         service: &str,
         access: Vec<ResourceAccess>,
     ) -> Result<(String, u64), TokenError> {
-        let key = self.signing_key(st).await?;
+        let key = self.signing_key(meta).await?;
         let now = now_secs();
         let mut jti = [0u8; 16];
         rand::rng().fill_bytes(&mut jti);
@@ -155,37 +155,40 @@ impl Tokens {
         Ok((token, now))
     }
 
-    async fn signing_key(&self, st: &AppState) -> Result<SigningKeyRecord, TokenError> {
-        if let Some(k) = active(&st.meta.reader().signing_keys()?) {
+    async fn signing_key(&self, meta: &Metadata) -> Result<SigningKeyRecord, TokenError> {
+        if let Some(k) = active(&meta.reader().signing_keys()?) {
             return Ok(k.clone());
         }
         // The first token of a new cluster: make a key. Two nodes racing
         // here both add one; the later retires the earlier, which keeps
         // verifying until its tokens expire.
         let now = now_secs();
-        crate::audit::within(crate::audit::Origin::system("keys"), self.add_key(st, now)).await?;
-        let keys = st.meta.read().await?.signing_keys()?;
+        crate::audit::within(
+            crate::audit::Origin::system("keys"),
+            self.add_key(meta, now),
+        )
+        .await?;
+        let keys = meta.read().await?.signing_keys()?;
         active(&keys).cloned().ok_or(TokenError::UnknownKey)
     }
 
     /// Add a new signing key; the current ones verify for one more token
     /// lifetime (plus leeway) and then retire.
-    pub async fn add_key(&self, st: &AppState, now: u64) -> Result<String, TokenError> {
+    pub async fn add_key(&self, meta: &Metadata, now: u64) -> Result<String, TokenError> {
         let key = new_key(now);
         let kid = key.kid.clone();
-        st.meta
-            .write(Command::AddSigningKey {
-                key,
-                retire_others_at: now + self.lifetime_secs + 2 * LEEWAY_SECS,
-            })
-            .await?;
+        meta.write(Command::AddSigningKey {
+            key,
+            retire_others_at: now + self.lifetime_secs + 2 * LEEWAY_SECS,
+        })
+        .await?;
         Ok(kid)
     }
 
     /// Check signature, algorithm, issuer, audience and lifetime.
     pub async fn verify(
         &self,
-        st: &AppState,
+        meta: &Metadata,
         token: &str,
         service: &str,
     ) -> Result<Claims, TokenError> {
@@ -198,12 +201,12 @@ impl Tokens {
             )));
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let key = match self.decoding_key(st, &kid, false)? {
+        let key = match self.decoding_key(meta, &kid, false)? {
             Some(k) => k,
             // Signed a moment ago by a key this node has not applied yet.
             None => {
-                st.meta.read().await?;
-                self.decoding_key(st, &kid, true)?
+                meta.read().await?;
+                self.decoding_key(meta, &kid, true)?
                     .ok_or(TokenError::UnknownKey)?
             }
         };
@@ -220,7 +223,7 @@ impl Tokens {
 
     fn decoding_key(
         &self,
-        st: &AppState,
+        meta: &Metadata,
         kid: &str,
         reload: bool,
     ) -> Result<Option<DecodingKey>, TokenError> {
@@ -236,7 +239,7 @@ impl Tokens {
                 }
             }
         }
-        let keys = st.meta.reader().signing_keys()?;
+        let keys = meta.reader().signing_keys()?;
         let Some(rec) = keys.into_iter().find(|k| k.kid == kid) else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tcr_raft::Command;
 
 use crate::metadata::MetaError;
-use crate::server::AppState;
+use crate::state::JobsState;
 use tcr_storage::clock::now_secs;
 
 /// Digests per `CollectBlobs` command (bounded log entries).
@@ -34,7 +34,7 @@ pub struct GcOutcome {
 }
 
 #[tracing::instrument(level = "info", skip(st))]
-pub async fn run(st: &AppState, dry_run: bool, grace_secs: u64) -> Result<GcOutcome, GcError> {
+pub async fn run(st: &JobsState, dry_run: bool, grace_secs: u64) -> Result<GcOutcome, GcError> {
     let at = now_secs();
     let grace_before = at.saturating_sub(grace_secs);
     let mut out = GcOutcome {
@@ -105,7 +105,7 @@ pub enum GcError {
 }
 
 /// The grace period: the cluster setting, else this node's flag.
-pub fn grace_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
+pub fn grace_secs(st: &JobsState) -> Result<u64, tcr_raft::ReadError> {
     Ok(st
         .meta
         .reader()
@@ -114,16 +114,16 @@ pub fn grace_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
 }
 
 /// Scheduled runs on whichever node leads, with the configured grace.
-pub async fn schedule(st: Arc<AppState>, interval: Duration) {
+pub async fn schedule(st: Arc<JobsState>, interval: Duration) {
     crate::audit::within(crate::audit::Origin::system("gc"), scheduled(st, interval)).await
 }
 
-async fn scheduled(st: Arc<AppState>, interval: Duration) {
+async fn scheduled(st: Arc<JobsState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.tick().await; // not at start
     loop {
         tick.tick().await;
-        if st.meta.raft.metrics().borrow().current_leader != Some(st.node_id) {
+        if st.meta.raft().metrics().borrow().current_leader != Some(st.node_id) {
             continue;
         }
         let grace = match grace_secs(&st) {

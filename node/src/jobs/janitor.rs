@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server::AppState;
+use crate::state::OciState;
 
-pub async fn run(st: Arc<AppState>, idle: Duration) {
+pub async fn run(st: Arc<OciState>, idle: Duration) {
     let mut tick =
         tokio::time::interval(idle.clamp(Duration::from_secs(1), Duration::from_secs(600)));
     loop {

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use tcr_raft::Command;
 
-use crate::server::AppState;
+use crate::state::JobsState;
 use tcr_storage::clock::now_secs;
 
-pub async fn run(st: Arc<AppState>, interval: Duration) {
+pub async fn run(st: Arc<JobsState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let leader = st.meta.raft.metrics().borrow().current_leader;
+        let leader = st.meta.raft().metrics().borrow().current_leader;
         if leader != Some(st.node_id) {
             continue;
         }

@@ -12,7 +12,7 @@ use tcr_raft::{Command, RetentionRun, Trigger};
 use tokio::sync::Notify;
 
 use crate::metadata::MetaError;
-use crate::server::AppState;
+use crate::state::JobsState;
 use tcr_storage::clock::{now_ms, now_secs};
 
 /// Distinct (repository, tag or digest) pulls held between flushes; past
@@ -74,7 +74,7 @@ impl Retention {
 
 /// Commit the pulls seen since the last flush; on failure they are kept
 /// for the next one.
-pub async fn flush_once(st: &AppState) {
+pub async fn flush_once(st: &JobsState) {
     let pulls = st.retention.take_pulls();
     for (i, chunk) in pulls.chunks(PULLS_PER_COMMAND).enumerate() {
         let cmd = Command::RecordPulls {
@@ -88,7 +88,7 @@ pub async fn flush_once(st: &AppState) {
     }
 }
 
-pub async fn flush_pulls(st: Arc<AppState>, every: Duration) {
+pub async fn flush_pulls(st: Arc<JobsState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,7 +98,7 @@ pub async fn flush_pulls(st: Arc<AppState>, every: Duration) {
 }
 
 /// The schedule: the cluster setting, else this node's flag.
-pub fn interval_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
+pub fn interval_secs(st: &JobsState) -> Result<u64, tcr_raft::ReadError> {
     Ok(st
         .meta
         .reader()
@@ -108,7 +108,7 @@ pub fn interval_secs(st: &AppState) -> Result<u64, tcr_raft::ReadError> {
 
 /// Open a run of `ns`'s policy; the leader steps it.
 #[tracing::instrument(level = "info", skip(st))]
-pub async fn start(st: &AppState, ns: &str, trigger: Trigger) -> Result<RetentionRun, MetaError> {
+pub async fn start(st: &JobsState, ns: &str, trigger: Trigger) -> Result<RetentionRun, MetaError> {
     let run = RetentionRun {
         // Sortable by time, unique by the random part.
         id: format!("{:013}-{:08x}", now_ms(), rand::random::<u32>()),
@@ -129,18 +129,18 @@ pub async fn start(st: &AppState, ns: &str, trigger: Trigger) -> Result<Retentio
     Ok(run)
 }
 
-fn leads(st: &AppState) -> bool {
-    st.meta.raft.metrics().borrow().current_leader == Some(st.node_id)
+fn leads(st: &JobsState) -> bool {
+    st.meta.raft().metrics().borrow().current_leader == Some(st.node_id)
 }
 
 /// On whichever node leads: start scheduled runs when due, and take every
 /// pending run to its end.
-pub async fn run_pending(st: Arc<AppState>) {
+pub async fn run_pending(st: Arc<JobsState>) {
     let system = crate::audit::Origin::system("retention");
     crate::audit::within(system, pending_runs(st)).await
 }
 
-async fn pending_runs(st: Arc<AppState>) {
+async fn pending_runs(st: Arc<JobsState>) {
     let mut last_check: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -172,7 +172,7 @@ async fn pending_runs(st: Arc<AppState>) {
     }
 }
 
-async fn schedule(st: &AppState) -> Result<(), RunError> {
+async fn schedule(st: &JobsState) -> Result<(), RunError> {
     let interval = interval_secs(st)?;
     if interval == 0 {
         return Ok(());
@@ -200,7 +200,7 @@ async fn schedule(st: &AppState) -> Result<(), RunError> {
 /// node stops leading. Each step names where the run stood, so a step
 /// retried after a lost answer applies once.
 #[tracing::instrument(level = "info", skip(st))]
-async fn step_to_end(st: &AppState, ns: &str, id: &str) -> Result<(), RunError> {
+async fn step_to_end(st: &JobsState, ns: &str, id: &str) -> Result<(), RunError> {
     // Only the node whose step finished the run counts it in its metrics.
     let mut stepped = false;
     loop {

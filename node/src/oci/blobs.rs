@@ -9,7 +9,7 @@ use tcr_storage::Digest;
 
 use super::check_name;
 use super::errors::{OciError, OciResult};
-use crate::server::AppState;
+use crate::state::OciState;
 
 /// A parsed `Range: bytes=...` header: inclusive (start, end).
 pub(crate) fn parse_range(h: &str, size: u64) -> Result<(u64, u64), ()> {
@@ -60,7 +60,7 @@ fn blob_headers(digest: &Digest) -> HeaderMap {
     h
 }
 
-pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bool) -> OciResult {
+pub async fn get(st: &OciState, name: &str, digest: &str, req: Request, head: bool) -> OciResult {
     check_name(name)?;
     let d: Digest = digest.parse()?;
     let d_str = d.to_string();
@@ -111,7 +111,7 @@ pub async fn get(st: &AppState, name: &str, digest: &str, req: Request, head: bo
     Ok((status, headers, body).into_response())
 }
 
-pub async fn delete(st: &AppState, name: &str, digest: &str) -> OciResult {
+pub async fn delete(st: &OciState, name: &str, digest: &str) -> OciResult {
     check_name(name)?;
     let d: Digest = digest.parse()?;
     st.meta

@@ -12,7 +12,7 @@ use super::errors::{OciError, OciResult};
 use super::manifest_format::{self, MANIFEST_TYPES};
 use super::names::is_tag;
 use crate::metadata::MetaError;
-use crate::server::AppState;
+use crate::state::OciState;
 use tcr_storage::clock::now_secs;
 
 enum Reference {
@@ -64,7 +64,7 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> OciResult<Option<
     Ok((total <= limit as u64).then(|| buf.freeze()))
 }
 
-pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> OciResult {
+pub async fn put(st: &OciState, name: &str, reference: &str, req: Request) -> OciResult {
     check_name(name)?;
     let reference = parse_reference(reference, OciError::tag_invalid)?;
     let limit = st.max_manifest_bytes;
@@ -170,7 +170,7 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 }
 
 pub async fn get(
-    st: &AppState,
+    st: &OciState,
     name: &str,
     reference: &str,
     req: Request,
@@ -240,7 +240,7 @@ pub async fn get(
     Ok((StatusCode::OK, h, Body::from(bytes)).into_response())
 }
 
-pub async fn delete(st: &AppState, name: &str, reference: &str) -> OciResult<Response> {
+pub async fn delete(st: &OciState, name: &str, reference: &str) -> OciResult<Response> {
     check_name(name)?;
     let cmd = match parse_reference(reference, OciError::manifest_unknown)? {
         Reference::Digest(d) => Command::DeleteManifest {

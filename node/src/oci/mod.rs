@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::AppState;
+use crate::state::OciState;
 use errors::{OciError, OciResult};
 use route::Route;
 
@@ -37,7 +37,7 @@ pub(crate) fn check_name(name: &str) -> OciResult<()> {
 }
 
 /// A push needs its namespace to exist; say which one is missing.
-pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()> {
+pub(crate) async fn require_namespace(st: &OciState, name: &str) -> OciResult<()> {
     let ns = tcr_raft::namespace_of(name);
     if st.meta.read().await?.namespace(ns)?.is_none() {
         return Err(OciError::name_unknown(format!(
@@ -50,7 +50,7 @@ pub(crate) async fn require_namespace(st: &AppState, name: &str) -> OciResult<()
 /// The registry API's door: auth decides, refusals in the registry's words
 /// (with the challenge docker follows to the token endpoint).
 pub async fn authorise(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<crate::state::AuthState>>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -60,7 +60,7 @@ pub async fn authorise(
 }
 
 /// Everything under `/v2`: parse the path, then hand over to the resource.
-pub async fn dispatch(State(st): State<Arc<AppState>>, mut req: Request) -> Response {
+pub async fn dispatch(State(st): State<Arc<OciState>>, mut req: Request) -> Response {
     let method = req.method().clone();
     // The access decision parsed it already, unless the caller is admin.
     let route = req
@@ -104,7 +104,7 @@ fn streams(route: &Route, method: &Method) -> bool {
     )
 }
 
-async fn handle(st: &AppState, route: Route, method: &Method, req: Request) -> OciResult {
+async fn handle(st: &OciState, route: Route, method: &Method, req: Request) -> OciResult {
     if let Route::Upload { id, .. } = &route {
         match upload_proxy::session_node(id) {
             Some(owner) if owner != st.node_id => {

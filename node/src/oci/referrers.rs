@@ -14,7 +14,7 @@ use super::errors::OciResult;
 use super::manifest_format::OCI_INDEX;
 use super::{check_name, page_size, query};
 use crate::listing::{filtered_page, Step};
-use crate::server::AppState;
+use crate::state::OciState;
 
 /// Entries per page when the client asks for no `n`, and at most.
 const MAX_PAGE: usize = 100;
@@ -24,7 +24,7 @@ const MAX_ANNOTATION_BYTES: usize = 16 * 1024;
 /// Digests read from the store per scan while filtering by artifact type.
 const SCAN: usize = 256;
 
-pub async fn list(st: &AppState, name: &str, digest: &str, req: Request) -> OciResult {
+pub async fn list(st: &OciState, name: &str, digest: &str, req: Request) -> OciResult {
     check_name(name)?;
     let subject: Digest = digest.parse()?;
     let q = query(&req);

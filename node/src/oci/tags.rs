@@ -12,12 +12,12 @@ use super::errors::{OciError, OciResult};
 use super::{check_name, page_size, query};
 use crate::auth::access::may_pull;
 use crate::auth::Caller;
-use crate::server::AppState;
+use crate::state::OciState;
 
 /// The most names one response carries when the client sets no `n`.
 const MAX_PAGE: usize = 10_000;
 
-pub async fn list(st: &AppState, name: &str, req: Request) -> OciResult {
+pub async fn list(st: &OciState, name: &str, req: Request) -> OciResult {
     check_name(name)?;
     let q = query(&req);
     let n = page_size(&q, MAX_PAGE)?;
@@ -37,7 +37,7 @@ pub async fn list(st: &AppState, name: &str, req: Request) -> OciResult {
         .into_response())
 }
 
-pub async fn catalog(st: &AppState, req: Request) -> OciResult {
+pub async fn catalog(st: &OciState, req: Request) -> OciResult {
     let q = query(&req);
     let n = page_size(&q, MAX_PAGE)?;
     let state = st.meta.read().await?;

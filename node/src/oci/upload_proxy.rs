@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
 use super::errors::{OciError, OciResult};
-use crate::server::AppState;
+use crate::state::OciState;
 
 /// The header a forwarding node names the client's address in. Only the
 /// RPC port (where peers prove themselves under mutual TLS) believes it.
@@ -56,10 +56,10 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 #[tracing::instrument(level = "debug", skip(st, req))]
-pub async fn forward(st: &AppState, owner: u64, method: Method, req: Request) -> OciResult {
+pub async fn forward(st: &OciState, owner: u64, method: Method, req: Request) -> OciResult {
     let node = st
         .meta
-        .raft
+        .raft()
         .metrics()
         .borrow()
         .membership_config

@@ -13,7 +13,7 @@ use tcr_storage::{Digest, UploadError};
 
 use super::errors::{OciError, OciResult};
 use super::{check_name, query, require_namespace};
-use crate::server::AppState;
+use crate::state::OciState;
 use tcr_storage::clock::now_secs;
 
 impl From<UploadError> for OciError {
@@ -164,14 +164,14 @@ fn content_range_start(headers: &HeaderMap) -> OciResult<Option<u64>> {
     Ok(Some(start))
 }
 
-fn new_upload_id(st: &AppState) -> String {
+fn new_upload_id(st: &OciState) -> String {
     format!("{}-{}", st.node_id, uuid::Uuid::new_v4().simple())
 }
 
 /// Finish upload `id` as blob `d`: verify it, copy it to its owners (a
 /// write quorum of them) while the local copy is made durable, then record
 /// it in Raft.
-async fn commit_blob(st: &AppState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
+async fn commit_blob(st: &OciState, name: &str, id: &str, d: &Digest) -> OciResult<()> {
     let size = st.writer.commit(id, d).await.map_err(replica_error)?;
     record_blob(st, name, d, size).await
 }
@@ -186,7 +186,7 @@ fn replica_error(e: ReplicaError) -> OciError {
 /// A monolithic upload whose size is known: the owners receive their copies
 /// while the body arrives (see `BlobWriter::whole`), then it is recorded.
 async fn whole_upload(
-    st: &AppState,
+    st: &OciState,
     name: &str,
     id: &str,
     d: &Digest,
@@ -203,7 +203,7 @@ async fn whole_upload(
     record_blob(st, name, d, size).await
 }
 
-async fn record_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
+async fn record_blob(st: &OciState, name: &str, d: &Digest, size: u64) -> OciResult<()> {
     st.meta
         .write(Command::CommitBlob {
             repo: name.to_string(),
@@ -215,7 +215,7 @@ async fn record_blob(st: &AppState, name: &str, d: &Digest, size: u64) -> OciRes
     Ok(())
 }
 
-pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
+pub async fn start(st: &OciState, name: &str, req: Request) -> OciResult {
     if st.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(
             OciError::unavailable("this node is shutting down; retry on another node")
@@ -294,7 +294,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> OciResult {
 /// The namespace's quota, counting what its open uploads on this node have
 /// staged and `incoming` more bytes: refused as the commit would refuse it,
 /// before the bytes fill the disk rather than after.
-fn check_staging_quota(st: &AppState, name: &str, incoming: u64) -> OciResult<()> {
+fn check_staging_quota(st: &OciState, name: &str, incoming: u64) -> OciResult<()> {
     let ns = tcr_raft::namespace_of(name);
     let reader = st.meta.reader();
     let Some(quota) = reader.namespace(ns)?.and_then(|n| n.quota_bytes) else {
@@ -319,14 +319,14 @@ fn check_staging_quota(st: &AppState, name: &str, incoming: u64) -> OciResult<()
 
 /// The request back if its declared body fits the namespace's quota with
 /// the uploads in progress; else the refusal, after draining the body.
-async fn within_staging_quota(st: &AppState, name: &str, req: Request) -> OciResult<Request> {
+async fn within_staging_quota(st: &OciState, name: &str, req: Request) -> OciResult<Request> {
     match check_staging_quota(st, name, content_length(&req, st).unwrap_or(0)) {
         Ok(()) => Ok(req),
         Err(e) => Err(refuse_draining(req, e).await),
     }
 }
 
-async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
+async fn owned_session(st: &OciState, name: &str, id: &str) -> OciResult<u64> {
     check_name(name)?;
     let (info, size) = st.uploads.status(id).await?;
     if info.repo != name {
@@ -338,20 +338,20 @@ async fn owned_session(st: &AppState, name: &str, id: &str) -> OciResult<u64> {
 }
 
 /// Append the request body to the session, at its Content-Range if given.
-async fn append_body(st: &AppState, id: &str, req: Request) -> OciResult<u64> {
+async fn append_body(st: &OciState, id: &str, req: Request) -> OciResult<u64> {
     let start = content_range_start(req.headers())?;
     let body = body_stream(req, st.body_idle_timeout).map_err(std::io::Error::other);
     Ok(st.writer.append(id, start, body, st.max_blob_bytes).await?)
 }
 
-pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
+pub async fn patch(st: &OciState, name: &str, id: &str, req: Request) -> OciResult {
     owned_session(st, name, id).await?;
     let req = within_staging_quota(st, name, req).await?;
     let size = append_body(st, id, req).await?;
     Ok((StatusCode::ACCEPTED, session_headers(name, id, size)).into_response())
 }
 
-pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult {
+pub async fn put(st: &OciState, name: &str, id: &str, req: Request) -> OciResult {
     let so_far = owned_session(st, name, id).await?;
     let req = within_staging_quota(st, name, req).await?;
     let q = query(&req);
@@ -374,7 +374,7 @@ pub async fn put(st: &AppState, name: &str, id: &str, req: Request) -> OciResult
 }
 
 /// The body's declared length, if it is within the blob size limit.
-fn content_length(req: &Request, st: &AppState) -> Option<u64> {
+fn content_length(req: &Request, st: &OciState) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -382,12 +382,12 @@ fn content_length(req: &Request, st: &AppState) -> Option<u64> {
         .filter(|n| *n <= st.max_blob_bytes)
 }
 
-pub async fn status(st: &AppState, name: &str, id: &str) -> OciResult {
+pub async fn status(st: &OciState, name: &str, id: &str) -> OciResult {
     let size = owned_session(st, name, id).await?;
     Ok((StatusCode::NO_CONTENT, session_headers(name, id, size)).into_response())
 }
 
-pub async fn cancel(st: &AppState, name: &str, id: &str) -> OciResult {
+pub async fn cancel(st: &OciState, name: &str, id: &str) -> OciResult {
     owned_session(st, name, id).await?;
     st.writer.cancel(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::consensus::rpc::proto::cluster_service_client::ClusterServiceClient;
 use crate::consensus::rpc::proto::raft_service_client::RaftServiceClient;
+use crate::consensus::rpc::proto::Payload;
 use crate::consensus::rpc::{decode, encode, MAX_MESSAGE};
 use crate::consensus::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -70,6 +71,30 @@ impl Network {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE)
         })
+    }
+
+    /// One call to the cluster service at `addr` (`method` picks which):
+    /// `req` encoded, the reply decoded, every failure in words.
+    pub(crate) async fn call<Req, Reply, F, Fut>(
+        &self,
+        addr: &str,
+        req: &Req,
+        method: F,
+    ) -> Result<Reply, String>
+    where
+        Req: serde::Serialize,
+        Reply: serde::de::DeserializeOwned,
+        F: FnOnce(ClusterServiceClient<Channel>, Payload) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
+        let client = self
+            .cluster_client(addr)
+            .ok_or_else(|| format!("invalid address '{addr}'"))?;
+        let payload = encode(req).map_err(|e| e.to_string())?;
+        let reply = method(client, payload)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        decode(reply.get_ref()).map_err(|e| e.to_string())
     }
 }
 

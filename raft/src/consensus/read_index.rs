@@ -15,6 +15,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::oneshot;
 
 use crate::consensus::rpc::ReadIndexReply;
+use crate::consensus::timing::READ_ROUND;
 use crate::consensus::types::Raft;
 
 struct Batch<T> {
@@ -87,10 +88,6 @@ impl<T: Clone + Send + 'static> Coalescer<T> {
     }
 }
 
-/// The longest a leadership check may take (a leader cut off from its
-/// quorum cannot confirm; readers then retry or get 503).
-const ROUND_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The leader's read index, one leadership check per batch of readers.
 #[derive(Clone)]
 pub struct ReadIndex {
@@ -114,7 +111,7 @@ impl ReadIndex {
             let raft = raft.clone();
             async move {
                 // Bounded: a stuck round would hold up every later reader.
-                match tokio::time::timeout(ROUND_LIMIT, raft.ensure_linearizable()).await {
+                match tokio::time::timeout(READ_ROUND, raft.ensure_linearizable()).await {
                     Ok(Ok(log_id)) => ReadIndexReply::Index(log_id.map(|l| l.index).unwrap_or(0)),
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                         ReadIndexReply::NotLeader(f.leader_id.zip(f.leader_node))

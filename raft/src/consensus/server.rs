@@ -1,22 +1,21 @@
 //! The server side of node-to-node RPC: openraft's protocol, and what
 //! followers ask of the leader (writes, read index, joining).
 
-use std::collections::BTreeSet;
-
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::consensus::members::{add_voter, assign_id, leader_of};
 use crate::consensus::read_index::ReadIndex;
 use crate::consensus::rpc::proto::cluster_service_server::{ClusterService, ClusterServiceServer};
 use crate::consensus::rpc::proto::raft_service_server::{RaftService, RaftServiceServer};
 use crate::consensus::rpc::proto::Payload;
 use crate::consensus::rpc::{
-    decode, decode_limited, encode, AssignReply, AssignRequest, JoinReply, JoinRequest, Leader,
-    ReadIndexReply, WriteReply, MAX_MESSAGE, SMALL_MESSAGE, WRITE_MESSAGE,
+    decode, decode_limited, encode, AssignRequest, JoinRequest, ReadIndexReply, WriteReply,
+    MAX_MESSAGE, SMALL_MESSAGE, WRITE_MESSAGE,
 };
 use crate::consensus::transfer::TransferGate;
-use crate::consensus::types::{NodeId, NodeInfo, Raft};
+use crate::consensus::types::Raft;
 use crate::model::command::Proposal;
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -27,10 +26,6 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Payload>, Status> {
     encode(v)
         .map(Response::new)
         .map_err(|e| Status::internal(e.to_string()))
-}
-
-fn leader_of(f: &openraft::error::ForwardToLeader<NodeId, NodeInfo>) -> Leader {
-    f.leader_id.zip(f.leader_node.clone())
 }
 
 /// Under mutual TLS, a node may only join or take an id for the address
@@ -127,98 +122,6 @@ impl ClusterService for ClusterRpc {
         tracing::info!("campaigning at the leader's request (leadership transfer)");
         let r: Result<(), String> = self.raft.trigger().elect().await.map_err(|e| e.to_string());
         reply(&r)
-    }
-}
-
-/// The current voters, as this node last saw the membership.
-pub fn voters(raft: &Raft) -> BTreeSet<NodeId> {
-    raft.metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect()
-}
-
-/// The leader this node knows of, with its address (`None` if unknown).
-pub fn known_leader(raft: &Raft) -> Leader {
-    let m = raft.metrics().borrow().clone();
-    let l = m.current_leader?;
-    let node = m.membership_config.membership().get_node(&l).cloned()?;
-    Some((l, node))
-}
-
-/// Ids a replacement takes: the preferred one plus a multiple of this, so
-/// `tcr-2`'s incarnations are 3, 1003, 2003, ...
-pub const ID_STRIDE: NodeId = 1000;
-
-/// On the leader: an id for a node starting afresh at `node`'s address.
-/// A member already at that address is a lost incarnation of it (its data
-/// is gone, so it must not come back under its old id, whose votes it no
-/// longer remembers): it is removed first, and the new node gets an id
-/// no member has.
-pub async fn assign_id(raft: &Raft, preferred: NodeId, node: &NodeInfo) -> AssignReply {
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(m.id) {
-        return AssignReply::NotLeader(known_leader(raft));
-    }
-    let membership = m.membership_config.membership().clone();
-    let stale: Option<NodeId> = membership
-        .nodes()
-        .find(|(_, n)| n.rpc_addr == node.rpc_addr)
-        .map(|(id, _)| *id);
-    if let Some(old) = stale {
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let change = if voters.contains(&old) {
-            if voters.len() == 1 {
-                return AssignReply::Failed(format!(
-                    "node {old} at {} is the only voter; it cannot be replaced",
-                    node.rpc_addr
-                ));
-            }
-            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([old]))
-        } else {
-            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([old]))
-        };
-        tracing::info!(old, addr = %node.rpc_addr, "removing a lost incarnation before its replacement joins");
-        match raft.change_membership(change, false).await {
-            Ok(_) => {}
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                return AssignReply::NotLeader(leader_of(&f))
-            }
-            Err(e) => return AssignReply::Failed(e.to_string()),
-        }
-    }
-    let taken = |id: NodeId| membership.get_node(&id).is_some() || Some(id) == stale;
-    let id = (0..)
-        .map(|k| preferred + k * ID_STRIDE)
-        .find(|id| !taken(*id))
-        .expect("an unbounded range has a free id");
-    AssignReply::Assigned(id)
-}
-
-/// Add `id` as a learner, wait until it has caught up, then make it a voter.
-/// Only the leader can; others answer with who the leader is.
-pub async fn add_voter(raft: &Raft, id: NodeId, node: NodeInfo) -> JoinReply {
-    tracing::info!(id, %node, "adding member");
-    if !voters(raft).contains(&id) {
-        match raft.add_learner(id, node, true).await {
-            Ok(_) => {}
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                return JoinReply::NotLeader(leader_of(&f))
-            }
-            Err(e) => return JoinReply::Failed(e.to_string()),
-        }
-    }
-    // Read again: the membership may have changed while the learner caught up.
-    let mut voters = voters(raft);
-    voters.insert(id);
-    match raft.change_membership(voters, false).await {
-        Ok(_) => JoinReply::Joined,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            JoinReply::NotLeader(leader_of(&f))
-        }
-        Err(e) => JoinReply::Failed(e.to_string()),
     }
 }
 

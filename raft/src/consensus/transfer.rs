@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::members::{known_leader, voters};
 use crate::consensus::network::Network;
 use crate::consensus::rpc::{decode, encode, Leader};
-use crate::consensus::server::{known_leader, voters};
+use crate::consensus::timing::{TRANSFER_CATCH_UP, TRANSFER_ELECTION};
 use crate::consensus::types::{NodeId, Raft};
 
 /// Set on the leader while it hands over leadership.
@@ -52,11 +53,6 @@ pub enum TransferReply {
     NotLeader(Leader),
     Failed(String),
 }
-
-/// How long the target may take to receive the leader's last entries.
-const CATCH_UP: Duration = Duration::from_secs(10);
-/// How long the election may take once the target campaigns.
-const ELECTION: Duration = Duration::from_secs(5);
 
 /// Reopens the gate and resumes heartbeats however the transfer ends.
 struct Resume<'a> {
@@ -103,7 +99,7 @@ pub async fn transfer_leadership(
     // Nothing new is accepted now, so the last log index stays put.
     let last = raft.metrics().borrow().last_log_index;
     let caught_up = raft
-        .wait(Some(CATCH_UP))
+        .wait(Some(TRANSFER_CATCH_UP))
         .metrics(
             |m| {
                 let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned());
@@ -134,7 +130,7 @@ pub async fn transfer_leadership(
     }
 
     let elected = raft
-        .wait(Some(ELECTION))
+        .wait(Some(TRANSFER_ELECTION))
         .metrics(
             |m| m.current_leader.is_some_and(|l| l != m.id),
             "a new leader",

@@ -77,7 +77,7 @@ pub async fn prune(st: Arc<JobsState>, retention: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if st.meta.raft().metrics().borrow().current_leader != Some(st.node_id) {
+        if !st.meta.consensus().is_leader() {
             continue;
         }
         let before_ms =

@@ -74,22 +74,19 @@ fn open_auth(cfg: &Config) -> anyhow::Result<Auth> {
     Ok(auth)
 }
 
+/// `TCR_ADMIN_TOKEN`, else `--admin-token-file`; blank means none.
 fn admin_token(cfg: &Config) -> anyhow::Result<Option<String>> {
-    if let Ok(t) = std::env::var("TCR_ADMIN_TOKEN") {
-        return Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()));
-    }
-    match &cfg.admin_token_file {
-        None => Ok(None),
-        Some(p) => {
-            let t = std::fs::read_to_string(p)
-                .with_context(|| format!("reading admin token file {}", p.display()))?;
-            Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()))
-        }
-    }
+    let token = match (std::env::var("TCR_ADMIN_TOKEN"), &cfg.admin_token_file) {
+        (Ok(t), _) => t,
+        (Err(_), None) => return Ok(None),
+        (Err(_), Some(p)) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading admin token file {}", p.display()))?,
+    };
+    Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 /// The TLS configuration of a node's listeners and outgoing peer calls.
-pub struct Tls {
+struct Tls {
     registry: Option<Arc<tcr_tls::ServerConfig>>,
     peer_server: Option<Arc<tcr_tls::ServerConfig>>,
     /// gRPC channels (h2) and HTTP/1.1 blob reads and upload proxying.
@@ -97,7 +94,7 @@ pub struct Tls {
     peer_http1: Option<Arc<tcr_tls::ClientConfig>>,
 }
 
-pub fn load_tls(cfg: &Config) -> anyhow::Result<Tls> {
+fn load_tls(cfg: &Config) -> anyhow::Result<Tls> {
     let registry = match cfg.registry_tls()? {
         Some((cert, key)) => {
             let id = tcr_tls::Identity::load(&cert, &key, None)
@@ -225,7 +222,7 @@ struct Parts {
 /// Blob distribution over the cluster's view, and the state every handler
 /// and job shares; starts the storage reconciler.
 fn build_state(cfg: &Config, p: Parts) -> anyhow::Result<Arc<AppState>> {
-    let metrics = Metrics::new();
+    let metrics = Arc::new(Metrics::new());
     let view = crate::cluster_view::RaftView::new(
         cfg.node_id,
         p.consensus.raft().clone(),
@@ -250,7 +247,6 @@ fn build_state(cfg: &Config, p: Parts) -> anyhow::Result<Arc<AppState>> {
     )?;
     tokio::spawn(reconciler.clone().run());
     let meta = Metadata::new(p.consensus, p.reader, cfg.read_consistency);
-    let metrics = Arc::new(metrics);
     let auth = Arc::new(p.auth);
     let rate_limits = Arc::new(crate::rate_limits::RateLimitsGate::default());
     let draining = Arc::new(AtomicBool::new(false));
@@ -259,7 +255,6 @@ fn build_state(cfg: &Config, p: Parts) -> anyhow::Result<Arc<AppState>> {
         Duration::from_millis(cfg.retention_pause_ms),
     ));
     let jobs = Arc::new(JobsState {
-        node_id: cfg.node_id,
         meta: meta.clone(),
         reconciler: reconciler.clone(),
         metrics: metrics.clone(),
@@ -357,13 +352,13 @@ async fn serve(
     if let Some(addr) = cfg.metrics_addr {
         router::serve_metrics_port(addr, state, limits, stop_rx.clone()).await?;
     }
+    let metrics = state.metrics.clone();
     let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         match tls.registry.clone() {
             Some(config) => {
                 let listener = tcr_tls::TlsListener::new(listener, config)?;
-                let st = state.clone();
                 Box::pin(async move {
-                    crate::connections::serve(listener, app, limits, &st.metrics, stop).await
+                    crate::connections::serve(listener, app, limits, &metrics, stop).await
                 })
             }
             None => {
@@ -372,9 +367,8 @@ async fn serve(
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                let st = state.clone();
                 Box::pin(async move {
-                    crate::connections::serve(listener, app, limits, &st.metrics, stop).await
+                    crate::connections::serve(listener, app, limits, &metrics, stop).await
                 })
             }
         };

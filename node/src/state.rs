@@ -66,7 +66,6 @@ pub struct AuthState {
 /// Garbage collection, retention, metering and the audit trail's pruning
 /// (each acts only while this node leads).
 pub struct JobsState {
-    pub node_id: u64,
     pub meta: Metadata,
     pub reconciler: Reconciler,
     pub metrics: Arc<Metrics>,

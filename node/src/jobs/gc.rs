@@ -123,7 +123,7 @@ async fn scheduled(st: Arc<JobsState>, interval: Duration) {
     tick.tick().await; // not at start
     loop {
         tick.tick().await;
-        if st.meta.raft().metrics().borrow().current_leader != Some(st.node_id) {
+        if !st.meta.consensus().is_leader() {
             continue;
         }
         let grace = match grace_secs(&st) {

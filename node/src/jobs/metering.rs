@@ -17,8 +17,7 @@ pub async fn run(st: Arc<JobsState>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let leader = st.meta.raft().metrics().borrow().current_leader;
-        if leader != Some(st.node_id) {
+        if !st.meta.consensus().is_leader() {
             continue;
         }
         let at = now_secs();

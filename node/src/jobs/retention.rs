@@ -130,7 +130,7 @@ pub async fn start(st: &JobsState, ns: &str, trigger: Trigger) -> Result<Retenti
 }
 
 fn leads(st: &JobsState) -> bool {
-    st.meta.raft().metrics().borrow().current_leader == Some(st.node_id)
+    st.meta.consensus().is_leader()
 }
 
 /// On whichever node leads: start scheduled runs when due, and take every

@@ -118,6 +118,13 @@ impl Consensus {
         self.raft.metrics().borrow().id
     }
 
+    /// Whether this node leads, as it last saw (the leader-only jobs).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
     /// The voters, as this node last saw the membership.
     pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
         members::voters(&self.raft)

@@ -29,7 +29,8 @@ pub fn voters(raft: &Raft) -> BTreeSet<NodeId> {
 
 /// The leader this node knows of, with its address (`None` if unknown).
 pub fn known_leader(raft: &Raft) -> Leader {
-    let m = raft.metrics().borrow().clone();
+    let m = raft.metrics();
+    let m = m.borrow();
     let l = m.current_leader?;
     let node = m.membership_config.membership().get_node(&l).cloned()?;
     Some((l, node))
@@ -143,6 +144,9 @@ pub async fn ask_for_id(network: &Network, seed: &str, preferred: u64, node: Nod
 /// The first of `peers` where a member of a running cluster answers, asked
 /// of all at once for up to `wait`; `None` when none has a cluster to offer.
 pub async fn find_member(network: &Network, peers: &[String], wait: Duration) -> Option<String> {
+    if peers.is_empty() {
+        return None;
+    }
     // Any answer to a read-index request means a member answers there.
     let probes = peers.iter().map(|peer| {
         Box::pin(async move {
@@ -159,9 +163,6 @@ pub async fn find_member(network: &Network, peers: &[String], wait: Duration) ->
             }
         })
     });
-    if peers.is_empty() {
-        return None;
-    }
     tokio::time::timeout(wait, futures::future::select_all(probes))
         .await
         .ok()

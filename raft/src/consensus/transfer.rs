@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::members::{known_leader, voters};
 use crate::consensus::network::Network;
-use crate::consensus::rpc::{decode, encode, Leader};
+use crate::consensus::rpc::Leader;
 use crate::consensus::timing::{TRANSFER_CATCH_UP, TRANSFER_ELECTION};
 use crate::consensus::types::{NodeId, Raft};
 
@@ -116,17 +116,17 @@ pub async fn transfer_leadership(
     let lease = Duration::from_millis(raft.config().election_timeout_max);
     tokio::time::sleep(lease + Duration::from_millis(150)).await;
 
-    let Some(mut client) = network.cluster_client(&target.rpc_addr) else {
-        return TransferReply::Failed(format!("invalid address {}", target.rpc_addr));
-    };
-    let campaign = client.elect(encode(&()).expect("unit encodes")).await;
-    match campaign.map(|r| decode::<Result<(), String>>(r.get_ref())) {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return TransferReply::Failed(format!("node {to} cannot campaign: {e}")),
-        Ok(Err(e)) => return TransferReply::Failed(e.to_string()),
-        Err(s) => {
-            return TransferReply::Failed(format!("asking node {to} to campaign: {}", s.message()))
-        }
+    let campaign: Result<Result<(), String>, String> = network
+        .call(
+            &target.rpc_addr,
+            &(),
+            |mut c, p| async move { c.elect(p).await },
+        )
+        .await;
+    match campaign {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return TransferReply::Failed(format!("node {to} cannot campaign: {e}")),
+        Err(e) => return TransferReply::Failed(format!("asking node {to} to campaign: {e}")),
     }
 
     let elected = raft

@@ -236,6 +236,17 @@ impl Cluster {
         r.json().await.ok()
     }
 
+    /// The highest Raft term any live node reports.
+    pub async fn max_term(&self) -> Option<u64> {
+        let mut max = None;
+        for i in self.live() {
+            if let Some(t) = self.status(i).await.and_then(|s| s["term"].as_u64()) {
+                max = max.max(Some(t));
+            }
+        }
+        max
+    }
+
     /// The leader as some live node sees it.
     pub async fn leader(&self) -> Option<usize> {
         for i in self.live() {

@@ -3,6 +3,7 @@
 //! clients, injects faults, records every operation with its invocation and
 //! completion times, and checks the history afterwards.
 
+mod availability;
 mod checker;
 mod cluster;
 mod history;
@@ -74,6 +75,11 @@ struct RunArgs {
     /// Concurrent clients, spread over the workloads.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Partition shapes to take turns with (halves, isolated-leader,
+    /// majority-ring, bridge).
+    #[arg(long, value_delimiter = ',', default_value = "halves,isolated-leader,majority-ring,bridge",
+          value_parser = clap::builder::PossibleValuesParser::new(nemesis::SHAPES))]
+    shapes: Vec<String>,
     /// How long each fault lasts.
     #[arg(long, default_value = "6s")]
     fault: humantime::Duration,
@@ -231,6 +237,7 @@ async fn exercise(
     }
     let schedule = nemesis::Schedule {
         kinds: args.nemesis.clone(),
+        shapes: args.shapes.clone(),
         fault: args.fault.into(),
         calm: args.calm.into(),
     };
@@ -330,6 +337,7 @@ async fn exercise(
         + blobs.as_ref().map_or(0, |b| b.lost.len() + b.corrupt.len());
     let faults =
         injected.partition + injected.kill + injected.pause + injected.membership + injected.netem;
+    let availability = availability::analyse(&ops, &injected.windows);
     let summary = json!({
         "valid": valid,
         "nodes": args.nodes,
@@ -340,6 +348,7 @@ async fn exercise(
         "faults": faults,
         "nemesis": injected,
         "anomalies": anomalies,
+        "availability": availability,
         "workloads": {
             "tags": tags,
             "namespaces": visibility.map(|v| json!({
@@ -391,6 +400,18 @@ async fn exercise(
             println!("{what}: {}", item.as_str().unwrap_or(""));
         }
     }
+    let secs = |v: Option<u64>| v.map_or("-".to_string(), |ms| format!("{:.1} s", ms as f64 / 1e3));
+    println!(
+        "tcr-jepsen: unavailability per fault: majority writes again after {} (median; worst {}), \
+         cut-off nodes answered within {}, every node writes again {} after a heal (worst), \
+         {} of {} heals caused an election",
+        secs(availability.median_majority_first_write_ms),
+        secs(availability.worst_majority_first_write_ms),
+        secs(availability.worst_minority_answer_ms),
+        secs(availability.worst_heal_recovery_ms),
+        availability.elections_after_heal,
+        availability.heals,
+    );
     println!(
         "tcr-jepsen: {} — {} operations (ok {}, fail {}, info {}), {faults} faults, {anomalies} anomalies; {}",
         if valid { "valid" } else { "INVALID" },

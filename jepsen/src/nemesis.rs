@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::Mutex;
 
+use crate::availability::Window;
 use crate::cluster::Cluster;
 use crate::history::{Op, Recorder, Type, NEMESIS};
 
@@ -25,6 +26,8 @@ pub enum Kind {
 
 pub struct Schedule {
     pub kinds: Vec<Kind>,
+    /// The partition shapes to take turns with (`SHAPES` by default).
+    pub shapes: Vec<String>,
     /// How long each fault lasts, and the calm between faults.
     pub fault: Duration,
     pub calm: Duration,
@@ -92,7 +95,19 @@ pub fn shape(name: &str, n: usize, leader: usize) -> Vec<(usize, usize)> {
 
 pub const SHAPES: [&str; 4] = ["halves", "isolated-leader", "majority-ring", "bridge"];
 
-/// Injected faults, by kind.
+/// Nodes that see no majority (themselves included) under `cuts`.
+pub fn minority(cuts: &[(usize, usize)], n: usize) -> Vec<usize> {
+    (1..=n)
+        .filter(|&a| {
+            let sees = (1..=n)
+                .filter(|&b| !cuts.contains(&(a, b)) && !cuts.contains(&(b, a)))
+                .count();
+            sees <= n / 2
+        })
+        .collect()
+}
+
+/// Injected faults, by kind, and when each struck.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Injected {
     pub partition: usize,
@@ -101,6 +116,8 @@ pub struct Injected {
     pub membership: usize,
     pub netem: usize,
     pub skipped: Vec<String>,
+    #[serde(skip)]
+    pub windows: Vec<Window>,
 }
 
 /// Inject faults until `until`, and past it if need be until every selected
@@ -126,13 +143,17 @@ pub async fn run(
     let mut round = 0usize;
     loop {
         tokio::time::sleep(s.calm).await;
+        // The term once the calm after the last heal has passed.
+        if let Some(w) = injected.windows.last_mut() {
+            w.term_after = cluster.lock().await.max_term().await;
+        }
         let every_kind_struck = round >= kinds.len();
         if kinds.is_empty() || (every_kind_struck && Instant::now() + s.fault >= until) {
             break;
         }
         let kind = kinds[round % kinds.len()];
         round += 1;
-        let result = fault(&cluster, &rec, kind, round, s.fault, &mut injected).await;
+        let result = fault(&cluster, &rec, kind, round, &s, &mut injected).await;
         if let Err(e) = result {
             note(&rec, "error", format!("{kind:?}: {e:#}"));
             let _ = cluster.lock().await.heal_all();
@@ -146,9 +167,10 @@ async fn fault(
     rec: &Recorder,
     kind: Kind,
     round: usize,
-    hold: Duration,
+    s: &Schedule,
     injected: &mut Injected,
 ) -> anyhow::Result<()> {
+    let hold = s.fault;
     let n = cluster.lock().await.nodes.len();
     let leader = cluster.lock().await.leader().await;
     // Every other fault aims at the leader, the rest at a random node.
@@ -158,30 +180,67 @@ async fn fault(
     };
     match kind {
         Kind::Partition => {
-            let name = SHAPES[(round / 2) % SHAPES.len()];
+            let name = &s.shapes[(round / 2) % s.shapes.len()];
             let cuts = shape(name, n, leader.unwrap_or(1));
             note(rec, "start-partition", format!("{name}: cut {cuts:?}"));
+            let start = rec.now();
             cluster.lock().await.hosts.partition(&cuts)?;
+            let struck = rec.now();
             injected.partition += 1;
             tokio::time::sleep(hold).await;
+            let term_at_heal = cluster.lock().await.max_term().await;
             cluster.lock().await.hosts.heal()?;
             note(rec, "stop-partition", "healed".into());
+            injected.windows.push(Window {
+                kind: "partition".into(),
+                label: name.clone(),
+                start,
+                struck,
+                stop: rec.now(),
+                minority: minority(&cuts, n),
+                term_at_heal,
+                term_after: None,
+            });
         }
         Kind::Kill => {
             note(rec, "start-kill", format!("SIGKILL node {target}"));
+            let start = rec.now();
             cluster.lock().await.kill(target);
             injected.kill += 1;
             tokio::time::sleep(hold).await;
+            let term_at_heal = cluster.lock().await.max_term().await;
             cluster.lock().await.restart(target)?;
             note(rec, "stop-kill", format!("restarted node {target}"));
+            injected.windows.push(Window {
+                kind: "kill".into(),
+                label: format!("node {target}"),
+                start,
+                struck: start,
+                stop: rec.now(),
+                minority: vec![target],
+                term_at_heal,
+                term_after: None,
+            });
         }
         Kind::Pause => {
             note(rec, "start-pause", format!("SIGSTOP node {target}"));
+            let start = rec.now();
             cluster.lock().await.pause(target);
             injected.pause += 1;
             tokio::time::sleep(hold).await;
+            let term_at_heal = cluster.lock().await.max_term().await;
             cluster.lock().await.resume(target);
             note(rec, "stop-pause", format!("SIGCONT node {target}"));
+            injected.windows.push(Window {
+                kind: "pause".into(),
+                label: format!("node {target}"),
+                start,
+                struck: start,
+                stop: rec.now(),
+                minority: vec![target],
+                term_at_heal,
+                term_after: None,
+            });
         }
         Kind::Membership => {
             // Never the leader, and never below three voters.
@@ -250,6 +309,15 @@ mod tests {
                 assert!(!cuts.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn the_minority_is_who_sees_no_majority() {
+        assert_eq!(minority(&shape("isolated-leader", 3, 2), 3), vec![2]);
+        assert_eq!(minority(&shape("isolated-leader", 5, 4), 5), vec![4]);
+        assert!(minority(&shape("majority-ring", 5, 1), 5).is_empty());
+        let halves = shape("halves", 5, 1);
+        assert_eq!(minority(&halves, 5).len(), 2, "{halves:?}");
     }
 
     #[test]

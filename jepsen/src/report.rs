@@ -186,6 +186,35 @@ pub fn html(ops: &[Op], summary: &serde_json::Value) -> String {
             }
         }
     }
+    let mut avail = String::from(
+        "<table border=1 cellpadding=4 style=\"border-collapse:collapse\"><tr><th>at (s)</th><th>fault</th><th>cut off</th>\
+         <th>majority writes again (ms)</th><th>cut-off answers: median / max (ms)</th>\
+         <th>all nodes write again after heal (ms)</th><th>election after heal</th></tr>",
+    );
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        v => html_escape(&v.to_string()),
+    };
+    for f in summary["availability"]["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let _ = write!(
+            avail,
+            "<tr><td>{:.1}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
+            f["startSecs"].as_f64().unwrap_or(0.0),
+            html_escape(f["kind"].as_str().unwrap_or("")),
+            html_escape(f["label"].as_str().unwrap_or("")),
+            cell(&f["minority"]),
+            cell(&f["majorityFirstWriteMs"]),
+            cell(&f["minorityAnswerMedianMs"]),
+            cell(&f["minorityAnswerMaxMs"]),
+            cell(&f["healRecoveryMs"]),
+            cell(&f["electionAfterHeal"]),
+        );
+    }
+    avail.push_str("</table>");
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>tcr-jepsen: {verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:960px}} pre{{background:#f4f4f4;padding:.6em;overflow:auto}}</style></head>
@@ -193,6 +222,7 @@ pub fn html(ops: &[Op], summary: &serde_json::Value) -> String {
 <p>Green: ok, red: fail (did not happen), orange: info (indeterminate). Grey bands: faults.</p>
 {lat}
 {thr}
+<h2>Unavailability per fault</h2>{avail}
 <h2>Anomalies</h2>{}
 <h2>Results</h2><pre>{}</pre>
 </body></html>"#,

@@ -45,6 +45,7 @@ pub const METHODS: &[&str] = &[
     "/tcr.raft.v1.ClusterService/Join",
     "/tcr.raft.v1.ClusterService/Elect",
     "/tcr.raft.v1.ClusterService/Assign",
+    "/tcr.raft.v1.ClusterService/PreVote",
 ];
 
 /// POST one framed payload to `base` + `method` over HTTP/2 (`client`

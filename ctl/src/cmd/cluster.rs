@@ -207,6 +207,12 @@ pub async fn run_cluster(c: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Re
         status["replicationFactor"],
         status["writeQuorum"]
     );
+    if let Some(ms) = status["leaderLeaseLapsedMs"].as_u64() {
+        println!(
+            "warning: the node answering leads but has not heard from a quorum for {ms} ms \
+             (cut off by a partition?); it serves nothing until it does"
+        );
+    }
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {

@@ -55,6 +55,10 @@ pub async fn status(State(st): State<Arc<ApiState>>) -> ApiResult {
         "nodeId": m.id,
         "state": format!("{:?}", m.state),
         "leader": m.current_leader,
+        // Set while this node leads without a quorum's acknowledgement
+        // (cut off by a partition): it serves nothing until it hears from
+        // a quorum again or learns of its successor.
+        "leaderLeaseLapsedMs": st.meta.consensus().leadership_lapsed().map(|d| d.as_millis() as u64),
         "term": m.current_term,
         "lastLogIndex": m.last_log_index,
         "appliedIndex": m.last_applied.map(|l| l.index),

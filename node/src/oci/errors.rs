@@ -116,7 +116,7 @@ impl From<crate::auth::AccessError> for OciError {
                 after_secs,
             } => OciError::new(status, AccessError::retry_code(status), message)
                 .with_header("retry-after", after_secs.to_string()),
-            AccessError::Unavailable(m) => OciError::unavailable(m),
+            AccessError::Unavailable(m) => OciError::unavailable(m).with_header("retry-after", "1"),
             AccessError::Meta(e) => e.into(),
             AccessError::Read(e) => e.into(),
         };

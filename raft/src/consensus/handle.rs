@@ -7,12 +7,14 @@ use std::time::Instant;
 
 use openraft::error::{ClientWriteError, RaftError};
 
+use crate::consensus::election::{self, Elections};
+use crate::consensus::lease::{lapsed_message, QuorumAcks};
 use crate::consensus::members;
 use crate::consensus::network::Network;
 use crate::consensus::read_index::{Coalescer, ReadIndex};
 use crate::consensus::rpc::proto::cluster_service_client::ClusterServiceClient;
 use crate::consensus::rpc::{JoinReply, Leader, ReadIndexReply, WriteReply};
-use crate::consensus::timing::{self, FORWARD_ATTEMPT, LEADER_WAIT, RETRY_PAUSE};
+use crate::consensus::timing::{self, FORWARD_ATTEMPT, LEADER_WAIT, NO_LEADER_WAIT, RETRY_PAUSE};
 use crate::consensus::transfer::{self, TransferGate, TransferReply};
 use crate::consensus::types::{NodeId, NodeInfo, Raft};
 use crate::model::command::{CommandResult, Proposal};
@@ -40,6 +42,7 @@ pub struct Consensus {
     network: Network,
     gate: TransferGate,
     read_index: ReadIndex,
+    elections: Elections,
     /// Followers' read-index requests to the leader, shared by readers.
     read_rounds: Coalescer<Result<u64, String>>,
 }
@@ -49,6 +52,10 @@ enum Attempt<T> {
     Done(T),
     /// Not the leader here: try at this one (or wait for one).
     Elsewhere(Leader),
+    /// Leadership is being handed over: wait for the successor.
+    Handover,
+    /// This node leads without a quorum: give up now.
+    Lapsed(std::time::Duration),
     Failed(String),
 }
 
@@ -62,6 +69,7 @@ impl Consensus {
         stores: Stores,
     ) -> Result<Consensus, StartError> {
         let config = timing::openraft_config(snapshot_logs)?;
+        let elections = Elections::new(stores.log.clone());
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -71,6 +79,12 @@ impl Consensus {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        network.acks().watch(&raft);
+        tokio::spawn(election::run(
+            raft.clone(),
+            network.clone(),
+            elections.clone(),
+        ));
         tokio::spawn(crate::consensus::snapshot_policy::run(
             raft.clone(),
             stores.log_volume,
@@ -78,6 +92,7 @@ impl Consensus {
         ));
         Ok(Consensus {
             read_index: ReadIndex::new(raft.clone()),
+            elections,
             raft,
             network,
             gate: TransferGate::default(),
@@ -96,6 +111,8 @@ impl Consensus {
             self.raft.clone(),
             self.gate.clone(),
             self.read_index.clone(),
+            self.acks().clone(),
+            self.elections.clone(),
         );
         routes.add_service(raft).add_service(cluster)
     }
@@ -118,11 +135,25 @@ impl Consensus {
         self.raft.metrics().borrow().id
     }
 
-    /// Whether this node leads, as it last saw (the leader-only jobs).
+    fn acks(&self) -> &QuorumAcks {
+        self.network.acks()
+    }
+
+    /// If this node leads but its quorum has not acknowledged it for
+    /// longer than its lease: for how long (see `lease`).
+    pub fn leadership_lapsed(&self) -> Option<std::time::Duration> {
+        self.acks().lapsed(&self.raft, &self.gate)
+    }
+
+    /// Whether this node leads, as it last saw, and holds its lease (the
+    /// leader-only jobs: a leader cut off from its quorum runs none).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(m.id)
+        let leads = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        leads && self.leadership_lapsed().is_none()
     }
 
     /// The voters, as this node last saw the membership.
@@ -150,8 +181,7 @@ impl Consensus {
     pub async fn write(&self, proposal: &Proposal) -> Result<CommandResult, Unavailable> {
         let local = || async {
             if self.gate.closed() {
-                // Handing leadership over: wait for the successor.
-                return Attempt::Elsewhere(None);
+                return Attempt::Handover;
             }
             match self.raft.client_write(proposal.clone()).await {
                 Ok(resp) => Attempt::Done(resp.data),
@@ -199,7 +229,7 @@ impl Consensus {
     async fn read_index(&self) -> Result<u64, Unavailable> {
         let local = || async {
             if self.gate.closed() {
-                return Attempt::Elsewhere(None);
+                return Attempt::Handover;
             }
             // Shared with concurrent readers (one leadership check per round).
             match self.read_index.get().await {
@@ -221,7 +251,9 @@ impl Consensus {
     }
 
     /// Run `local` here if this node leads, else `remote` at the leader,
-    /// following leader changes until `LEADER_WAIT` has passed.
+    /// following leader changes. Gives up after `LEADER_WAIT` in all, after
+    /// `NO_LEADER_WAIT` once no leader answers, and at once if this node
+    /// leads without a quorum.
     async fn at_leader<T, L, LF, R, RF>(
         &self,
         what: &str,
@@ -237,6 +269,7 @@ impl Consensus {
         let deadline = Instant::now() + LEADER_WAIT;
         let me = self.id();
         let mut last = String::from("no leader is known");
+        let mut leaderless_since: Option<Instant> = None;
         // Start at the leader this node knows of: asking the local Raft
         // first only to be told to forward costs a round trip through it.
         let mut target: Leader = self.known_leader().filter(|(l, _)| *l != me);
@@ -246,30 +279,84 @@ impl Consensus {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = match &target {
                 Some((id, node)) if *id != me => {
-                    tokio::time::timeout(left.min(FORWARD_ATTEMPT), remote(node.rpc_addr.clone()))
-                        .await
+                    // Dropped as soon as this node hears of another leader
+                    // (an election while the call hangs on the old one).
+                    let call = tokio::time::timeout(
+                        left.min(FORWARD_ATTEMPT),
+                        remote(node.rpc_addr.clone()),
+                    );
+                    tokio::select! {
+                        a = call => a,
+                        () = self.leader_changes_from(*id) => {
+                            Ok(Attempt::Elsewhere(self.known_leader()))
+                        }
+                    }
                 }
-                _ => tokio::time::timeout(left, local()).await,
+                _ => {
+                    let (acks, gate) = (self.acks(), &self.gate);
+                    if gate.closed() {
+                        Ok(Attempt::Handover)
+                    } else if let Some(age) = acks.lapsed(&self.raft, gate) {
+                        Ok(Attempt::Lapsed(age))
+                    } else {
+                        tokio::select! {
+                            a = tokio::time::timeout(left, local()) => a,
+                            age = acks.until_lapsed(&self.raft, gate) => Ok(Attempt::Lapsed(age)),
+                        }
+                    }
+                }
             }
             .unwrap_or_else(|_| Attempt::Failed("no answer in time".to_string()));
+            let now = Instant::now();
+            if !matches!(attempt, Attempt::Done(_)) && self.elections.cut_off() {
+                return Err(Unavailable(format!(
+                    "{what}: this node cannot reach a quorum of the cluster (cut off by a \
+                     partition?): retry at another node"
+                )));
+            }
             match attempt {
                 Attempt::Done(v) => return Ok(v),
+                Attempt::Lapsed(age) => {
+                    return Err(Unavailable(format!("{what}: {}", lapsed_message(age))))
+                }
+                Attempt::Handover => target = None,
                 Attempt::Elsewhere(l) => {
                     if l.is_none() {
                         last = "no leader is known".into();
+                        leaderless_since.get_or_insert(now);
                     }
                     target = l;
                 }
                 Attempt::Failed(e) => {
                     last = e;
+                    leaderless_since.get_or_insert(now);
                     target = None;
                 }
             }
-            if Instant::now() >= deadline {
+            let no_leader = leaderless_since.is_some_and(|t| now - t >= NO_LEADER_WAIT);
+            if now >= deadline || no_leader {
                 return Err(Unavailable(format!("{what}: {last}")));
             }
             if target.is_none() {
                 tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    /// Resolves when this node's Raft no longer names `leader` as leader
+    /// (an election started or ended elsewhere); never if it did not name
+    /// it to begin with (a leader learnt from another node's answer).
+    async fn leader_changes_from(&self, leader: NodeId) {
+        let mut rx = self.raft.metrics();
+        if rx.borrow_and_update().current_leader != Some(leader) {
+            return std::future::pending().await;
+        }
+        loop {
+            if rx.borrow_and_update().current_leader != Some(leader) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }

@@ -3,7 +3,9 @@
 //! starts with, and the membership calls a new node makes before it has
 //! any Raft state (`members`).
 
+mod election;
 mod handle;
+mod lease;
 pub(crate) mod log_store;
 pub(crate) mod members;
 pub(crate) mod network;

@@ -1,9 +1,13 @@
-//! openraft's network over tonic: one lazily connected channel per peer
-//! address, shared by Raft replication and by the node's forwarding.
+//! openraft's network over tonic. Two lazily connected channels per peer
+//! address: a control channel for Raft and the cluster service (forwarded
+//! writes, read-index requests, membership), which pings every heartbeat so
+//! a partitioned peer is noticed in about a second; and a data channel for
+//! blob transfers, whose large streams must neither delay a heartbeat nor
+//! be cut by a ping that waits behind them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -15,18 +19,31 @@ use openraft::raft::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use crate::consensus::lease::QuorumAcks;
 use crate::consensus::rpc::proto::cluster_service_client::ClusterServiceClient;
 use crate::consensus::rpc::proto::raft_service_client::RaftServiceClient;
 use crate::consensus::rpc::proto::Payload;
 use crate::consensus::rpc::{decode, encode, MAX_MESSAGE};
+use crate::consensus::timing::{PEER_CONNECT, PEER_PING, PEER_PING_TIMEOUT, PEER_RETRY};
 use crate::consensus::types::{NodeId, NodeInfo, TypeConfig};
 
 #[derive(Clone, Default)]
 pub struct Network {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Blob transfers, by peer address.
+    data: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Raft and the cluster service, by peer address.
+    control: Arc<Mutex<HashMap<String, Channel>>>,
     /// Mutual TLS to every peer (`None`: plain HTTP/2, on loopback or
     /// with `--insecure-peers`).
     tls: Option<tcr_tls::PeerConnector>,
+    /// When followers last acknowledged this node as leader.
+    acks: QuorumAcks,
+}
+
+#[derive(Clone, Copy)]
+enum Purpose {
+    Data,
+    Control,
 }
 
 impl Network {
@@ -34,22 +51,33 @@ impl Network {
     /// certificate), or in plain text when `None`.
     pub fn new(tls: Option<tcr_tls::PeerConnector>) -> Network {
         Network {
-            channels: Arc::default(),
             tls,
+            ..Network::default()
         }
     }
 
-    /// A channel to `addr` (host:port), connected on first use.
+    pub(crate) fn acks(&self) -> &QuorumAcks {
+        &self.acks
+    }
+
+    /// A channel for blob transfers to `addr` (host:port), connected on
+    /// first use.
     pub fn channel(&self, addr: &str) -> Option<Channel> {
-        let mut map = self.channels.lock().expect("channels lock");
+        self.channel_for(addr, Purpose::Data)
+    }
+
+    fn channel_for(&self, addr: &str, purpose: Purpose) -> Option<Channel> {
+        let pool = match purpose {
+            Purpose::Data => &self.data,
+            Purpose::Control => &self.control,
+        };
+        let mut map = pool.lock().expect("channels lock");
         if let Some(c) = map.get(addr) {
             return Some(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .ok()?
-            .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
             // Blob transfers stream 1 MiB chunks: HTTP/2's 64 KiB default
             // window would stall them on every chunk.
             .initial_stream_window_size(Some(8 << 20))
@@ -57,6 +85,18 @@ impl Network {
             // A peer sends us blob chunks in 1 MiB frames instead of 16 KiB
             // ones: 64 times fewer frames for h2 to parse and account for.
             .max_frame_size(Some(MAX_FRAME));
+        let endpoint = match purpose {
+            Purpose::Data => endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .http2_keep_alive_interval(Duration::from_secs(10)),
+            // A dead connection is closed after a missed ping, and the next
+            // call dials again (see `timing`).
+            Purpose::Control => endpoint
+                .connect_timeout(PEER_CONNECT)
+                .http2_keep_alive_interval(PEER_PING)
+                .keep_alive_timeout(PEER_PING_TIMEOUT)
+                .keep_alive_while_idle(true),
+        };
         let channel = match &self.tls {
             Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
             None => endpoint.connect_lazy(),
@@ -66,7 +106,7 @@ impl Network {
     }
 
     pub fn cluster_client(&self, addr: &str) -> Option<ClusterServiceClient<Channel>> {
-        self.channel(addr).map(|c| {
+        self.channel_for(addr, Purpose::Control).map(|c| {
             ClusterServiceClient::new(c)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE)
@@ -106,6 +146,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Option<RaftServiceClient<Channel>>,
+    acks: QuorumAcks,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -115,11 +156,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.rpc_addr.clone(),
-            client: self.channel(&node.rpc_addr).map(|c| {
+            client: self.channel_for(&node.rpc_addr, Purpose::Control).map(|c| {
                 RaftServiceClient::new(c)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE)
             }),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -170,14 +212,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        call!(
+        let (sent, term) = (Instant::now(), rpc.vote.leader_id.term);
+        let resp: Result<AppendEntriesResponse<NodeId>, _> = call!(
             self,
             append_entries,
             rpc,
             option,
             AppendEntriesResponse<NodeId>,
             RaftError<NodeId>
-        )
+        );
+        // Any answer but a higher vote acknowledges this node as leader.
+        if let Ok(r) = &resp {
+            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                self.acks.heard(self.target, term, sent);
+            }
+        }
+        resp
+    }
+
+    /// Retry an unreachable peer every heartbeat (openraft's default is
+    /// 500 ms): a follower back from a partition hears its leader before
+    /// its own election timer fires.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(PEER_RETRY))
     }
 
     async fn install_snapshot(

@@ -7,7 +7,8 @@
 //! every log entry, then for the lease (`election_timeout_max`) to run out
 //! on the followers, and asks the target to campaign. The target's log is
 //! the longest, so it wins the vote before any other follower's election
-//! timer (lease + a random election timeout) fires; its higher term deposes
+//! timer (`CAMPAIGN_AFTER`, later than the lease by a margin) fires, and
+//! the leader refuses their pre-votes meanwhile; its higher term deposes
 //! the old leader. Whatever happens, the leader resumes heartbeats and
 //! stops refusing afterwards, so a failed transfer costs one pause.
 

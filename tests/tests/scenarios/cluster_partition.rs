@@ -58,6 +58,24 @@ async fn cluster(net: &Hosts, dir: &std::path::Path) -> Vec<Node> {
     nodes
 }
 
+/// The image's layer and config, in one monolithic POST each.
+async fn push_blobs(node: &Node, img: &Image) {
+    for blob in [&img.layer, &img.config] {
+        let d = tcr_tests::images::digest(blob);
+        let r = node
+            .client()
+            .post(format!(
+                "{}/v2/acme/app/blobs/uploads/?digest={d}",
+                node.url()
+            ))
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
 fn manifest(img: &Image, round: &str) -> Vec<u8> {
     let mut m: Value = serde_json::from_slice(&img.manifest).unwrap();
     m["annotations"] = serde_json::json!({"round": round});
@@ -99,20 +117,7 @@ async fn minority_cannot_ack_or_serve_stale(isolate_leader: bool) {
     let nodes = cluster(&net, dir.path()).await;
     nodes[0].create_namespace("acme", "private").await;
     let img = Image::new("partition", "amd64");
-    for blob in [&img.layer, &img.config] {
-        let d = tcr_tests::images::digest(blob);
-        let r = nodes[0]
-            .client()
-            .post(format!(
-                "{}/v2/acme/app/blobs/uploads/?digest={d}",
-                nodes[0].url()
-            ))
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    push_blobs(&nodes[0], &img).await;
     let v0 = manifest(&img, "v0");
     assert_eq!(put(&nodes[0], "tag", &v0).await, StatusCode::CREATED);
 
@@ -196,4 +201,114 @@ async fn isolated_follower_neither_acknowledges_nor_serves_stale_reads() {
 #[tokio::test]
 async fn isolated_leader_neither_acknowledges_nor_serves_stale_reads() {
     minority_cannot_ack_or_serve_stale(true).await;
+}
+
+/// A PUT's status, its Retry-After, and how long it took to answer.
+async fn timed_put(node: &Node, tag: &str, body: &[u8]) -> (StatusCode, bool, Duration) {
+    let started = std::time::Instant::now();
+    let r = node
+        .client()
+        .put(format!("{}/v2/acme/app/manifests/{tag}", node.url()))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.to_vec())
+        .send()
+        .await;
+    let (st, retry_after) = match r {
+        Ok(r) => (r.status(), r.headers().contains_key("retry-after")),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, false),
+    };
+    (st, retry_after, started.elapsed())
+}
+
+async fn term(node: &Node) -> Option<u64> {
+    status(node).await.and_then(|s| s["term"].as_u64())
+}
+
+/// The availability bounds of a leader isolation, at three times the
+/// targets (election timeout + 1 s for the majority's first write, 2 s for
+/// an answer from the cut-off leader) to allow for a busy 2-core machine.
+const MAJORITY_WRITES_WITHIN: Duration = Duration::from_secs(9);
+const CUT_OFF_LEADER_ANSWERS_WITHIN: Duration = Duration::from_secs(6);
+
+#[tokio::test]
+async fn an_isolated_leader_is_replaced_fast_and_its_return_costs_no_election() {
+    let net = Hosts::create("tcrt", 3).expect("test hosts");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(&net, dir.path()).await;
+    nodes[0].create_namespace("acme", "private").await;
+    let img = Image::new("failover", "amd64");
+    push_blobs(&nodes[0], &img).await;
+    assert_eq!(
+        put(&nodes[0], "tag", &manifest(&img, "v0")).await,
+        StatusCode::CREATED
+    );
+    let leader = status(&nodes[0]).await.unwrap()["leader"].as_u64().unwrap() as usize;
+    let old = &nodes[leader - 1];
+    let majority: Vec<&Node> = (1..=3)
+        .filter(|i| *i != leader)
+        .map(|i| &nodes[i - 1])
+        .collect();
+
+    net.isolate(leader).expect("cutting the leader off");
+    let cut = std::time::Instant::now();
+    // Through the old leader, at once: a fast 503 the client may retry.
+    let old_1 = manifest(&img, "old-1");
+    let at_old = timed_put(old, "old-1", &old_1);
+    // Through the majority, until a write is acknowledged.
+    let at_majority = async {
+        loop {
+            let (st, _, _) = timed_put(majority[0], "tag", &manifest(&img, "v1")).await;
+            if st == StatusCode::CREATED {
+                return cut.elapsed();
+            }
+            assert!(cut.elapsed() < Duration::from_secs(30), "no majority write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let ((st, retry_after, answered), first_write) = tokio::join!(at_old, at_majority);
+    assert_eq!(
+        st,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cut-off leader's answer"
+    );
+    assert!(retry_after, "the cut-off leader's 503 has no Retry-After");
+    assert!(
+        answered < CUT_OFF_LEADER_ANSWERS_WITHIN,
+        "the cut-off leader answered after {answered:?}"
+    );
+    assert!(
+        first_write < MAJORITY_WRITES_WITHIN,
+        "the majority's first write was acknowledged {first_write:?} after the cut"
+    );
+    // Later requests at the old leader are refused at once.
+    let (st, _, answered) = timed_put(old, "old-2", &manifest(&img, "old-2")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answered < CUT_OFF_LEADER_ANSWERS_WITHIN,
+        "a later request at the cut-off leader took {answered:?}"
+    );
+
+    let new_term = term(majority[0]).await.expect("the majority's term");
+    net.heal().expect("healing");
+    // Every node acknowledges writes again (the old leader forwards them).
+    for (i, n) in nodes.iter().enumerate() {
+        let tag = format!("after-heal-{i}");
+        wait_for(
+            "a write through every node after the heal",
+            Duration::from_secs(20),
+            || async { put(n, &tag, &manifest(&img, &tag)).await == StatusCode::CREATED },
+        )
+        .await;
+    }
+    // The returning node rejoined without an election: for three election
+    // timeouts after it is back, every node stays in the majority's term.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < watch_until {
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(t) = term(n).await {
+                assert_eq!(t, new_term, "node {}: the term moved after the heal", i + 1);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -209,7 +209,7 @@ mod tests {
             term_at_heal: Some(3),
             term_after: Some(3),
         };
-        let a = analyse(&ops, &[w.clone()]);
+        let a = analyse(&ops, std::slice::from_ref(&w));
         let f = &a.faults[0];
         assert_eq!(f.majority_first_write_ms, Some(2200));
         assert_eq!(f.minority_ops, 2);

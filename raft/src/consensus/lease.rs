@@ -70,6 +70,13 @@ impl QuorumAcks {
     /// lease, or is handing leadership over (its heartbeats are off on
     /// purpose, and requests wait for the successor).
     pub fn lapsed(&self, raft: &Raft, gate: &TransferGate) -> Option<Duration> {
+        self.quorum_silent_for(raft, gate)
+            .filter(|age| *age > LEASE)
+    }
+
+    /// As a leader (and not handing over): the time within which a majority
+    /// of every voter set acknowledged it.
+    fn quorum_silent_for(&self, raft: &Raft, gate: &TransferGate) -> Option<Duration> {
         if gate.closed() {
             return None;
         }
@@ -106,17 +113,21 @@ impl QuorumAcks {
                 worst = worst.max(*age);
             }
         }
-        (worst > LEASE).then_some(worst)
+        Some(worst)
     }
 
     /// Resolves once this node leads without a quorum (never while it
-    /// holds its lease or follows).
+    /// holds its lease or follows). A leader wakes at the moment its lease
+    /// would run out, so requests waiting on it are answered then, not up
+    /// to a poll interval later.
     pub async fn until_lapsed(&self, raft: &Raft, gate: &TransferGate) -> Duration {
         loop {
-            if let Some(age) = self.lapsed(raft, gate) {
-                return age;
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            let pause = match self.quorum_silent_for(raft, gate) {
+                Some(age) if age > LEASE => return age,
+                Some(age) => (LEASE - age + Duration::from_millis(1)).min(RETRY_PAUSE),
+                None => RETRY_PAUSE,
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -27,10 +27,12 @@ pub const ELECTION_MIN: Duration = Duration::from_millis(1000);
 pub const ELECTION_MAX: Duration = Duration::from_millis(2000);
 
 /// A leader that has not been acknowledged by a quorum for this long stops
-/// taking writes and confirming reads (check-quorum). It is openraft's own
-/// lease (`election_timeout_max`): by then its followers have stopped
-/// expecting it and may have elected another.
-pub const LEASE: Duration = ELECTION_MAX;
+/// taking writes and confirming reads (check-quorum). Seven missed
+/// heartbeats, and shorter than openraft's own lease (`election_timeout_max`,
+/// before which its followers grant no vote): the old leader turns requests
+/// away before another can be elected, and a request that reaches it just
+/// after a cut is answered within 2 s.
+pub const LEASE: Duration = Duration::from_millis(1800);
 
 /// A voter that has not heard from a leader for a random time in this
 /// range asks the others for a pre-vote (see `election`). It starts after
@@ -144,7 +146,7 @@ mod tests {
         // openraft's voters refuse other candidates for `ELECTION_MAX`
         // after they last heard from the leader, so a leader within its
         // lease has not been replaced.
-        assert!(LEASE >= ELECTION_MAX);
+        assert!(LEASE < ELECTION_MAX && LEASE >= HEARTBEAT * 7);
         // A leader must be heard from several times per election timeout.
         assert!(HEARTBEAT * 3 < ELECTION_MIN);
         assert!(ELECTION_MIN < ELECTION_MAX);

@@ -13,11 +13,12 @@ pub enum ReadConsistency {
     Stale,
 }
 
-/// Which whole-blob reads are hashed while served (the last chunk waits
-/// for the verdict, so a corrupt copy is cut off, never served whole).
+/// Which reads are checked before their bytes are served (a corrupt copy
+/// is cut off before the bad bytes leave, and quarantined).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum VerifyReads {
-    /// Every whole-blob read: pulls are bounded by SHA-256 speed.
+    /// Every read, whole blob or range: each chunk it touches is checked
+    /// against the copy's integrity index (BLAKE3 per 1 MiB).
     All,
     /// Only blobs streamed from another node; local copies rely on scrub.
     Remote,
@@ -108,6 +109,13 @@ pub struct Config {
     /// while pulls, deletes and GC go on, so RocksDB keeps its headroom.
     #[arg(long, env = "TCR_MIN_FREE_DISK", default_value = "256MiB")]
     pub min_free_disk: tcr_storage::Reserve,
+    /// Disk kept for verified copies of blobs this node streams from their
+    /// owners (a size such as `20GiB`, or a share of the data dir's disk
+    /// such as `10%`; `0` turns the cache off). Least recently used out
+    /// first; cached copies are never replicas, and give way first when
+    /// the disk runs low.
+    #[arg(long, env = "TCR_CACHE_BYTES", default_value = "10%")]
+    pub cache_bytes: tcr_storage::Reserve,
     /// Open upload sessions at once per namespace on this node; past it a
     /// new upload gets 429 until some finish, are cancelled or expire.
     #[arg(long, env = "TCR_MAX_UPLOADS_PER_NAMESPACE", default_value_t = 1000)]
@@ -135,7 +143,7 @@ pub struct Config {
     /// when it joins or initialises a cluster.
     #[arg(long, env = "TCR_WEIGHT", default_value_t = 100)]
     pub weight: u32,
-    /// Which whole-blob reads are verified against the digest as they are served.
+    /// Which reads are checked before they are served.
     #[arg(long, env = "TCR_VERIFY_READS", value_enum, default_value_t = VerifyReads::All)]
     pub verify_reads: VerifyReads,
     /// Lifetime of the tokens `/v2/token` issues (set the same on every

@@ -83,7 +83,10 @@ impl Metrics {
                     "blob transfers between nodes: push (to an owner after an upload), \
                      pipelined_append (a chunked upload copied to an owner while its \
                      chunks arrive; one per owner and upload), remote_read (a read served from another node), remote_read_grpc \
-                     (one served over gRPC by a peer without HTTP reads); result ok|error",
+                     (one served over gRPC by a peer without HTTP reads), served_read (a \
+                     copy this node sent to a reading peer), cache_fill (a blob streamed \
+                     from a peer into this node's cache), cache_hit (a read served from \
+                     the cache); result ok|error",
                 ),
                 &["kind", "result"],
             )

@@ -13,7 +13,10 @@ use futures::StreamExt;
 /// The HTTP routes the RPC port serves beside gRPC: peer blob reads, and
 /// upload requests proxied from other nodes, which run through this node's
 /// registry router once it exists (see `oci::upload_proxy`).
-pub fn http_routes(blobs: &tcr_storage::BlobStore) -> (Router, Arc<OnceLock<Router>>) {
+pub fn http_routes(
+    blobs: &tcr_storage::BlobStore,
+    served: prometheus::IntCounterVec,
+) -> (Router, Arc<OnceLock<Router>>) {
     let proxied: Arc<OnceLock<Router>> = Arc::default();
     let late = proxied.clone();
     let proxy_route = Router::new().route(
@@ -31,7 +34,7 @@ pub fn http_routes(blobs: &tcr_storage::BlobStore) -> (Router, Arc<OnceLock<Rout
             }
         }),
     );
-    let routes = tcr_storage::cluster::peer_reads::routes(blobs.clone()).merge(proxy_route);
+    let routes = tcr_storage::cluster::peer_reads::routes(blobs.clone(), served).merge(proxy_route);
     (routes, proxied)
 }
 

@@ -29,7 +29,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     settle_node_id(&mut cfg, &network).await?;
     let (consensus, reader) = start_consensus(&cfg, network.clone()).await?;
     let (blobs, uploads) = open_blobs(&cfg)?;
-    let proxied = serve_rpc_port(&cfg, &consensus, &blobs, &uploads, &tls).await?;
+    let metrics = Arc::new(Metrics::new());
+    let served = metrics.transfers.clone();
+    let proxied = serve_rpc_port(&cfg, &consensus, &blobs, &uploads, &tls, served).await?;
     consensus
         .init_or_join(advertised(&cfg), cfg.join.clone(), !cfg.no_init)
         .await?;
@@ -40,6 +42,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         network,
         blobs,
         uploads,
+        metrics,
         https: tls.registry.is_some(),
     };
     let state = build_state(&cfg, parts)?;
@@ -183,6 +186,27 @@ fn open_blobs(cfg: &Config) -> anyhow::Result<(BlobStore, Arc<Uploads>)> {
     Ok((blobs, uploads))
 }
 
+/// The cache of blobs streamed from their owners, unless `--cache-bytes`
+/// is 0. It stops filling, and gives its disk back, while free space is
+/// under twice the node's reserve: before uploads are refused.
+fn open_cache(cfg: &Config) -> anyhow::Result<Option<tcr_storage::cluster::BlobCache>> {
+    let limit = cfg
+        .cache_bytes
+        .resolve(&cfg.data_dir)
+        .context("sizing the blob cache (--cache-bytes)")?;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let cache = tcr_storage::cluster::BlobCache::open(
+        &cfg.data_dir.join("cache"),
+        limit,
+        Some(cfg.min_free_disk.times(2)),
+    )
+    .context("opening the blob cache")?;
+    tracing::info!(limit, "blob cache on");
+    Ok(Some(cache))
+}
+
 /// Serve the RPC port; the returned cell takes the registry router that
 /// proxied upload requests run through, once it exists.
 async fn serve_rpc_port(
@@ -191,6 +215,7 @@ async fn serve_rpc_port(
     blobs: &BlobStore,
     uploads: &Arc<Uploads>,
     tls: &Tls,
+    served: prometheus::IntCounterVec,
 ) -> anyhow::Result<Arc<std::sync::OnceLock<axum::Router>>> {
     let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
         .await
@@ -200,7 +225,7 @@ async fn serve_rpc_port(
         uploads.clone(),
         cfg.max_blob_bytes,
     );
-    let (http, proxied) = rpc_port::http_routes(blobs);
+    let (http, proxied) = rpc_port::http_routes(blobs, served);
     let routes = consensus
         .with_services(tonic::service::Routes::from(http))
         .add_service(blob_svc);
@@ -216,13 +241,14 @@ struct Parts {
     network: Network,
     blobs: BlobStore,
     uploads: Arc<Uploads>,
+    metrics: Arc<Metrics>,
     https: bool,
 }
 
 /// Blob distribution over the cluster's view, and the state every handler
 /// and job shares; starts the storage reconciler.
 fn build_state(cfg: &Config, p: Parts) -> anyhow::Result<Arc<AppState>> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = p.metrics;
     let view = crate::cluster_view::RaftView::new(
         cfg.node_id,
         p.consensus.raft().clone(),
@@ -235,6 +261,10 @@ fn build_state(cfg: &Config, p: Parts) -> anyhow::Result<Arc<AppState>> {
         metrics.transfers.clone(),
         cfg.verify_reads == crate::config::VerifyReads::All,
     );
+    let replicas = match open_cache(cfg)? {
+        Some(cache) => replicas.with_cache(cache),
+        None => replicas,
+    };
     let reconciler = tcr_storage::cluster::Reconciler::new(
         replicas.clone(),
         p.blobs.clone(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
+use crate::integrity::{ChunkHasher, ChunkIndex};
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -91,6 +92,11 @@ impl BlobStore {
             .join(hex)
     }
 
+    /// Where the integrity index of `d`'s copy lives (beside it).
+    pub fn index_path(&self, d: &Digest) -> PathBuf {
+        index_path_of(&self.path(d))
+    }
+
     /// Size of the local copy, if this node holds one.
     pub async fn stat(&self, d: &Digest) -> io::Result<Option<u64>> {
         match tokio::fs::metadata(self.path(d)).await {
@@ -117,7 +123,9 @@ impl BlobStore {
     /// The whole local copy as a stream, and a verdict computed on a
     /// blocking thread from the same open file: whether its bytes hash to
     /// `d`. Both read the file that was opened, so an unlink (a rebalance
-    /// dropping the copy) during the read affects neither.
+    /// dropping the copy) during the read affects neither. The same pass
+    /// makes the copy's integrity index when it matches (a copy from
+    /// before indexes, read whole for the first time).
     pub async fn read_stream_verified(
         &self,
         d: &Digest,
@@ -125,24 +133,140 @@ impl BlobStore {
         impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static,
         tokio::task::JoinHandle<io::Result<bool>>,
     )> {
-        use sha2::Digest as _;
-        use std::io::Read;
-        let (mut file, map) = self.open_mapped(d).await?;
+        let (file, map) = self.open_mapped(d).await?;
         let len = map.as_ref().map_or(0, |m| m.len() as u64);
-        let d = d.clone();
+        let (d, index_path) = (d.clone(), self.index_path(d));
         let verdict = tokio::task::spawn_blocking(move || {
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
+            let (matches, index) = hash_file(file, &d)?;
+            if matches {
+                write_index(&index_path, &index);
             }
-            Ok(Digest::from_sha256_bytes(&h.finalize()) == d)
+            Ok(matches)
         });
         Ok((Self::chunks(map, 0, len)?, verdict))
+    }
+
+    /// Whether the local copy has an integrity index file (not whether it
+    /// is sound: a read finds that out).
+    pub async fn has_index(&self, d: &Digest) -> bool {
+        tokio::fs::try_exists(self.index_path(d))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The local copy's integrity index, if it has a sound one for a blob
+    /// of `size` bytes.
+    async fn load_index(&self, d: &Digest, size: u64) -> Option<ChunkIndex> {
+        let path = self.index_path(d);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        match ChunkIndex::from_bytes(&bytes, size) {
+            Ok(idx) => Some(idx),
+            Err(e) => {
+                tracing::warn!(digest = %d, "ignoring the integrity index: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stream `len` bytes from `start` of the local copy, every chunk they
+    /// touch checked against the copy's integrity index before any of its
+    /// bytes go out (on blocking threads, a few chunks ahead of the send,
+    /// so checking runs beside the socket on every core). A copy without an
+    /// index is hashed whole first: SHA-256 against its digest, which makes
+    /// the index. A chunk that fails cuts the stream with an error and
+    /// quarantines the copy (the repair loop fetches a good one); a copy
+    /// whose SHA-256 fails is quarantined and reported `NotFound`, so the
+    /// caller reads another holder.
+    pub async fn read_stream_checked(
+        &self,
+        d: &Digest,
+        start: u64,
+        len: u64,
+    ) -> io::Result<impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static> {
+        use futures::StreamExt;
+        let (file, map) = self.open_mapped(d).await?;
+        let size = map.as_ref().map_or(0, |m| m.len() as u64);
+        if start.saturating_add(len) > size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob is shorter than the requested range",
+            ));
+        }
+        let index = match self.load_index(d, size).await {
+            Some(idx) => idx,
+            None => {
+                let (dd, index_path) = (d.clone(), self.index_path(d));
+                let (matches, index) = tokio::task::spawn_blocking(move || {
+                    let (matches, index) = hash_file(file, &dd)?;
+                    if matches {
+                        write_index(&index_path, &index);
+                    }
+                    io::Result::Ok((matches, index))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                if !matches {
+                    tracing::error!(digest = %d, "local copy failed verification; quarantined");
+                    self.quarantine(d).await?;
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("the local copy of {d} is corrupt"),
+                    ));
+                }
+                index
+            }
+        };
+        let index = Arc::new(index);
+        let (store, bad) = (self.clone(), d.clone());
+        let checks = index.chunks_for(start, len).map(move |i| {
+            let (map, index) = (map.clone(), index.clone());
+            async move {
+                let Some(map) = map else {
+                    return Ok(None);
+                };
+                let b = index.bounds(i);
+                let whole = b.clone();
+                let (ok, map) = tokio::task::spawn_blocking(move || {
+                    let ok = index.check(i, &map[whole.start as usize..whole.end as usize]);
+                    (ok, map)
+                })
+                .await
+                .map_err(io::Error::other)?;
+                if !ok {
+                    return Err(io::Error::other(format!("chunk {i} failed verification")));
+                }
+                let from = b.start.max(start) as usize;
+                let to = b.end.min(start + len) as usize;
+                Ok(Some(bytes::Bytes::from_owner(MappedRange {
+                    map,
+                    from,
+                    to,
+                })))
+            }
+        });
+        let lookahead = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let mut failed = false;
+        Ok(futures::stream::iter(checks)
+            .buffered(lookahead)
+            .filter_map(move |r| {
+                let out = match r {
+                    _ if failed => None,
+                    Ok(chunk) => chunk.map(Ok),
+                    Err(e) => {
+                        failed = true;
+                        tracing::error!(digest = %bad, "local copy failed verification ({e}); cutting the response");
+                        let msg = format!("copy of {bad} failed verification: {e}");
+                        let (store, bad) = (store.clone(), bad.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = store.quarantine(&bad).await {
+                                tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
+                            }
+                        });
+                        Some(Err(io::Error::other(msg)))
+                    }
+                };
+                std::future::ready(out)
+            }))
     }
 
     /// Open the local copy and map it (`None` for an empty file, which
@@ -184,21 +308,36 @@ impl BlobStore {
 
     /// Move a verified, fsynced staging file into place and fsync the
     /// directory, so the name survives a crash. A blob already present is
-    /// kept (content addressing makes the copies identical).
-    pub(crate) async fn install(&self, staged: &Path, d: &Digest) -> io::Result<()> {
+    /// kept (content addressing makes the copies identical). `index`, made
+    /// from the verified bytes, goes beside it; it is not synced (one lost
+    /// or torn in a crash fails its checksum and is made again).
+    pub(crate) async fn install(
+        &self,
+        staged: &Path,
+        d: &Digest,
+        index: Option<&ChunkIndex>,
+    ) -> io::Result<()> {
         let target = self.path(d);
         let dir = target
             .parent()
             .expect("blob path has a parent")
             .to_path_buf();
         let staged = staged.to_path_buf();
+        let index = index.cloned();
         // Before the name appears, so no sweep sees it unclaimed.
         self.claim(d);
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
+            let index_path = index_path_of(&target);
             if target.exists() {
                 std::fs::remove_file(&staged)?;
+                if let Some(idx) = index.filter(|_| !index_path.exists()) {
+                    write_index(&index_path, &idx);
+                }
                 return Ok(());
+            }
+            if let Some(idx) = &index {
+                write_index(&index_path, idx);
             }
             std::fs::rename(&staged, &target)?;
             std::fs::File::open(&dir)?.sync_all()
@@ -218,7 +357,11 @@ impl BlobStore {
             .unwrap_or(0);
         let to = dir.join(format!("{}-{now}", d.sha256_hex()));
         match tokio::fs::rename(self.path(d), to).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // The good copy that repair brings comes with its own.
+                let _ = tokio::fs::remove_file(self.index_path(d)).await;
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
@@ -227,26 +370,28 @@ impl BlobStore {
     /// Re-hash the local copy on a blocking thread: `Some(true)` if it
     /// matches its name, `None` if there is no copy. Plain reads (not the
     /// mapping) so the pages do not count against this process's memory.
+    /// A matching copy's integrity index is checked against the same pass
+    /// and written again if it is missing or differs.
     pub async fn verify(&self, d: &Digest) -> io::Result<Option<bool>> {
-        use sha2::Digest as _;
-        use std::io::Read;
         let (path, d) = (self.path(d), d.clone());
         tokio::task::spawn_blocking(move || {
-            let mut f = match std::fs::File::open(&path) {
+            let f = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
+            let (matches, index) = hash_file(f, &d)?;
+            if matches {
+                let index_path = index_path_of(&path);
+                let stored = std::fs::read(&index_path).ok();
+                if stored.as_deref() != Some(&index.to_bytes()[..]) {
+                    if stored.is_some() {
+                        tracing::warn!(digest = %d, "scrub: the integrity index was wrong; made again");
+                    }
+                    write_index(&index_path, &index);
                 }
-                h.update(&buf[..n]);
             }
-            Ok(Some(Digest::from_sha256_bytes(&h.finalize()) == d))
+            Ok(Some(matches))
         })
         .await
         .map_err(io::Error::other)?
@@ -358,13 +503,54 @@ async fn remove_if(
             }
         }
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                let _ = std::fs::remove_file(index_path_of(&path));
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     })
     .await
     .map_err(io::Error::other)?
+}
+
+fn index_path_of(blob: &Path) -> PathBuf {
+    blob.with_extension("idx")
+}
+
+/// Hash a whole file: whether it matches `d` (SHA-256), and its integrity
+/// index from the same bytes.
+fn hash_file(mut f: std::fs::File, d: &Digest) -> io::Result<(bool, ChunkIndex)> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let mut sha = sha2::Sha256::new();
+    let mut chunks = ChunkHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        chunks.update(&buf[..n]);
+    }
+    Ok((
+        Digest::from_sha256_bytes(&sha.finalize()) == *d,
+        chunks.finish(),
+    ))
+}
+
+/// Write an index by write-then-rename, so a reader sees a whole one or
+/// none. A failure only costs the index (reads make it again), so it is
+/// logged, not returned.
+fn write_index(path: &Path, index: &ChunkIndex) {
+    let tmp = path.with_extension(format!("idx.{}", uuid::Uuid::new_v4().simple()));
+    let r = std::fs::write(&tmp, index.to_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(path = %path.display(), "writing an integrity index: {e}");
+    }
 }
 
 async fn open_mapped_path(
@@ -503,7 +689,7 @@ mod tests {
         // held and for the grace after it is let go.
         let staged = dir.path().join("staged");
         std::fs::write(&staged, b"fresh").unwrap();
-        store.install(&staged, &fresh).await.unwrap();
+        store.install(&staged, &fresh, None).await.unwrap();
         assert!(!store.remove_unclaimed(&fresh, grace).await.unwrap());
         write(&held, b"held");
         let hold = store.hold(&held);

@@ -7,8 +7,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// How much must stay free.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,6 +66,22 @@ impl Reserve {
             Reserve::Percent(p) => (total as f64 * p / 100.0) as u64,
         }
     }
+
+    /// The size in bytes on the filesystem that holds `dir`.
+    pub fn resolve(&self, dir: &Path) -> io::Result<u64> {
+        match *self {
+            Reserve::Bytes(b) => Ok(b),
+            Reserve::Percent(_) => Ok(self.bytes(statvfs(dir)?.total)),
+        }
+    }
+
+    /// `k` times as much (a percentage at most 100).
+    pub fn times(&self, k: u64) -> Reserve {
+        match *self {
+            Reserve::Bytes(b) => Reserve::Bytes(b.saturating_mul(k)),
+            Reserve::Percent(p) => Reserve::Percent((p * k as f64).min(100.0)),
+        }
+    }
 }
 
 /// Free and total bytes of a filesystem, as an unprivileged writer sees it.
@@ -85,13 +99,9 @@ pub struct NoSpace {
     pub reserve: u64,
 }
 
-/// A statfs more than this old is taken again.
-const FRESH: Duration = Duration::from_millis(250);
-
 pub struct DiskReserve {
     dir: PathBuf,
     reserve: Reserve,
-    last: Mutex<Option<(Instant, Space)>>,
 }
 
 impl DiskReserve {
@@ -99,21 +109,14 @@ impl DiskReserve {
         DiskReserve {
             dir: dir.to_path_buf(),
             reserve,
-            last: Mutex::new(None),
         }
     }
 
-    /// The filesystem's space now (taken at most every `FRESH`).
+    /// The filesystem's space now. Taken afresh every time (a statfs is a
+    /// cheap call, and checks come once per upload and per 16 MiB): a
+    /// reading kept even 250 ms let quick pushes overshoot the reserve.
     pub fn space(&self) -> io::Result<Space> {
-        let mut last = self.last.lock().expect("disk space lock");
-        if let Some((at, s)) = *last {
-            if at.elapsed() < FRESH {
-                return Ok(s);
-            }
-        }
-        let s = statvfs(&self.dir)?;
-        *last = Some((Instant::now(), s));
-        Ok(s)
+        statvfs(&self.dir)
     }
 
     /// Refuse new blob bytes while free space is under the reserve. An

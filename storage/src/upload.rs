@@ -12,6 +12,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::integrity::ChunkHasher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use crate::blob_store::{BlobStore, Mapped};
@@ -69,9 +71,25 @@ fn namespace_of(repo: &str) -> &str {
 
 struct Session {
     info: SessionInfo,
-    /// Bytes in the staging file, and their hash so far. `None` after a
+    /// Bytes in the staging file, and their hashes so far. `None` after a
     /// restart or a failed write, until rebuilt from the file.
-    progress: Option<(u64, Sha256)>,
+    progress: Option<(u64, Hashes)>,
+}
+
+/// What an upload's bytes are hashed into as they arrive: the SHA-256 the
+/// digest is checked against, and the chunk hashes of the integrity index
+/// made from the same bytes.
+#[derive(Clone, Default)]
+struct Hashes {
+    sha: Sha256,
+    chunks: ChunkHasher,
+}
+
+impl Hashes {
+    fn update(&mut self, b: &[u8]) {
+        self.sha.update(b);
+        self.chunks.update(b);
+    }
 }
 
 /// All upload sessions of this node.
@@ -147,7 +165,7 @@ impl Uploads {
         };
         let session = Session {
             info: info.clone(),
-            progress: Some((0, Sha256::new())),
+            progress: Some((0, Hashes::default())),
         };
         let namespace = namespace_of(repo).to_string();
         {
@@ -233,15 +251,15 @@ impl Uploads {
             .clone())
     }
 
-    /// Rebuild (size, hash) from the staging file.
-    async fn progress(&self, s: &mut Session) -> Result<(u64, Sha256), UploadError> {
+    /// Rebuild (size, hashes) from the staging file.
+    async fn progress(&self, s: &mut Session) -> Result<(u64, Hashes), UploadError> {
         if let Some(p) = s.progress.take() {
             return Ok(p);
         }
         let mut f = tokio::fs::File::open(self.data_path(&s.info.id))
             .await
             .map_err(|e| gone_if_missing(e, &s.info.id))?;
-        let mut h = Sha256::new();
+        let mut h = Hashes::default();
         let mut buf = vec![0u8; WRITE_BUFFER];
         let mut size = 0u64;
         loop {
@@ -339,10 +357,10 @@ impl Uploads {
         &self,
         id: &str,
         mut size: u64,
-        mut hasher: Sha256,
+        mut hasher: Hashes,
         mut body: S,
         limit: u64,
-    ) -> Result<(u64, Sha256), UploadError>
+    ) -> Result<(u64, Hashes), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -414,7 +432,7 @@ impl Uploads {
     /// The upload's size if its bytes hash to `expected`.
     async fn check_digest(&self, s: &mut Session, expected: &Digest) -> Result<u64, UploadError> {
         let (size, hasher) = self.progress(s).await?;
-        let actual = Digest::from_sha256_bytes(&hasher.clone().finalize());
+        let actual = Digest::from_sha256_bytes(&hasher.sha.clone().finalize());
         s.progress = Some((size, hasher));
         if &actual != expected {
             return Err(UploadError::DigestMismatch {
@@ -431,6 +449,8 @@ impl Uploads {
     pub async fn finish(&self, id: &str, expected: &Digest) -> Result<u64, UploadError> {
         let s = self.session(id).await?;
         let (size, s) = self.checked(id, s.lock().await, expected).await?;
+        // Made from the bytes whose SHA-256 was just found to match.
+        let index = s.progress.as_ref().map(|(_, h)| h.chunks.finish());
         let data = self.data_path(id);
         tokio::fs::File::open(&data)
             .await
@@ -439,7 +459,7 @@ impl Uploads {
             .await?;
         // The rename finds no file when a cancel won the race after the sync.
         self.blobs
-            .install(&data, expected)
+            .install(&data, expected, index.as_ref())
             .await
             .map_err(|e| gone_if_missing(e, id))?;
         drop(s);
@@ -883,6 +903,180 @@ mod tests {
             .is_err());
         assert!(!blobs.path(&other).exists());
         assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
+    }
+
+    /// 2.5 chunks of bytes no two chunks share.
+    fn layer() -> Vec<u8> {
+        let n = (crate::integrity::CHUNK * 5 / 2) as usize;
+        (0..n).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect()
+    }
+
+    async fn read_all(
+        blobs: &BlobStore,
+        d: &Digest,
+        start: u64,
+        len: u64,
+    ) -> (Vec<u8>, Option<io::Error>) {
+        let mut s = Box::pin(blobs.read_stream_checked(d, start, len).await.unwrap());
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            match c {
+                Ok(c) => got.extend_from_slice(&c),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn reads_check_every_chunk_they_touch_and_stop_before_a_rotten_one() {
+        let (_dir, up, blobs) = store().await;
+        let b = layer();
+        let d = Digest::of(&b);
+        let len = b.len() as u64;
+        // Received in pieces that do not line up with the chunks.
+        let parts: Vec<Result<Bytes, io::Error>> = b
+            .chunks(300_001)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        up.receive("r1", futures::stream::iter(parts), len, &d)
+            .await
+            .unwrap();
+        assert!(blobs.has_index(&d).await, "the upload made the index");
+        let mb = crate::integrity::CHUNK;
+        let (got, err) = read_all(&blobs, &d, mb - 10, mb + 20).await;
+        assert!(err.is_none());
+        assert_eq!(got, &b[(mb - 10) as usize..(2 * mb + 10) as usize]);
+
+        // One byte rots in the second chunk.
+        let mut rotten = b.clone();
+        rotten[(mb + 7) as usize] ^= 0x01;
+        std::fs::write(blobs.path(&d), &rotten).unwrap();
+        // A range inside the first chunk is still served whole.
+        let (got, err) = read_all(&blobs, &d, 5, 1000).await;
+        assert!(err.is_none());
+        assert_eq!(got, &b[5..1005]);
+        // A range into the second chunk stops where the rot starts: the
+        // first chunk's bytes go, none of the second's.
+        let (got, err) = read_all(&blobs, &d, mb - 4, 100).await;
+        let err = err.expect("the rotten chunk is refused");
+        assert!(err.to_string().contains("failed verification"), "{err}");
+        assert_eq!(got, &b[(mb - 4) as usize..mb as usize]);
+        // And the copy is put aside for the repair loop.
+        let gone = async {
+            while blobs.path(&d).exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), gone)
+            .await
+            .expect("the rotten copy is quarantined");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// For any blob size, range and rotten byte, the checked reader
+        /// returns exactly the stored bytes of a range that misses the rot,
+        /// and for one that touches it, an error after at most the bytes
+        /// before the rotten chunk.
+        #[test]
+        fn the_checked_reader_serves_exact_ranges_and_refuses_rotten_chunks(
+            size in 1u64..(crate::integrity::CHUNK * 7 / 2),
+            at in 0.0f64..1.0,
+            span in 0.0f64..1.0,
+            rot in proptest::option::of(0.0f64..1.0),
+        ) {
+            let start = ((size - 1) as f64 * at) as u64;
+            let len = 1 + ((size - start - 1) as f64 * span) as u64;
+            let rot = rot.map(|r| ((size - 1) as f64 * r) as u64);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_dir, up, blobs) = store().await;
+                let b: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+                let d = Digest::of(&b);
+                up.receive("p", futures::stream::iter([Ok::<_, io::Error>(Bytes::from(b.clone()))]), size, &d)
+                    .await
+                    .unwrap();
+                if let Some(r) = rot {
+                    let mut rotten = b.clone();
+                    rotten[r as usize] ^= 0x10;
+                    std::fs::write(blobs.path(&d), &rotten).unwrap();
+                }
+                let (got, err) = read_all(&blobs, &d, start, len).await;
+                let chunk = crate::integrity::CHUNK;
+                let want = &b[start as usize..(start + len) as usize];
+                match rot.filter(|r| r / chunk >= start / chunk && r / chunk <= (start + len - 1) / chunk) {
+                    None => {
+                        assert!(err.is_none(), "{err:?}");
+                        assert!(got == want, "the range differs");
+                    }
+                    Some(r) => {
+                        assert!(err.is_some(), "a range over a rotten chunk was served");
+                        let clean = (r / chunk * chunk).saturating_sub(start) as usize;
+                        assert!(got.len() <= clean, "bytes of the rotten chunk went out");
+                        assert!(got == want[..got.len()], "the bytes served differ");
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_without_an_index_is_hashed_whole_once_and_indexed() {
+        let (_dir, _up, blobs) = store().await;
+        let b = layer();
+        let d = Digest::of(&b);
+        std::fs::create_dir_all(blobs.path(&d).parent().unwrap()).unwrap();
+        std::fs::write(blobs.path(&d), &b).unwrap();
+        assert!(!blobs.has_index(&d).await);
+        let (got, err) = read_all(&blobs, &d, 100, 200).await;
+        assert!(err.is_none());
+        assert_eq!(got, &b[100..300]);
+        assert!(blobs.has_index(&d).await, "the first read made the index");
+
+        // A torn index counts as none, and scrub writes it again.
+        std::fs::write(blobs.index_path(&d), b"torn").unwrap();
+        let (got, _) = read_all(&blobs, &d, 0, b.len() as u64).await;
+        assert_eq!(got, b);
+        std::fs::write(blobs.index_path(&d), b"torn").unwrap();
+        assert_eq!(blobs.verify(&d).await.unwrap(), Some(true));
+        let idx = std::fs::read(blobs.index_path(&d)).unwrap();
+        assert_eq!(
+            crate::integrity::ChunkIndex::from_bytes(&idx, b.len() as u64),
+            Ok(crate::integrity::ChunkIndex::of(&b))
+        );
+
+        // A corrupt copy without an index is never served: it is put aside
+        // and reported missing, so the caller reads another holder.
+        let mut rotten = b.clone();
+        rotten[7] ^= 0x80;
+        let bad = Digest::of(b"some other layer");
+        std::fs::create_dir_all(blobs.path(&bad).parent().unwrap()).unwrap();
+        std::fs::write(blobs.path(&bad), &rotten).unwrap();
+        let e = match blobs.read_stream_checked(&bad, 0, 10).await {
+            Err(e) => e,
+            Ok(_) => panic!("a corrupt copy was opened for reading"),
+        };
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert!(!blobs.path(&bad).exists());
+        assert!(!blobs.has_index(&bad).await);
+    }
+
+    #[tokio::test]
+    async fn a_removed_copy_takes_its_index_with_it() {
+        let (_dir, up, blobs) = store().await;
+        let d = Digest::of(b"hello world");
+        up.receive("r1", body(&[b"hello ", b"world"]), 11, &d)
+            .await
+            .unwrap();
+        assert!(blobs.has_index(&d).await);
+        assert!(blobs.remove(&d).await.unwrap());
+        assert!(!blobs.has_index(&d).await);
+        // Listing never takes an index for a blob.
+        up.receive("r2", body(&[b"hello ", b"world"]), 11, &d)
+            .await
+            .unwrap();
+        assert_eq!(blobs.list().await.unwrap(), vec![(d, 11)]);
     }
 
     #[tokio::test]

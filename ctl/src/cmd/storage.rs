@@ -12,7 +12,8 @@ use crate::output::{table, Output};
 #[derive(Subcommand)]
 pub enum StorageCmd {
     /// Per node: blobs and bytes held, under-replicated (missing) and
-    /// misplaced counts, what the last pass moved, scrub results.
+    /// misplaced counts, what the last pass moved, scrub results, and the
+    /// cache of blobs streamed from their owners.
     Status {
         /// Refresh every two seconds until interrupted.
         #[arg(long)]
@@ -50,6 +51,20 @@ async fn collect(c: &Client) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
+/// A node's cache: blobs, bytes of its limit, and reads it served.
+fn cached(c: &Value) -> String {
+    let mib = |k: &str| c[k].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    match c["blobs"].as_u64() {
+        Some(blobs) => format!(
+            "{blobs} ({:.1}/{:.0} MiB, {} hits)",
+            mib("bytes"),
+            mib("limit"),
+            c["hits"].as_u64().unwrap_or(0)
+        ),
+        None => "off".into(),
+    }
+}
+
 fn print(nodes: &[Value]) {
     let n = |v: &Value, k: &str| {
         v["storage"][k]
@@ -73,6 +88,7 @@ fn print(nodes: &[Value]) {
                 n(v, "pulled"),
                 n(v, "dropped"),
                 n(v, "corruptFound"),
+                cached(&v["storage"]["cache"]),
                 n(v, "passes"),
                 v["error"].as_str().unwrap_or("").to_string(),
             ]
@@ -89,6 +105,7 @@ fn print(nodes: &[Value]) {
             "PULLED",
             "DROPPED",
             "CORRUPT",
+            "CACHED",
             "PASSES",
             "ERROR",
         ],

@@ -8,6 +8,7 @@
 //! state machine, only members, the replication factor and which blobs are
 //! committed.
 
+pub mod cache;
 pub mod peer_http;
 pub mod peer_reads;
 pub mod pipeline;
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 
 use tonic::transport::Channel;
 
+pub use cache::{BlobCache, CacheReport};
 pub use pipeline::UploadReplicas;
 pub use reconcile::{Pacing, Reconciler, Report};
 pub use replicas::{Placement, ReplicaError, Replicas, Tee};

@@ -40,17 +40,18 @@ struct Span {
     length: u64,
 }
 
-/// The route serving this node's copies to its peers.
-pub fn routes(store: BlobStore) -> axum::Router {
+/// The route serving this node's copies to its peers; `served` counts the
+/// reads it answers (`kind="served_read"`: an owner's egress to readers).
+pub fn routes(store: BlobStore, served: prometheus::IntCounterVec) -> axum::Router {
     axum::Router::new()
         .route(ROUTE, axum::routing::get(read))
         // A span per read, as on the HTTP port.
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(store)
+        .with_state((store, served))
 }
 
 async fn read(
-    State(store): State<BlobStore>,
+    State((store, served)): State<(BlobStore, prometheus::IntCounterVec)>,
     Path(digest): Path<String>,
     Query(span): Query<Span>,
 ) -> Response {
@@ -70,7 +71,14 @@ async fn read(
         0 => size - span.offset,
         n => n.min(size - span.offset),
     };
-    match store.read_stream(&d, span.offset, len).await {
+    // Checked against the copy's integrity index, so a range a peer asks
+    // for (which it cannot verify itself) is never rotten bytes.
+    let r = store.read_stream_checked(&d, span.offset, len).await;
+    let ok = r.is_ok();
+    served
+        .with_label_values(&["served_read", if ok { "ok" } else { "error" }])
+        .inc();
+    match r {
         Ok(chunks) => (
             [(header::CONTENT_LENGTH, len.to_string())],
             axum::body::Body::from_stream(chunks),
@@ -209,7 +217,12 @@ mod tests {
         let uploads = std::sync::Arc::new(crate::Uploads::open(store.clone()).unwrap());
         let grpc = replication::BlobRpc::server(store.clone(), uploads, 1 << 30);
         let routes = if with_http {
-            tonic::service::Routes::from(routes(store)).add_service(grpc)
+            let served = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("served", "reads served"),
+                &["kind", "result"],
+            )
+            .unwrap();
+            tonic::service::Routes::from(routes(store, served)).add_service(grpc)
         } else {
             tonic::service::Routes::new(grpc)
         };

@@ -63,6 +63,9 @@ pub struct Report {
     pub swept: u64,
     pub swept_bytes: u64,
     pub last_pass_ms: u64,
+    /// The cache of blobs streamed from their owners (`--cache-bytes`),
+    /// if it is on.
+    pub cache: Option<super::CacheReport>,
 }
 
 /// How often and how hard the storage loop works.
@@ -119,7 +122,9 @@ impl Reconciler {
     }
 
     pub fn report(&self) -> Report {
-        self.inner.report.lock().expect("report lock").clone()
+        let mut r = self.inner.report.lock().expect("report lock").clone();
+        r.cache = self.inner.replicas.cache().map(|c| c.report());
+        r
     }
 
     pub async fn run(self) {
@@ -181,6 +186,12 @@ impl Reconciler {
         }
         self.scrub(&mut r).await?;
         self.sweep(&mut r).await?;
+        if let Some(cache) = me.replicas.cache() {
+            // Like the sweep, only with a current view of what is committed.
+            if me.view.caught_up() {
+                cache.sweep(&*me.view).await?;
+            }
+        }
         Ok(r)
     }
 

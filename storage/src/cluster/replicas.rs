@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
+use super::cache::{BlobCache, Slot};
 use super::peer_reads::{self, Via};
 use super::replication::{self, ReplicationError};
 use super::{ClusterView, Peer};
@@ -41,8 +42,10 @@ pub struct Replicas {
     view: Arc<dyn ClusterView>,
     store: BlobStore,
     transfers: prometheus::IntCounterVec,
-    /// Hash local whole-blob reads too (`--verify-reads all`).
+    /// Check local reads too (`--verify-reads all`).
     verify_local: bool,
+    /// Verified copies of blobs this node streamed from their owners.
+    cache: Option<BlobCache>,
 }
 
 /// A blob's owners, best first, and the other members (for fallback reads).
@@ -64,7 +67,18 @@ impl Replicas {
             store,
             transfers,
             verify_local,
+            cache: None,
         }
+    }
+
+    /// Keep verified copies of blobs streamed from other nodes in `cache`.
+    pub fn with_cache(mut self, cache: BlobCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&BlobCache> {
+        self.cache.as_ref()
     }
 
     fn count(&self, kind: &str, ok: bool) {
@@ -251,12 +265,14 @@ impl Replicas {
         // A copy dropped between the check and the open (a rebalance moved
         // it) is read from another holder instead.
         let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-        if self.verify_local && start == 0 && len == size {
+        let local_index = self.verify_local && self.store.has_index(d).await;
+        if self.verify_local && start == 0 && len == size && !local_index {
+            // A copy from before integrity indexes, read whole: hashed on
+            // another thread while it is sent, the last chunk waiting for
+            // the verdict (a copy that rotted on disk is cut off and
+            // quarantined; the client's retry is served by another
+            // holder). The same pass makes its index.
             match self.store.read_stream_verified(d).await {
-                // The copy is hashed on another thread while it is sent, and
-                // the last chunk waits for the verdict: a copy that rotted on
-                // disk is cut off and quarantined (the client's retry is
-                // served by another holder), at little cost in throughput.
                 Ok((local, verdict)) => {
                     let (store, bad) = (self.store.clone(), d.clone());
                     let on_corrupt = move || {
@@ -271,11 +287,42 @@ impl Replicas {
                 Err(e) if gone(&e) => {}
                 Err(e) => return Err(e.into()),
             }
+        } else if self.verify_local {
+            // Every chunk the read touches is checked against the copy's
+            // integrity index before its bytes go out, ranges included.
+            match self.store.read_stream_checked(d, start, len).await {
+                Ok(local) => return Ok(local.boxed()),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         } else {
             match self.store.read_stream(d, start, len).await {
                 Ok(local) => return Ok(local.boxed()),
                 Err(e) if gone(&e) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        let mut filler = None;
+        if let Some(cache) = &self.cache {
+            if let Some(cached) = cache.read(d, start, len).await {
+                self.count("cache_hit", true);
+                return Ok(cached);
+            }
+            // A whole read fetches the blob into the cache; one already on
+            // its way is waited for (single flight) and then read from there.
+            let filled = match (start == 0 && len == size).then(|| cache.begin(d, size)) {
+                Some(Some(Slot::Fill(f))) => {
+                    filler = Some(f);
+                    false
+                }
+                Some(Some(Slot::Wait(w))) => w.done().await,
+                _ => false,
+            };
+            if filled {
+                if let Some(cached) = cache.read(d, start, len).await {
+                    self.count("cache_hit", true);
+                    return Ok(cached);
+                }
             }
         }
         let p = self.placement(d);
@@ -286,6 +333,13 @@ impl Replicas {
             }
             match peer_reads::fetch_from(&*self.view, &node.rpc_addr, d, start, len).await {
                 Ok((stream, via)) => {
+                    let stream = match filler.take() {
+                        Some(f) => {
+                            self.count("cache_fill", true);
+                            f.tee(stream).boxed()
+                        }
+                        None => stream,
+                    };
                     // A peer of an older version serves over gRPC only.
                     self.count(
                         match via {

@@ -59,6 +59,45 @@ async fn pull(node: &Node, d: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Bytes `from..=to` of blob `d` through `node`: `Ok` only for a 206 whose
+/// body arrived whole.
+async fn range(node: &Node, d: &str, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v2/acme/app/blobs/{d}", node.url()))
+        .header("range", format!("bytes={from}-{to}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if body.len() as u64 != to - from + 1 {
+        return Err(format!("{} bytes", body.len()));
+    }
+    Ok(body.to_vec())
+}
+
+/// The first successful answer of `attempt`, retried as a client would
+/// for up to 20 s.
+async fn retried<F, Fut>(what: &str, attempt: F) -> Vec<u8>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match attempt().await {
+            Ok(body) => return body,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} after 20 s of retries: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Storage passes every second, so repair and rebalance are quick to see.
 const ENV: [(&str, &str); 1] = [("TCR_STORAGE_INTERVAL_SECS", "1")];
 
@@ -346,6 +385,17 @@ async fn a_corrupt_copy_is_never_served_and_scrub_heals_it() {
     for id in owners(&nodes[0], &d).await {
         flip(&nodes[id as usize - 1], &d);
     }
+    // A client resuming with a range over the rot gets an error or a cut
+    // body from every node, never the rotten bytes.
+    for n in &nodes {
+        let r = range(n, &d, (1 << 20) - 500, (1 << 20) + 500).await;
+        assert!(
+            r.is_err(),
+            "{} served a range over a rotten chunk: {} bytes",
+            n.url(),
+            r.map(|b| b.len()).unwrap_or(0)
+        );
+    }
     for n in &nodes {
         if let Ok(body) = pull(n, &d).await {
             panic!(
@@ -383,6 +433,41 @@ async fn a_corrupt_copy_is_never_served_and_scrub_heals_it() {
     for n in &nodes {
         assert_eq!(pull(n, &d2).await.unwrap(), data2);
     }
+    a_rotten_range_is_retried_from_the_good_copy(&nodes, &flip).await;
+}
+
+/// One owner's copy rots: a range over the rot through that owner is cut
+/// or refused, and the client's retry gets the good bytes from the other.
+async fn a_rotten_range_is_retried_from_the_good_copy(nodes: &[Node], flip: &dyn Fn(&Node, &str)) {
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 239) as u8).collect();
+    let d = Oci::new(&nodes[0].url()).push_blob("acme/app", &data).await;
+    all_on_their_owners(nodes, std::slice::from_ref(&d), Duration::from_secs(30)).await;
+    let rotten = &nodes[owners(&nodes[0], &d).await[0] as usize - 1];
+    flip(rotten, &d);
+    // A range over a clean chunk of the rotten copy is served at once.
+    let (a, b) = ((2u64 << 20) + 100, (2u64 << 20) + 5000);
+    let clean = range(rotten, &d, a, b)
+        .await
+        .expect("a range over a clean chunk");
+    assert!(
+        clean == data[a as usize..=b as usize],
+        "the clean range differs"
+    );
+    let (from, to) = ((1u64 << 20) - 500, (1u64 << 20) + 500);
+    let want = &data[from as usize..=to as usize];
+    let body = retried("a good range", || range(rotten, &d, from, to)).await;
+    assert!(body == want, "a range was served with rotten bytes");
+    // The rotten copy was quarantined; the storage loop brings a good one.
+    let p = blob_path(rotten, &d);
+    wait_for(
+        "repair replaces the quarantined copy",
+        Duration::from_secs(60),
+        || {
+            let healed = std::fs::read(&p).is_ok_and(|b| digest(&b) == d);
+            async move { healed }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -969,6 +1054,109 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
         || {
             let ok = blob_path(&nodes[2], &d2).exists();
             async move { ok }
+        },
+    )
+    .await;
+}
+
+/// Where a node keeps its cached copy of `d`.
+fn cache_path(node: &Node, d: &str) -> PathBuf {
+    let hex = d.strip_prefix("sha256:").unwrap();
+    node.dir
+        .join("data/cache/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+#[tokio::test]
+async fn non_owners_keep_verified_copies_of_hot_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(dir.path(), 1).await;
+    let data: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i % 247) as u8 ^ (i >> 20) as u8)
+        .collect();
+    let d = Oci::new(&nodes[0].url()).push_blob("acme/app", &data).await;
+    all_on_their_owners(&nodes, std::slice::from_ref(&d), Duration::from_secs(30)).await;
+    let owner_id = owners(&nodes[0], &d).await[0];
+    let owner = &nodes[owner_id as usize - 1];
+    let readers: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != owner_id)
+        .map(|(_, n)| n)
+        .collect();
+    let sent_before = transfers(owner, "served_read", "ok").await;
+
+    // 32 pulls at once through the two non-owners: one transfer each.
+    let dr = d.as_str();
+    let pulls = readers
+        .iter()
+        .flat_map(|n| (0..16).map(move |_| pull(n, dr)));
+    for body in futures::future::join_all(pulls).await {
+        assert!(body.expect("a concurrent pull") == data, "a pull differs");
+    }
+    let sent = transfers(owner, "served_read", "ok").await - sent_before;
+    assert!(
+        (1..=2).contains(&sent),
+        "the owner sent the blob {sent} times for 32 pulls through 2 non-owners"
+    );
+    // Later pulls are local to the non-owners.
+    for n in &readers {
+        assert!(pull(n, &d).await.unwrap() == data);
+    }
+    assert_eq!(
+        transfers(owner, "served_read", "ok").await - sent_before,
+        sent
+    );
+    // A cached copy is not a replica: only the owner holds the blob.
+    assert_eq!(holders(&nodes, &d), vec![owner_id]);
+    let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
+    for v in report.as_array().unwrap() {
+        let cache = &v["storage"]["cache"];
+        if v["nodeId"] == owner_id {
+            assert_eq!(cache["blobs"], 0, "{v}");
+        } else {
+            assert_eq!(cache["blobs"], 1, "{v}");
+            assert!(cache["hits"].as_u64().unwrap() >= 1, "{v}");
+        }
+    }
+
+    a_rotten_cached_copy_is_cut_and_fetched_again(readers[0], &d, &data).await;
+
+    // Collected by GC: the caches let it go at their next storage pass.
+    let ran = tcr_json(&nodes[0].url(), &["gc", "run", "--grace-period", "0s"]);
+    assert!(ran.is_object(), "{ran}");
+    wait_for(
+        "the collected blob leaves the caches",
+        Duration::from_secs(60),
+        || {
+            let gone = readers.iter().all(|n| !cache_path(n, &d).exists());
+            async move { gone }
+        },
+    )
+    .await;
+}
+
+/// A cached copy rots: a pull through that node is cut before the bad
+/// chunk, and the next pull fetches the blob from its owner again.
+async fn a_rotten_cached_copy_is_cut_and_fetched_again(node: &Node, d: &str, data: &[u8]) {
+    let p = cache_path(node, d);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[(3 << 20) + 5] ^= 0x20;
+    std::fs::write(&p, bytes).unwrap();
+    assert!(
+        pull(node, d).await.is_err(),
+        "a rotten cached copy was served whole"
+    );
+    let body = retried("a good pull", || pull(node, d)).await;
+    assert!(body == data, "a pull after the rot differs");
+    // The copy is kept once the fill beside that pull is installed.
+    wait_for(
+        "the cache holds a good copy again",
+        Duration::from_secs(20),
+        || {
+            let healed = std::fs::read(&p).is_ok_and(|b| digest(&b) == d);
+            async move { healed }
         },
     )
     .await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
-use crate::integrity::{ChunkHasher, ChunkIndex};
+use crate::integrity::{ChunkHasher, ChunkIndex, CHUNK};
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -192,7 +192,14 @@ impl BlobStore {
                 "blob is shorter than the requested range",
             ));
         }
-        let index = match self.load_index(d, size).await {
+        // A blob of one chunk has no index file: hashing it whole costs
+        // no more than checking its chunk, and small pushes are spared a
+        // file.
+        let stored = match size > CHUNK {
+            true => self.load_index(d, size).await,
+            false => None,
+        };
+        let index = match stored {
             Some(idx) => idx,
             None => {
                 let (dd, index_path) = (d.clone(), self.index_path(d));
@@ -542,9 +549,12 @@ fn hash_file(mut f: std::fs::File, d: &Digest) -> io::Result<(bool, ChunkIndex)>
 }
 
 /// Write an index by write-then-rename, so a reader sees a whole one or
-/// none. A failure only costs the index (reads make it again), so it is
+/// none; a blob of one chunk gets none. A failure only costs the index (reads make it again), so it is
 /// logged, not returned.
 fn write_index(path: &Path, index: &ChunkIndex) {
+    if index.size() <= CHUNK {
+        return; // checked whole against its digest instead
+    }
     let tmp = path.with_extension(format!("idx.{}", uuid::Uuid::new_v4().simple()));
     let r = std::fs::write(&tmp, index.to_bytes()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = r {

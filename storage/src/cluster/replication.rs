@@ -445,7 +445,8 @@ impl BlobService for BlobRpc {
         } else {
             req.length.min(size - req.offset)
         };
-        let chunks = self.store.read_stream(&d, req.offset, len).await?;
+        // Checked like the HTTP route: a peer cannot verify a range itself.
+        let chunks = self.store.read_stream_checked(&d, req.offset, len).await?;
         Ok(Response::new(Box::pin(chunks.map(|c| {
             c.map(|data| Chunk { data }).map_err(Status::from)
         }))))

@@ -136,13 +136,8 @@ impl BlobStore {
         let (file, map) = self.open_mapped(d).await?;
         let len = map.as_ref().map_or(0, |m| m.len() as u64);
         let (d, index_path) = (d.clone(), self.index_path(d));
-        let verdict = tokio::task::spawn_blocking(move || {
-            let (matches, index) = hash_file(file, &d)?;
-            if matches {
-                write_index(&index_path, &index);
-            }
-            Ok(matches)
-        });
+        let verdict =
+            tokio::task::spawn_blocking(move || Ok(hash_and_index(file, &d, &index_path)?.0));
         Ok((Self::chunks(map, 0, len)?, verdict))
     }
 
@@ -203,15 +198,10 @@ impl BlobStore {
             Some(idx) => idx,
             None => {
                 let (dd, index_path) = (d.clone(), self.index_path(d));
-                let (matches, index) = tokio::task::spawn_blocking(move || {
-                    let (matches, index) = hash_file(file, &dd)?;
-                    if matches {
-                        write_index(&index_path, &index);
-                    }
-                    io::Result::Ok((matches, index))
-                })
-                .await
-                .map_err(io::Error::other)??;
+                let (matches, index) =
+                    tokio::task::spawn_blocking(move || hash_and_index(file, &dd, &index_path))
+                        .await
+                        .map_err(io::Error::other)??;
                 if !matches {
                     tracing::error!(digest = %d, "local copy failed verification; quarantined");
                     self.quarantine(d).await?;
@@ -263,12 +253,7 @@ impl BlobStore {
                         failed = true;
                         tracing::error!(digest = %bad, "local copy failed verification ({e}); cutting the response");
                         let msg = format!("copy of {bad} failed verification: {e}");
-                        let (store, bad) = (store.clone(), bad.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = store.quarantine(&bad).await {
-                                tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
-                            }
-                        });
+                        store.quarantine_soon(&bad);
                         Some(Err(io::Error::other(msg)))
                     }
                 };
@@ -351,6 +336,17 @@ impl BlobStore {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// Quarantine `d` on a task of its own, from a stream that found its
+    /// copy corrupt and cannot wait (failures are logged).
+    pub fn quarantine_soon(&self, d: &Digest) {
+        let (store, d) = (self.clone(), d.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.quarantine(&d).await {
+                tracing::warn!(digest = %d, "quarantining a corrupt copy: {e}");
+            }
+        });
     }
 
     /// Move a copy found corrupt out of the store (kept for inspection
@@ -546,6 +542,20 @@ fn hash_file(mut f: std::fs::File, d: &Digest) -> io::Result<(bool, ChunkIndex)>
         Digest::from_sha256_bytes(&sha.finalize()) == *d,
         chunks.finish(),
     ))
+}
+
+/// Hash a whole copy, and keep its index when it matches `d` (a copy from
+/// before indexes, or one whose index was lost).
+fn hash_and_index(
+    f: std::fs::File,
+    d: &Digest,
+    index_path: &Path,
+) -> io::Result<(bool, ChunkIndex)> {
+    let (matches, index) = hash_file(f, d)?;
+    if matches {
+        write_index(index_path, &index);
+    }
+    Ok((matches, index))
 }
 
 /// Write an index by write-then-rename, so a reader sees a whole one or

@@ -275,13 +275,7 @@ impl Replicas {
             match self.store.read_stream_verified(d).await {
                 Ok((local, verdict)) => {
                     let (store, bad) = (self.store.clone(), d.clone());
-                    let on_corrupt = move || {
-                        tokio::spawn(async move {
-                            if let Err(e) = store.quarantine(&bad).await {
-                                tracing::warn!(digest = %bad, "quarantining a corrupt copy: {e}");
-                            }
-                        });
-                    };
+                    let on_corrupt = move || store.quarantine_soon(&bad);
                     return Ok(held_for(local, verdict, d.clone(), Box::new(on_corrupt)).boxed());
                 }
                 Err(e) if gone(&e) => {}

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod cluster;
 pub mod digest;
 pub mod disk_space;
+mod hashing;
 pub mod integrity;
 pub mod placement;
 pub mod upload;

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
-use crate::integrity::ChunkHasher;
+use crate::hashing::{Hashes, Hashing};
+use crate::integrity::ChunkIndex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 use crate::blob_store::{BlobStore, Mapped};
@@ -74,22 +75,6 @@ struct Session {
     /// Bytes in the staging file, and their hashes so far. `None` after a
     /// restart or a failed write, until rebuilt from the file.
     progress: Option<(u64, Hashes)>,
-}
-
-/// What an upload's bytes are hashed into as they arrive: the SHA-256 the
-/// digest is checked against, and the chunk hashes of the integrity index
-/// made from the same bytes.
-#[derive(Clone, Default)]
-struct Hashes {
-    sha: Sha256,
-    chunks: ChunkHasher,
-}
-
-impl Hashes {
-    fn update(&mut self, b: &[u8]) {
-        self.sha.update(b);
-        self.chunks.update(b);
-    }
 }
 
 /// All upload sessions of this node.
@@ -156,6 +141,27 @@ impl Uploads {
         owner: Option<&str>,
         caps: Option<SessionCaps>,
     ) -> Result<SessionInfo, UploadError> {
+        self.open_session(id, repo, owner, caps, Hashes::indexing())
+            .await
+    }
+
+    /// Open an internal session whose integrity index comes from its
+    /// sender (`finish_with`): a replica of a chunked upload, whose bytes
+    /// the sending node has indexed already. Only the SHA-256 is computed
+    /// here as they arrive.
+    pub async fn create_with_given_index(&self, id: &str) -> Result<SessionInfo, UploadError> {
+        self.open_session(id, "", None, None, Hashes::default())
+            .await
+    }
+
+    async fn open_session(
+        &self,
+        id: &str,
+        repo: &str,
+        owner: Option<&str>,
+        caps: Option<SessionCaps>,
+        hashes: Hashes,
+    ) -> Result<SessionInfo, UploadError> {
         self.check_space()?;
         let info = SessionInfo {
             id: id.to_string(),
@@ -165,7 +171,7 @@ impl Uploads {
         };
         let session = Session {
             info: info.clone(),
-            progress: Some((0, Hashes::default())),
+            progress: Some((0, hashes)),
         };
         let namespace = namespace_of(repo).to_string();
         {
@@ -259,7 +265,7 @@ impl Uploads {
         let mut f = tokio::fs::File::open(self.data_path(&s.info.id))
             .await
             .map_err(|e| gone_if_missing(e, &s.info.id))?;
-        let mut h = Hashes::default();
+        let mut h = Hashes::indexing();
         let mut buf = vec![0u8; WRITE_BUFFER];
         let mut size = 0u64;
         loop {
@@ -333,9 +339,12 @@ impl Uploads {
                 });
             }
         }
-        match self.write_body(&s.info.id, size, hasher, body, limit).await {
+        match self
+            .write_body(&s.info.id, size, Some(hasher), body, limit)
+            .await
+        {
             Ok((size, hasher)) => {
-                s.progress = Some((size, hasher));
+                s.progress = hasher.map(|h| (size, h));
                 Ok(size)
             }
             Err(e) => {
@@ -357,10 +366,10 @@ impl Uploads {
         &self,
         id: &str,
         mut size: u64,
-        mut hasher: Hashes,
+        hasher: Option<Hashes>,
         mut body: S,
         limit: u64,
-    ) -> Result<(u64, Hashes), UploadError>
+    ) -> Result<(u64, Option<Hashes>), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -373,6 +382,7 @@ impl Uploads {
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut writeback = Writeback::from(size);
         let mut next_check = size;
+        let mut hashing = hasher.map(Hashing::new);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
             size += chunk.len() as u64;
@@ -383,7 +393,9 @@ impl Uploads {
                 self.check_space()?;
                 next_check = size + RESERVE_CHECK_EVERY;
             }
-            hasher.update(&chunk);
+            if let Some(h) = &mut hashing {
+                h.update(&chunk).await?;
+            }
             w.write_all(&chunk).await?;
             if writeback.due(size) {
                 w.flush().await?;
@@ -391,7 +403,11 @@ impl Uploads {
             }
         }
         w.flush().await?;
-        Ok((size, hasher))
+        let hashes = match hashing {
+            Some(h) => Some(h.finish().await?),
+            None => None,
+        };
+        Ok((size, hashes))
     }
 
     /// Check the upload against `expected` and map its staging file, so
@@ -443,14 +459,56 @@ impl Uploads {
         Ok(size)
     }
 
+    /// The integrity index of the upload's bytes if they hash to
+    /// `expected` (what a replica of it is sealed with); a mismatch ends
+    /// the session, as in `finish`.
+    pub async fn index_of(
+        &self,
+        id: &str,
+        expected: &Digest,
+    ) -> Result<Option<ChunkIndex>, UploadError> {
+        let s = self.session(id).await?;
+        let (_, s) = self.checked(id, s.lock().await, expected).await?;
+        Ok(s.progress
+            .as_ref()
+            .and_then(|(_, h)| h.chunks.as_ref().map(|c| c.finish())))
+    }
+
     /// Verify the upload against `expected`, make it durable and move it into
     /// the blob store. Returns the blob size. The session ends either way,
     /// except on I/O errors.
     pub async fn finish(&self, id: &str, expected: &Digest) -> Result<u64, UploadError> {
+        self.finish_with(id, expected, None).await
+    }
+
+    /// `finish`, with the integrity index the sender of a replica made
+    /// (`create_with_given_index`; encoded, as `ChunkIndex::to_bytes`). It
+    /// is used only where this node did not index the bytes itself, and
+    /// only once their SHA-256 here matched `expected`: the sender's index
+    /// describes bytes that hash to the digest, and so these. One that
+    /// does not decode for this size is dropped (the first read indexes
+    /// the copy again).
+    pub async fn finish_with(
+        &self,
+        id: &str,
+        expected: &Digest,
+        given: Option<&[u8]>,
+    ) -> Result<u64, UploadError> {
         let s = self.session(id).await?;
         let (size, s) = self.checked(id, s.lock().await, expected).await?;
         // Made from the bytes whose SHA-256 was just found to match.
-        let index = s.progress.as_ref().map(|(_, h)| h.chunks.finish());
+        let own = s
+            .progress
+            .as_ref()
+            .and_then(|(_, h)| h.chunks.as_ref().map(|c| c.finish()));
+        let index = own.or_else(|| {
+            let b = given.filter(|b| !b.is_empty())?;
+            ChunkIndex::from_bytes(b, size)
+                .inspect_err(|e| {
+                    tracing::warn!(session = id, "the sender's index is unusable: {e}")
+                })
+                .ok()
+        });
         let data = self.data_path(id);
         tokio::fs::File::open(&data)
             .await
@@ -538,6 +596,54 @@ impl Uploads {
         let installed = self.finish(id, expected).await?;
         staging.done = true;
         Ok(installed)
+    }
+
+    /// Like `receive`, for bytes that are hashed elsewhere as they pass (a
+    /// non-owner's pull checks them against the digest for its client
+    /// anyway): the copy is written as it comes, and installed only when
+    /// `verified` yields the integrity index of exactly these bytes, which
+    /// it does only once their SHA-256 has matched `expected`.
+    pub async fn receive_verified<S, E>(
+        &self,
+        id: &str,
+        body: S,
+        size: u64,
+        expected: &Digest,
+        verified: tokio::sync::oneshot::Receiver<ChunkIndex>,
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.create(id, "").await?;
+        let mut staging = Staging {
+            uploads: self,
+            id,
+            done: false,
+        };
+        self.check_space()?;
+        let (got, _) = self.write_body(id, 0, None, body, size).await?;
+        if got != size {
+            return Err(UploadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("got {got} of {size} bytes"),
+            )));
+        }
+        let index = verified.await.map_err(|_| {
+            UploadError::Body(format!("the bytes fetched did not hash to {expected}"))
+        })?;
+        if index.size() != size {
+            return Err(UploadError::Io(io::Error::other(format!(
+                "the index describes {} bytes, the copy has {size}",
+                index.size()
+            ))));
+        }
+        let data = self.data_path(id);
+        tokio::fs::File::open(&data).await?.sync_all().await?;
+        self.blobs.install(&data, expected, Some(&index)).await?;
+        staging.done = true;
+        self.cancel(id).await?;
+        Ok(size)
     }
 
     /// Remove the session and its staging file.

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use super::{ClusterView, ViewError};
 use crate::disk_space::{DiskReserve, Reserve};
+use crate::integrity::ChunkIndex;
 use crate::{BlobStore, Digest, Uploads};
 
 /// A waiter gives up on a fill that has not moved for this long and
@@ -328,13 +329,15 @@ pub struct Filler {
 
 impl Filler {
     /// Pass `inner` (the blob, whole, from a peer) through unchanged while
-    /// a copy of every chunk goes into the cache, where it is checked
-    /// against the digest before it is kept. A reader that stops early
-    /// leaves the copy short: nothing is kept and the waiters fetch the
-    /// blob themselves.
+    /// a copy of every chunk goes into the cache. The copy is kept only
+    /// when `verified` yields its integrity index, which the caller sends
+    /// once the same bytes have hashed to the digest. A reader that stops
+    /// early leaves the copy short: nothing is kept and the waiters fetch
+    /// the blob themselves.
     pub fn tee(
         mut self,
         inner: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+        verified: tokio::sync::oneshot::Receiver<ChunkIndex>,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let tx = self.tx.take().expect("a filler tees once");
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
@@ -346,7 +349,11 @@ impl Filler {
                 progress.send_modify(|p| p.bytes += b.len() as u64);
                 Ok::<_, io::Error>(b)
             });
-            let r = cache.inner.uploads.receive(&id, body, size, &d).await;
+            let r = cache
+                .inner
+                .uploads
+                .receive_verified(&id, body, size, &d, verified)
+                .await;
             if let Err(e) = &r {
                 tracing::info!(digest = %d, "not cached: {e}");
             }
@@ -414,6 +421,7 @@ impl Wait {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hashing::hashed_aside;
 
     fn blob(n: usize, seed: u8) -> Vec<u8> {
         (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
@@ -429,7 +437,12 @@ mod tests {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect::<Vec<_>>(),
         );
-        let got: Vec<u8> = f.tee(source).map(|c| c.unwrap().to_vec()).concat().await;
+        let (source, _verdict, index) = hashed_aside(source, d.clone(), true);
+        let got: Vec<u8> = f
+            .tee(source, index.unwrap())
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
         assert_eq!(got, b, "the tee passes the bytes through unchanged");
         let until = tokio::time::Instant::now() + Duration::from_secs(10);
         while cache.inner.state.lock().unwrap().filling.contains_key(&d) {
@@ -491,7 +504,8 @@ mod tests {
             })
             .collect();
         let source = futures::stream::iter([Ok(Bytes::from(b.clone()))]);
-        let _: Vec<_> = filler.tee(source).collect().await;
+        let (source, _verdict, index) = hashed_aside(source, d.clone(), true);
+        let _: Vec<_> = filler.tee(source, index.unwrap()).collect().await;
         for w in waiters {
             assert!(w.done().await, "the waiters see the blob cached");
         }
@@ -507,10 +521,9 @@ mod tests {
         let Some(Slot::Wait(w)) = cache.begin(&wrong, other.len() as u64) else {
             panic!("wait");
         };
-        let _: Vec<_> = f
-            .tee(futures::stream::iter([Ok(Bytes::from(other.clone()))]))
-            .collect()
-            .await;
+        let source = futures::stream::iter([Ok(Bytes::from(other.clone()))]);
+        let (source, _verdict, index) = hashed_aside(source, wrong.clone(), true);
+        let _: Vec<_> = f.tee(source, index.unwrap()).collect().await;
         assert!(!w.done().await, "a mismatched fill is not cached");
         assert!(read_whole(&cache, &wrong, other.len() as u64)
             .await

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{Stream, StreamExt};
-use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
 use super::cache::{BlobCache, Slot};
 use super::peer_reads::{self, Via};
 use super::replication::{self, ReplicationError};
 use super::{ClusterView, Peer};
+use crate::hashing::hashed_aside;
+use crate::integrity::ChunkIndex;
 use crate::placement::{self, Member};
 use crate::{BlobStore, Digest, Hold, Mapped, UploadError};
 
@@ -327,13 +328,6 @@ impl Replicas {
             }
             match peer_reads::fetch_from(&*self.view, &node.rpc_addr, d, start, len).await {
                 Ok((stream, via)) => {
-                    let stream = match filler.take() {
-                        Some(f) => {
-                            self.count("cache_fill", true);
-                            f.tee(stream).boxed()
-                        }
-                        None => stream,
-                    };
                     // A peer of an older version serves over gRPC only.
                     self.count(
                         match via {
@@ -342,12 +336,22 @@ impl Replicas {
                         },
                         true,
                     );
-                    return Ok(if start == 0 && len == size {
-                        let (stream, verdict) = hashed_aside(stream, d.clone());
-                        held_for(stream, verdict, d.clone(), Box::new(|| {})).boxed()
-                    } else {
-                        stream
-                    });
+                    if start != 0 || len != size {
+                        return Ok(stream);
+                    }
+                    // A whole read is checked against the digest as it
+                    // streams; a cache fill keeps the same bytes, indexed
+                    // by the same pass, once that check has passed.
+                    let (stream, verdict, index) =
+                        hashed_aside(stream, d.clone(), filler.is_some());
+                    let stream = match (filler.take(), index) {
+                        (Some(f), Some(index)) => {
+                            self.count("cache_fill", true);
+                            f.tee(stream, index).boxed()
+                        }
+                        _ => stream.boxed(),
+                    };
+                    return Ok(held_for(stream, verdict, d.clone(), Box::new(|| {})).boxed());
                 }
                 Err(e) => {
                     self.count("remote_read", false);
@@ -357,44 +361,6 @@ impl Replicas {
         }
         Err(ReplicaError::NoHolder(errors.join("; ")))
     }
-}
-
-/// Pass `inner` through unchanged while a blocking thread hashes a copy
-/// of each chunk (a reference, not the bytes): the verdict, whether the
-/// whole stream hashed to `d`, is ready soon after the stream ends, and the
-/// hashing runs beside the forwarding instead of between chunks.
-fn hashed_aside(
-    inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    d: Digest,
-) -> (
-    impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    tokio::task::JoinHandle<std::io::Result<bool>>,
-) {
-    // Bounded: a hasher that falls behind slows the stream, not memory.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let verdict = tokio::task::spawn_blocking(move || {
-        let mut h = Sha256::new();
-        while let Some(chunk) = rx.blocking_recv() {
-            h.update(&chunk);
-        }
-        Ok(Digest::from_sha256_bytes(&h.finalize()) == d)
-    });
-    let stream =
-        futures::stream::unfold((Box::pin(inner), Some(tx)), |(mut inner, tx)| async move {
-            let tx = tx?;
-            match inner.next().await {
-                Some(Ok(chunk)) => {
-                    // A hasher gone (it cannot be) would only lose the verdict.
-                    let _ = tx.send(chunk.clone()).await;
-                    Some((Ok(chunk), (inner, Some(tx))))
-                }
-                // The end closes the channel (tx dropped), which lets the hasher finish.
-                Some(Err(e)) => Some((Err(e), (inner, None))),
-                None => None,
-            }
-        })
-        .fuse();
-    (stream, verdict)
 }
 
 /// Pass `inner` through, holding back its last chunk until `verdict` says
@@ -573,26 +539,48 @@ impl Replicas {
         Some(peers).filter(|p| !p.is_empty())
     }
 
+    /// Drop the replica sessions of chunked upload `upload` on `peers`, in
+    /// the background (one that misses it leaves the session to its
+    /// janitor).
+    pub fn abandon(&self, upload: &str, peers: Vec<(u64, Channel)>) {
+        for (_, channel) in peers {
+            let upload = upload.to_string();
+            tokio::spawn(async move { replication::abandon(channel, &upload).await });
+        }
+    }
+
     /// Seal the replica sessions of chunked upload `upload` on `peers` as
     /// blob `d`, while the local copy is installed; hand the result to
     /// `finish_tee`. Peers that are not owners of `d` (the membership
     /// changed during the upload) drop their session instead.
-    pub fn seal(&self, d: &Digest, upload: &str, peers: Vec<(u64, Channel)>) -> TeeHandles {
+    pub fn seal(
+        &self,
+        d: &Digest,
+        upload: &str,
+        peers: Vec<(u64, Channel)>,
+        index: Option<ChunkIndex>,
+    ) -> TeeHandles {
+        let index = index.map(Arc::new);
         let owners = self.placement(d).owners;
         let is_owner = |id: &u64| owners.iter().any(|(o, _)| o == id);
         let (sealed, strays): (Vec<_>, Vec<_>) =
             peers.into_iter().partition(|(id, _)| is_owner(id));
-        for (_, channel) in strays {
-            let upload = upload.to_string();
-            tokio::spawn(async move { replication::abandon(channel, &upload).await });
-        }
+        self.abandon(upload, strays);
         let remote_owners = owners.iter().filter(|(id, _)| *id != self.node_id).count();
         let pushes = sealed
             .iter()
             .map(|(id, channel)| {
-                let (id, channel, upload, d) =
-                    (*id, channel.clone(), upload.to_string(), d.clone());
-                tokio::spawn(async move { (id, replication::seal(channel, &upload, &d).await) })
+                let (id, channel, upload, d, index) = (
+                    *id,
+                    channel.clone(),
+                    upload.to_string(),
+                    d.clone(),
+                    index.clone(),
+                );
+                tokio::spawn(async move {
+                    let sealed = replication::seal(channel, &upload, &d, index.as_deref()).await;
+                    (id, sealed)
+                })
             })
             .collect();
         TeeHandles {

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::blob_store::{BlobStore, Mapped};
 use crate::digest::Digest;
+use crate::integrity::ChunkIndex;
 use crate::upload::{UploadError, Uploads};
 
 pub mod proto {
@@ -141,19 +142,36 @@ where
         },
         offset,
         data,
+        // The index comes with `seal`.
+        sender_index: first,
     });
     let reply = client(channel).append(messages).await;
     fed(feeder).await?;
     Ok(reply?.into_inner().size)
 }
 
+/// An index larger than this is not sent with `seal` (a blob over 32 GiB):
+/// the replica then indexes its copy at its first read.
+const MAX_SENT_INDEX: usize = 1 << 20;
+
 /// Install the peer's replica session for upload `session` as blob `d`
-/// (verified, fsynced, renamed); the session ends either way.
-pub async fn seal(channel: Channel, session: &str, d: &Digest) -> Result<bool, ReplicationError> {
+/// (verified, fsynced, renamed) with this node's integrity `index` of the
+/// same bytes; the session ends either way.
+pub async fn seal(
+    channel: Channel,
+    session: &str,
+    d: &Digest,
+    index: Option<&ChunkIndex>,
+) -> Result<bool, ReplicationError> {
+    let index = index
+        .map(ChunkIndex::to_bytes)
+        .filter(|b| b.len() <= MAX_SENT_INDEX)
+        .unwrap_or_default();
     let reply = client(channel)
         .seal(SealRequest {
             session: session.to_string(),
             digest: d.to_string(),
+            index: index.into(),
         })
         .await?;
     Ok(reply.into_inner().written)
@@ -346,7 +364,11 @@ impl BlobService for BlobRpc {
         if first.offset == 0
             && matches!(self.uploads.status(&id).await, Err(UploadError::Unknown(_)))
         {
-            self.uploads.create(&id, "").await.map_err(upload_status)?;
+            let created = match first.sender_index {
+                true => self.uploads.create_with_given_index(&id).await,
+                false => self.uploads.create(&id, "").await,
+            };
+            created.map_err(upload_status)?;
         }
         let body = futures::stream::once(async move { Ok::<_, Status>(first.data) })
             .chain(stream.map_ok(|c| c.data));
@@ -372,7 +394,7 @@ impl BlobService for BlobRpc {
             .digest
             .parse()
             .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-        match self.uploads.finish(&id, &d).await {
+        match self.uploads.finish_with(&id, &d, Some(&req.index)).await {
             Ok(_) => Ok(Response::new(PutReply { written: true })),
             Err(e) => {
                 tracing::warn!(digest = %d, session = %id, "refused to seal a replica: {e}");
@@ -459,12 +481,17 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A real tonic server with the blob service over a fresh store.
+    /// A real tonic server with the blob service over a fresh store,
+    /// taking blobs of up to 1 MiB.
     async fn serve() -> (tempfile::TempDir, Channel, BlobStore) {
+        serve_up_to(1 << 20).await
+    }
+
+    async fn serve_up_to(limit: u64) -> (tempfile::TempDir, Channel, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let uploads = Arc::new(Uploads::open(store.clone()).unwrap());
-        let svc = BlobRpc::server(store.clone(), uploads, 1 << 20);
+        let svc = BlobRpc::server(store.clone(), uploads, limit);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
@@ -509,13 +536,63 @@ mod tests {
         );
         // Not visible as a blob until sealed.
         assert!(store.stat(&d).await.unwrap().is_none());
-        assert!(seal(ch.clone(), "1-a", &d).await.unwrap());
+        assert!(seal(ch.clone(), "1-a", &d, None).await.unwrap());
         assert_eq!(std::fs::read(store.path(&d)).unwrap(), b"hello world");
         assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
         // An empty append opens an empty session: the empty blob.
         assert_eq!(append(ch.clone(), "1-e", 0, chunks(&[])).await.unwrap(), 0);
-        assert!(seal(ch.clone(), "1-e", &Digest::of(b"")).await.unwrap());
+        assert!(seal(ch.clone(), "1-e", &Digest::of(b""), None)
+            .await
+            .unwrap());
         assert_eq!(store.stat(&Digest::of(b"")).await.unwrap(), Some(0));
+    }
+
+    /// A replica of a chunked upload is sealed with the sender's index of
+    /// the same bytes and reads checked by it; without one (too large to
+    /// send, or a sender of an older version leaves it out) the copy is
+    /// installed and indexed at its first read.
+    #[tokio::test]
+    async fn a_replica_is_sealed_with_the_senders_index() {
+        let (_dir, ch, store) = serve_up_to(8 << 20).await;
+        let blob: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(&blob);
+        let mut sender = crate::integrity::ChunkHasher::new();
+        sender.update(&blob);
+        let index = sender.finish();
+        let (a, b) = blob.split_at(1 << 20);
+        let pieces = |x: &[u8]| {
+            let x = Bytes::copy_from_slice(x);
+            futures::stream::iter([Ok::<_, std::io::Error>(x)])
+        };
+        append(ch.clone(), "1-i", 0, pieces(a)).await.unwrap();
+        append(ch.clone(), "1-i", a.len() as u64, pieces(b))
+            .await
+            .unwrap();
+        assert!(seal(ch.clone(), "1-i", &d, Some(&index)).await.unwrap());
+        assert!(store.has_index(&d).await, "the sender's index is kept");
+        let read = |store: BlobStore, d: Digest| async move {
+            let s = store
+                .read_stream_checked(&d, 0, blob_len(&store, &d).await)
+                .await?;
+            let parts: Vec<std::io::Result<Bytes>> = s.collect().await;
+            parts
+                .into_iter()
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|p| p.concat())
+        };
+        assert_eq!(read(store.clone(), d.clone()).await.unwrap(), blob);
+
+        let other: Vec<u8> = blob.iter().map(|b| b ^ 1).collect();
+        let od = Digest::of(&other);
+        append(ch.clone(), "1-n", 0, pieces(&other)).await.unwrap();
+        assert!(seal(ch.clone(), "1-n", &od, None).await.unwrap());
+        assert!(!store.has_index(&od).await);
+        assert_eq!(read(store.clone(), od.clone()).await.unwrap(), other);
+        assert!(store.has_index(&od).await, "indexed by its first read");
+    }
+
+    async fn blob_len(store: &BlobStore, d: &Digest) -> u64 {
+        store.stat(d).await.unwrap().unwrap()
     }
 
     fn err<T>(r: Result<T, ReplicationError>) -> String {
@@ -533,7 +610,7 @@ mod tests {
             .unwrap();
         let e = err(append(ch.clone(), "1-gap", 10, chunks(&[b"x"])).await);
         assert!(e.contains("FailedPrecondition"), "{e}");
-        let e = err(seal(ch.clone(), "1-gap", &Digest::of(b"abc")).await);
+        let e = err(seal(ch.clone(), "1-gap", &Digest::of(b"abc"), None).await);
         assert!(e.contains("NotFound"), "{e}");
 
         // A wrong digest installs nothing and ends the session.
@@ -541,7 +618,7 @@ mod tests {
             .await
             .unwrap();
         let wrong = Digest::of(b"abd");
-        let e = err(seal(ch.clone(), "1-bad", &wrong).await);
+        let e = err(seal(ch.clone(), "1-bad", &wrong, None).await);
         assert!(e.contains("DataLoss"), "{e}");
         assert!(store.stat(&wrong).await.unwrap().is_none());
         assert!(store.stat(&Digest::of(b"abc")).await.unwrap().is_none());

@@ -108,7 +108,16 @@ impl BlobWriter {
             // The owners hold the bytes already: they verify and install
             // their copies while this node installs its own.
             let hold = self.replicas.hold(d);
-            let seals = self.replicas.seal(d, id, pipelined);
+            // Checked here first, so the owners are sealed with the index
+            // of bytes known to match and spared making their own.
+            let index = match self.uploads.index_of(id, d).await {
+                Ok(index) => index,
+                Err(e) => {
+                    self.replicas.abandon(id, pipelined);
+                    return Err(e.into());
+                }
+            };
+            let seals = self.replicas.seal(d, id, pipelined, index);
             let size = self.uploads.finish(id, d).await?;
             self.replicas.finish_tee(d, seals, hold).await?;
             return Ok(size);

@@ -966,6 +966,14 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
         },
     )
     .await;
+    // Every copy has its integrity index at once (the peers were sealed
+    // with the index the receiving node made of the verified bytes), the
+    // same on every owner.
+    let index = |n: &Node| std::fs::read(blob_path(n, &d).with_extension("idx")).ok();
+    let first = index(&nodes[0]).expect("an index beside the copy");
+    for n in &nodes[1..] {
+        assert_eq!(index(n).as_ref(), Some(&first), "index on {}", n.url());
+    }
     // Both peers took the whole upload as it came: no push afterwards.
     assert_eq!(transfers(&nodes[0], "pipelined_append", "ok").await, 2);
     assert_eq!(transfers(&nodes[0], "pipelined_append", "error").await, 0);

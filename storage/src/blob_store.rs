@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
+use crate::hashing::Hashes;
 use crate::integrity::{ChunkHasher, ChunkIndex, CHUNK};
 
 #[derive(Clone, Debug)]
@@ -376,25 +377,49 @@ impl BlobStore {
     /// A matching copy's integrity index is checked against the same pass
     /// and written again if it is missing or differs.
     pub async fn verify(&self, d: &Digest) -> io::Result<Option<bool>> {
+        Ok(match self.verify_part(d, None, u64::MAX).await? {
+            Scrub::Missing => None,
+            Scrub::Done(matches) => Some(matches),
+            Scrub::Partial(_) => unreachable!("no budget limit"),
+        })
+    }
+
+    /// `verify` in steps: hash up to `budget` more bytes (at least one
+    /// chunk) of the copy from where `from` stopped, so a scrub of a large
+    /// blob spreads over several storage passes instead of re-hashing it
+    /// whole in one.
+    pub async fn verify_part(
+        &self,
+        d: &Digest,
+        from: Option<ScrubState>,
+        budget: u64,
+    ) -> io::Result<Scrub> {
         let (path, d) = (self.path(d), d.clone());
         tokio::task::spawn_blocking(move || {
-            let f = match std::fs::File::open(&path) {
+            use std::io::{Read, Seek};
+            let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scrub::Missing),
                 Err(e) => return Err(e),
             };
-            let (matches, index) = hash_file(f, &d)?;
-            if matches {
-                let index_path = index_path_of(&path);
-                let stored = std::fs::read(&index_path).ok();
-                if stored.as_deref() != Some(&index.to_bytes()[..]) {
-                    if stored.is_some() {
-                        tracing::warn!(digest = %d, "scrub: the integrity index was wrong; made again");
-                    }
-                    write_index(&index_path, &index);
+            let mut state = from.unwrap_or_else(|| ScrubState {
+                offset: 0,
+                hashes: Box::new(Hashes::indexing()),
+            });
+            f.seek(io::SeekFrom::Start(state.offset))?;
+            let budget = budget.max(CHUNK);
+            let mut buf = vec![0u8; CHUNK as usize];
+            let mut read = 0u64;
+            while read < budget {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(Scrub::Done(finish_scrub(&path, &d, *state.hashes)));
                 }
+                state.hashes.update(&buf[..n]);
+                state.offset += n as u64;
+                read += n as u64;
             }
-            Ok(Some(matches))
+            Ok(Scrub::Partial(state))
         })
         .await
         .map_err(io::Error::other)?
@@ -520,6 +545,48 @@ async fn remove_if(
 
 fn index_path_of(blob: &Path) -> PathBuf {
     blob.with_extension("idx")
+}
+
+/// Whether the scrubbed bytes match `d`; the index of a matching copy is
+/// written again if it is missing or differs.
+fn finish_scrub(path: &Path, d: &Digest, hashes: Hashes) -> bool {
+    use sha2::Digest as _;
+    let matches = Digest::from_sha256_bytes(&hashes.sha.finalize()) == *d;
+    if let (true, Some(chunks)) = (matches, hashes.chunks) {
+        let index = chunks.finish();
+        let index_path = index_path_of(path);
+        let stored = std::fs::read(&index_path).ok();
+        if index.size() > CHUNK && stored.as_deref() != Some(&index.to_bytes()[..]) {
+            if stored.is_some() {
+                tracing::warn!(digest = %d, "scrub: the integrity index was wrong; made again");
+            }
+            write_index(&index_path, &index);
+        }
+    }
+    matches
+}
+
+/// A scrub of one copy in progress: the bytes hashed so far.
+pub struct ScrubState {
+    offset: u64,
+    hashes: Box<Hashes>,
+}
+
+impl ScrubState {
+    /// Bytes of the copy hashed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// What `BlobStore::verify_part` found.
+pub enum Scrub {
+    /// No local copy.
+    Missing,
+    /// More to hash: hand this back to the next call.
+    Partial(ScrubState),
+    /// The whole copy was hashed: whether it matches its digest.
+    Done(bool),
 }
 
 /// Hash a whole file: whether it matches `d` (SHA-256), and its integrity

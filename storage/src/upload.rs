@@ -1172,6 +1172,46 @@ mod tests {
         assert!(!blobs.has_index(&bad).await);
     }
 
+    /// Scrub hashes a blob larger than its budget over several calls,
+    /// with the same verdict and index as in one: a copy of 2.5 chunks
+    /// with a budget of one chunk takes three.
+    #[tokio::test]
+    async fn a_scrub_spreads_a_large_blob_over_passes() {
+        use crate::blob_store::Scrub;
+        let (_dir, _up, blobs) = store().await;
+        let b = layer();
+        let mut rotten = b.clone();
+        *rotten.last_mut().unwrap() ^= 1;
+        for (bytes, good) in [(&b, true), (&rotten, false)] {
+            let d = Digest::of(&b);
+            std::fs::create_dir_all(blobs.path(&d).parent().unwrap()).unwrap();
+            std::fs::write(blobs.path(&d), bytes).unwrap();
+            let _ = std::fs::remove_file(blobs.index_path(&d));
+            let (mut state, mut calls) = (None, 0);
+            let verdict = loop {
+                calls += 1;
+                match blobs
+                    .verify_part(&d, state.take(), crate::integrity::CHUNK)
+                    .await
+                    .unwrap()
+                {
+                    Scrub::Partial(s) => {
+                        assert_eq!(s.offset(), calls * crate::integrity::CHUNK);
+                        state = Some(s);
+                    }
+                    Scrub::Done(ok) => break ok,
+                    Scrub::Missing => panic!("the copy is there"),
+                }
+            };
+            assert_eq!((verdict, calls), (good, 3));
+            assert_eq!(
+                blobs.has_index(&d).await,
+                good,
+                "indexed only if it matched"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_removed_copy_takes_its_index_with_it() {
         let (_dir, up, blobs) = store().await;

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use super::replicas::Replicas;
 use super::{replication, ClusterView, MembershipVersion, ViewError};
+use crate::blob_store::{Scrub, ScrubState};
 use crate::{BlobStore, Digest, Uploads};
 
 /// A peer that does not answer a question about its copies in this time
@@ -96,7 +97,8 @@ struct Inner {
     pacing: Pacing,
     wake: Notify,
     report: Mutex<Report>,
-    scrub_cursor: Mutex<Option<String>>,
+    /// The last blob scrubbed, and its scrub's state if it is not done.
+    scrub_cursor: Mutex<(Option<String>, Option<ScrubState>)>,
 }
 
 impl Reconciler {
@@ -111,7 +113,7 @@ impl Reconciler {
                 pacing,
                 wake: Notify::new(),
                 report: Mutex::new(Report::default()),
-                scrub_cursor: Mutex::new(None),
+                scrub_cursor: Mutex::new((None, None)),
             }),
         })
     }
@@ -368,12 +370,24 @@ impl Reconciler {
     }
 
     /// Re-hash up to the per-pass budget of local copies, continuing where
-    /// the last pass stopped (from the start again after the last blob).
+    /// the last pass stopped (from the start again after the last blob),
+    /// inside a blob too: a blob larger than the budget is hashed over
+    /// several passes, so no pass re-hashes gigabytes at once beside the
+    /// node's traffic.
     async fn scrub(&self, r: &mut Report) -> Result<(), ViewError> {
         let me = &self.inner;
-        let mut cursor = me.scrub_cursor.lock().expect("cursor lock").clone();
         let mut budget = me.pacing.scrub_bytes_per_pass;
-        'pages: loop {
+        if budget == 0 {
+            return Ok(());
+        }
+        let (mut cursor, mut partial) =
+            std::mem::take(&mut *me.scrub_cursor.lock().expect("cursor lock"));
+        if let (Some(name), Some(state)) = (&cursor, partial.take()) {
+            if let Ok(d) = name.parse::<Digest>() {
+                partial = self.scrub_one(&d, Some(state), &mut budget, r).await;
+            }
+        }
+        'pages: while partial.is_none() {
             let (items, more) = me.view.committed_digests(cursor.as_deref(), 100)?;
             for name in &items {
                 if budget == 0 {
@@ -383,19 +397,9 @@ impl Reconciler {
                 let Ok(d) = name.parse::<Digest>() else {
                     continue;
                 };
-                match me.store.verify(&d).await {
-                    Ok(Some(true)) => {
-                        let size = me.store.stat(&d).await.ok().flatten().unwrap_or(0);
-                        r.scrubbed_bytes += size;
-                        budget = budget.saturating_sub(size.max(1));
-                    }
-                    Ok(Some(false)) => {
-                        tracing::error!(digest = %d, "scrub found a corrupt copy; quarantined");
-                        r.corrupt_found += 1;
-                        let _ = me.store.quarantine(&d).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(digest = %d, "scrub: {e}"),
+                partial = self.scrub_one(&d, None, &mut budget, r).await;
+                if partial.is_some() {
+                    break 'pages;
                 }
             }
             if !more {
@@ -403,8 +407,47 @@ impl Reconciler {
                 break;
             }
         }
-        *me.scrub_cursor.lock().expect("cursor lock") = cursor;
+        *me.scrub_cursor.lock().expect("cursor lock") = (cursor, partial);
         Ok(())
+    }
+
+    /// Hash up to `budget` bytes of `d` from `from`; the state to go on
+    /// from if the copy is not done.
+    async fn scrub_one(
+        &self,
+        d: &Digest,
+        from: Option<ScrubState>,
+        budget: &mut u64,
+        r: &mut Report,
+    ) -> Option<ScrubState> {
+        let me = &self.inner;
+        let before = from.as_ref().map_or(0, ScrubState::offset);
+        match me.store.verify_part(d, from, *budget).await {
+            Ok(Scrub::Partial(state)) => {
+                let n = state.offset() - before;
+                r.scrubbed_bytes += n;
+                *budget = budget.saturating_sub(n);
+                Some(state)
+            }
+            Ok(Scrub::Done(true)) => {
+                let size = me.store.stat(d).await.ok().flatten().unwrap_or(0);
+                let n = size.saturating_sub(before);
+                r.scrubbed_bytes += n;
+                *budget = budget.saturating_sub(n.max(1));
+                None
+            }
+            Ok(Scrub::Done(false)) => {
+                tracing::error!(digest = %d, "scrub found a corrupt copy; quarantined");
+                r.corrupt_found += 1;
+                let _ = me.store.quarantine(d).await;
+                None
+            }
+            Ok(Scrub::Missing) => None,
+            Err(e) => {
+                tracing::warn!(digest = %d, "scrub: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -580,19 +580,8 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.create(id, "").await?;
-        let mut staging = Staging {
-            uploads: self,
-            id,
-            done: false,
-        };
-        let got = self.append(id, None, body, size).await?;
-        if got != size {
-            return Err(UploadError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("got {got} of {size} bytes"),
-            )));
-        }
+        let mut staging = self.staging(id).await?;
+        whole(self.append(id, None, body, size).await?, size)?;
         let installed = self.finish(id, expected).await?;
         staging.done = true;
         Ok(installed)
@@ -615,20 +604,9 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.create(id, "").await?;
-        let mut staging = Staging {
-            uploads: self,
-            id,
-            done: false,
-        };
+        let mut staging = self.staging(id).await?;
         self.check_space()?;
-        let (got, _) = self.write_body(id, 0, None, body, size).await?;
-        if got != size {
-            return Err(UploadError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("got {got} of {size} bytes"),
-            )));
-        }
+        whole(self.write_body(id, 0, None, body, size).await?.0, size)?;
         let index = verified.await.map_err(|_| {
             UploadError::Body(format!("the bytes fetched did not hash to {expected}"))
         })?;
@@ -644,6 +622,16 @@ impl Uploads {
         staging.done = true;
         self.cancel(id).await?;
         Ok(size)
+    }
+
+    /// A new internal session, removed again unless marked done.
+    async fn staging<'a>(&'a self, id: &'a str) -> Result<Staging<'a>, UploadError> {
+        self.create(id, "").await?;
+        Ok(Staging {
+            uploads: self,
+            id,
+            done: false,
+        })
     }
 
     /// Remove the session and its staging file.
@@ -680,6 +668,17 @@ impl Uploads {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// An internal receive that got `got` of its `size` bytes: short is an error.
+fn whole(got: u64, size: u64) -> Result<(), UploadError> {
+    if got == size {
+        return Ok(());
+    }
+    Err(UploadError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("got {got} of {size} bytes"),
+    )))
 }
 
 /// How long a DELETE waits for a request in progress on its session.

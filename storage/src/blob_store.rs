@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::hashing::Hashes;
-use crate::integrity::{ChunkHasher, ChunkIndex, CHUNK};
+use crate::integrity::{ChunkIndex, CHUNK};
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -396,7 +396,7 @@ impl BlobStore {
     ) -> io::Result<Scrub> {
         let (path, d) = (self.path(d), d.clone());
         tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
+            use std::io::Seek;
             let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scrub::Missing),
@@ -407,19 +407,12 @@ impl BlobStore {
                 hashes: Box::new(Hashes::indexing()),
             });
             f.seek(io::SeekFrom::Start(state.offset))?;
-            let budget = budget.max(CHUNK);
-            let mut buf = vec![0u8; CHUNK as usize];
-            let mut read = 0u64;
-            while read < budget {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(Scrub::Done(finish_scrub(&path, &d, *state.hashes)));
-                }
-                state.hashes.update(&buf[..n]);
-                state.offset += n as u64;
-                read += n as u64;
-            }
-            Ok(Scrub::Partial(state))
+            let (read, ended) = hash_from(&mut f, &mut state.hashes, budget.max(CHUNK))?;
+            state.offset += read;
+            Ok(match ended {
+                true => Scrub::Done(finish_scrub(&path, &d, *state.hashes)),
+                false => Scrub::Partial(state),
+            })
         })
         .await
         .map_err(io::Error::other)?
@@ -593,22 +586,31 @@ pub enum Scrub {
 /// index from the same bytes.
 fn hash_file(mut f: std::fs::File, d: &Digest) -> io::Result<(bool, ChunkIndex)> {
     use sha2::Digest as _;
-    use std::io::Read;
-    let mut sha = sha2::Sha256::new();
-    let mut chunks = ChunkHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        chunks.update(&buf[..n]);
-    }
+    let mut hashes = Hashes::indexing();
+    hash_from(&mut f, &mut hashes, u64::MAX)?;
+    let chunks = hashes.chunks.take().expect("an indexing hash");
     Ok((
-        Digest::from_sha256_bytes(&sha.finalize()) == *d,
+        Digest::from_sha256_bytes(&hashes.sha.finalize()) == *d,
         chunks.finish(),
     ))
+}
+
+/// Hash at least `budget` bytes of `f` from where it stands (whole chunks,
+/// so the last read may pass the budget) into `hashes`: the bytes read, and
+/// whether the file ended.
+fn hash_from(f: &mut std::fs::File, hashes: &mut Hashes, budget: u64) -> io::Result<(u64, bool)> {
+    use std::io::Read;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut read = 0u64;
+    while read < budget {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((read, true));
+        }
+        hashes.update(&buf[..n]);
+        read += n as u64;
+    }
+    Ok((read, false))
 }
 
 /// Hash a whole copy, and keep its index when it matches `d` (a copy from

@@ -509,6 +509,20 @@ impl Uploads {
                 })
                 .ok()
         });
+        self.install(id, expected, index.as_ref()).await?;
+        drop(s);
+        self.cancel(id).await?;
+        Ok(size)
+    }
+
+    /// Make session `id`'s verified bytes durable and move them into the
+    /// blob store as `expected`, with `index` beside them.
+    async fn install(
+        &self,
+        id: &str,
+        expected: &Digest,
+        index: Option<&ChunkIndex>,
+    ) -> Result<(), UploadError> {
         let data = self.data_path(id);
         tokio::fs::File::open(&data)
             .await
@@ -517,12 +531,9 @@ impl Uploads {
             .await?;
         // The rename finds no file when a cancel won the race after the sync.
         self.blobs
-            .install(&data, expected, index.as_ref())
+            .install(&data, expected, index)
             .await
-            .map_err(|e| gone_if_missing(e, id))?;
-        drop(s);
-        self.cancel(id).await?;
-        Ok(size)
+            .map_err(|e| gone_if_missing(e, id))
     }
 
     /// Remove sessions whose staging file has not been written for `idle`
@@ -616,9 +627,7 @@ impl Uploads {
                 index.size()
             ))));
         }
-        let data = self.data_path(id);
-        tokio::fs::File::open(&data).await?.sync_all().await?;
-        self.blobs.install(&data, expected, Some(&index)).await?;
+        self.install(id, expected, Some(&index)).await?;
         staging.done = true;
         self.cancel(id).await?;
         Ok(size)

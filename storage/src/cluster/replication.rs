@@ -589,6 +589,35 @@ mod tests {
         assert!(!store.has_index(&od).await);
         assert_eq!(read(store.clone(), od.clone()).await.unwrap(), other);
         assert!(store.has_index(&od).await, "indexed by its first read");
+
+        // A hostile index (a lying length, garbage, another size's) is
+        // dropped: the copy is installed, indexed at its first read, and
+        // the service goes on.
+        let third: Vec<u8> = blob.iter().map(|b| b ^ 2).collect();
+        let td = Digest::of(&third);
+        let mut lying = index.to_bytes();
+        lying[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        for (i, bad) in [lying, vec![0xff; 77], ChunkIndex::of(b"short").to_bytes()]
+            .into_iter()
+            .enumerate()
+        {
+            let session = format!("1-h{i}");
+            append(ch.clone(), &session, 0, pieces(&third))
+                .await
+                .unwrap();
+            let reply = client(ch.clone())
+                .seal(SealRequest {
+                    session,
+                    digest: td.to_string(),
+                    index: bad.into(),
+                })
+                .await
+                .unwrap();
+            assert!(reply.into_inner().written);
+            assert!(!store.has_index(&td).await);
+            assert_eq!(read(store.clone(), td.clone()).await.unwrap(), third);
+            store.remove(&td).await.unwrap();
+        }
     }
 
     async fn blob_len(store: &BlobStore, d: &Digest) -> u64 {

@@ -6,6 +6,7 @@ mod auth;
 mod cluster_view;
 mod config;
 mod connections;
+mod console;
 mod jobs;
 mod lifecycle;
 mod listing;

@@ -192,6 +192,9 @@ fn route_class(path: &str) -> &'static str {
     if path.starts_with("/v1/") {
         return "management";
     }
+    if path.starts_with("/console") {
+        return "console";
+    }
     match route::parse(path) {
         Some(Route::Base) => "base",
         Some(Route::Catalog) => "catalog",

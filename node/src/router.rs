@@ -1,6 +1,6 @@
 //! The registry port's routes: the OCI façade and the management API
-//! behind their access decisions, and the public endpoints (token, health,
-//! metrics, the API document).
+//! behind their access decisions, the public endpoints (token, health,
+//! metrics, the API document), and the console.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,23 +23,11 @@ use crate::{api, auth, metrics, oci};
 const PUBLIC_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    // Each façade runs on its own state, behind a door (the access
-    // decision) that runs on the auth state.
-    let registry = Router::new()
-        .route("/v2", any(oci::dispatch))
-        .route("/v2/", any(oci::dispatch))
-        .route("/v2/{*rest}", any(oci::dispatch))
-        .route_layer(middleware::from_fn_with_state(
-            state.access.clone(),
-            oci::authorise,
-        ))
-        .with_state(state.oci.clone());
-    let management = api::router()
-        .route_layer(middleware::from_fn_with_state(
-            state.access.clone(),
-            api::authorise,
-        ))
-        .with_state(state.api.clone());
+    let console = Arc::new(crate::console::Console::new(
+        facades(&state),
+        state.access.clone(),
+        state.api.http_scheme == "https",
+    ));
     let token = Router::new()
         .route(
             "/v2/token",
@@ -60,9 +48,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             PUBLIC_ROUTE_DEADLINE,
         ));
-    registry
-        .merge(management)
+    facades(&state)
         .merge(public)
+        .merge(crate::console::router(console))
         .fallback(|| async { api::errors::ApiError::not_found("no such endpoint").into_response() })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -70,6 +58,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The registry and management façades, each on its own state behind its
+/// door (the access decision, on the auth state). The network reaches them
+/// through `router`; the console in-process, for its signed-in caller.
+fn facades<S: Clone + Send + Sync + 'static>(state: &Arc<AppState>) -> Router<S> {
+    let registry = Router::new()
+        .route("/v2", any(oci::dispatch))
+        .route("/v2/", any(oci::dispatch))
+        .route("/v2/{*rest}", any(oci::dispatch))
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            oci::authorise,
+        ))
+        .with_state(state.oci.clone());
+    let management = api::router()
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            api::authorise,
+        ))
+        .with_state(state.api.clone());
+    registry.merge(management)
 }
 
 /// Live: the process answers and its Raft core still runs. A storage

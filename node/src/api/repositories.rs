@@ -32,6 +32,12 @@ pub struct TagView {
     /// (milliseconds since the epoch); pulls are flushed in batches, so
     /// this lags by up to the nodes' flush interval.
     pub last_pulled_at_ms: Option<u64>,
+    /// Size and media type of the manifest the tag points to.
+    pub size: Option<u64>,
+    pub media_type: Option<String>,
+    /// The tag matches one of the namespace's immutable patterns: it can
+    /// be neither moved nor deleted.
+    pub immutable: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -183,6 +189,15 @@ pub async fn tags(
     let (last, n) = page_params(&q)?;
     let state = authorise(&st, &caller, &repo, Action::Pull).await?;
     let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
+    let immutable: Vec<wildmatch::WildMatch> = state
+        .namespace(namespace_of(&repo))?
+        .map(|ns| {
+            ns.immutable_tags
+                .iter()
+                .map(|p| wildmatch::WildMatch::new(p))
+                .collect()
+        })
+        .unwrap_or_default();
     let (items, more) = filtered_page(
         last,
         n,
@@ -196,15 +211,18 @@ pub async fn tags(
         |tag| {
             let digest = state.tag(&repo, &tag)?.unwrap_or_default();
             let activity = state.tag_activity(&repo, &tag, &digest)?;
-            let pushed_at = match activity.pushed_at {
-                Some(at) => Some(at),
-                None => state.manifest_record(&repo, &digest)?.map(|m| m.pushed_at),
-            };
+            let manifest = state.manifest_record(&repo, &digest)?;
+            let pushed_at = activity
+                .pushed_at
+                .or_else(|| manifest.as_ref().map(|m| m.pushed_at));
             Ok(Step::Keep(TagView {
+                immutable: immutable.iter().any(|p| p.matches(&tag)),
                 name: tag,
                 digest,
                 pushed_at,
                 last_pulled_at_ms: activity.pulled_at_ms,
+                size: manifest.as_ref().map(|m| m.size),
+                media_type: manifest.map(|m| m.media_type),
             }))
         },
     )?;

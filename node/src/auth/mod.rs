@@ -255,7 +255,41 @@ impl Auth {
             });
         }
         let claims = self.tokens.verify(&st.meta, bearer, &self.service).await?;
-        let subject = match claims.sub.as_str() {
+        let subject = self.subject_of(st, &claims).await?;
+        Ok(Caller {
+            subject,
+            token: Some(claims),
+        })
+    }
+
+    /// The caller a console session stands for: the token must be one the
+    /// console issued (its own audience, so it is not a registry token and
+    /// a registry token is not a session), and the credential behind it
+    /// must still be usable. The session acts as the credential itself.
+    pub async fn session_caller(
+        &self,
+        st: &AuthState,
+        token: &str,
+    ) -> Result<(Caller, Claims), AuthError> {
+        let claims = self
+            .tokens
+            .verify(&st.meta, token, &self.session_audience())
+            .await?;
+        let caller = Caller {
+            subject: self.subject_of(st, &claims).await?,
+            token: None,
+        };
+        Ok((caller, claims))
+    }
+
+    /// The audience of console sessions.
+    pub fn session_audience(&self) -> String {
+        format!("{}#console", self.service)
+    }
+
+    /// Who a verified token's `sub` names, as of now.
+    async fn subject_of(&self, st: &AuthState, claims: &Claims) -> Result<Subject, AuthError> {
+        Ok(match claims.sub.as_str() {
             "admin" => Subject::Admin,
             "anonymous" => Subject::Anonymous,
             sub => {
@@ -269,10 +303,6 @@ impl Auth {
                 }
                 Subject::Credential(Box::new(rec))
             }
-        };
-        Ok(Caller {
-            subject,
-            token: Some(claims),
         })
     }
 }
@@ -322,11 +352,14 @@ async fn authorise(
     next: Next,
 ) -> Result<Response, AccessError> {
     let peer = peer_ip(&req);
-    let caller = st
-        .auth
-        .caller(&st, req.headers(), peer)
-        .await
-        .map_err(|e| refusal(&st, e))?;
+    let caller = match req.extensions_mut().remove::<ConsoleCaller>() {
+        Some(c) => c.0,
+        None => st
+            .auth
+            .caller(&st, req.headers(), peer)
+            .await
+            .map_err(|e| refusal(&st, e))?,
+    };
     if let Some(kind) = crate::rate_limits::Kind::of(req.method(), req.uri().path()) {
         st.rate_limits
             .check(st.meta.reader(), &caller, peer, kind)
@@ -367,6 +400,14 @@ pub fn peer_ip(req: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
         .or_else(|| req.extensions().get::<ForwardedClient>().map(|f| f.0))
 }
+
+/// The caller a console page acts for, already authenticated from its
+/// session cookie. The console sets it on the requests it sends through the
+/// registry's own routes in-process, so a page is allowed exactly what the
+/// API would allow the same credential; a request from the network cannot
+/// carry it.
+#[derive(Clone, Debug)]
+pub struct ConsoleCaller(pub Caller);
 
 /// The client address a peer node forwarded a request for.
 #[derive(Clone, Copy, Debug)]

@@ -132,18 +132,48 @@ impl Tokens {
         service: &str,
         access: Vec<ResourceAccess>,
     ) -> Result<(String, u64), TokenError> {
+        self.sign(meta, sub, service, access, self.lifetime_secs, None)
+            .await
+    }
+
+    /// A console session's token: no registry access, its own audience and
+    /// lifetime, and the session's id as `jti` (kept when it is renewed).
+    pub async fn issue_session(
+        &self,
+        meta: &Metadata,
+        sub: &str,
+        audience: &str,
+        lifetime_secs: u64,
+        session_id: Option<String>,
+    ) -> Result<(String, u64), TokenError> {
+        self.sign(meta, sub, audience, vec![], lifetime_secs, session_id)
+            .await
+    }
+
+    async fn sign(
+        &self,
+        meta: &Metadata,
+        sub: &str,
+        service: &str,
+        access: Vec<ResourceAccess>,
+        lifetime_secs: u64,
+        jti: Option<String>,
+    ) -> Result<(String, u64), TokenError> {
         let key = self.signing_key(meta).await?;
         let now = now_secs();
-        let mut jti = [0u8; 16];
-        rand::rng().fill_bytes(&mut jti);
+        let jti = jti.unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            rand::rng().fill_bytes(&mut b);
+            hex::encode(b)
+        });
         let claims = Claims {
             iss: ISSUER.into(),
             sub: sub.into(),
             aud: service.into(),
-            exp: now + self.lifetime_secs,
+            exp: now + lifetime_secs,
             nbf: now.saturating_sub(LEEWAY_SECS),
             iat: now,
-            jti: hex::encode(jti),
+            jti,
             access,
         };
         let mut header = Header::new(Algorithm::EdDSA);

@@ -14,6 +14,7 @@ mod cluster_blobs;
 mod cluster_membership;
 mod cluster_partition;
 mod cluster_three_nodes;
+mod console;
 mod crash_recovery;
 mod gc_online;
 mod kubernetes;

@@ -26,7 +26,7 @@ pub struct OrgQuery {
 }
 
 /// The organisations the viewer may pick: its own, or (the operator) all.
-async fn organisations(v: &Viewer) -> Vec<String> {
+pub(super) async fn organisations(v: &Viewer) -> Vec<String> {
     if let Some(o) = v.organisation() {
         return vec![o];
     }

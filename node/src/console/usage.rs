@@ -59,20 +59,11 @@ pub async fn show(
     Extension(v): Extension<Viewer>,
     Query(q): Query<OrgQuery>,
 ) -> Response {
-    let orgs: Vec<String> = match v.organisation() {
-        Some(o) => vec![o],
-        None => v
-            .client
-            .get::<Json>(&format!("{API}/organisations"))
-            .await
-            .ok()
-            .and_then(|j| j["organisations"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|o| o["name"].as_str().map(str::to_string))
-            .filter(|o| q.org.as_ref().is_none_or(|want| want == o))
-            .collect(),
-    };
+    let orgs: Vec<String> = super::credentials::organisations(&v)
+        .await
+        .into_iter()
+        .filter(|o| q.org.as_ref().is_none_or(|want| want == o))
+        .collect();
     let usages: Vec<Json> = join_all(orgs.iter().map(|o| {
         let v = v.clone();
         async move {

@@ -226,6 +226,23 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
         "{tags}"
     );
     shot(&b, "tags").await;
+    // On a phone: one column, nothing wider than the screen.
+    b.set_window_size(390, 844).await.unwrap();
+    b.refresh().await.unwrap();
+    find(&b, "#tags").await;
+    let overflow = b
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the tags page scrolls sideways on a phone by {overflow}"
+    );
+    shot(&b, "tags-phone").await;
+    b.set_window_size(1280, 1000).await.unwrap();
 
     // The artifact: layers with sizes, the config's platform and command,
     // the manifest itself.
@@ -598,4 +615,44 @@ async fn hostile_console_requests_get_clear_refusals() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn under_tls_the_session_cookie_is_secure_and_pull_commands_name_the_public_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tcr_tests::harness::certs(&dir.path().join("certs"), &["127.0.0.1"]);
+    let node = Node::start_https(
+        &dir.path().join("n"),
+        &certs,
+        "127.0.0.1",
+        &[("TCR_ADMIN_TOKEN", ADMIN)],
+        &["--public-url", "https://registry.example"],
+    )
+    .await;
+    let http = tcr_tests::harness::https_client(&certs.join("ca.crt"))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/console/sign-in", node.url()))
+        .form(&[("secret", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    node.create_namespace("web", "private").await;
+    let page = http
+        .get(format!("{}/console/namespaces/web", node.url()))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("docker push registry.example/web/"), "{page}");
+    assert!(!page.contains("attacker.example"));
 }

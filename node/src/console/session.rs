@@ -97,13 +97,17 @@ fn open_csrf() -> String {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -260,27 +264,46 @@ pub async fn sign_in_page(
     sign_in_form(&c, StatusCode::OK, q.next.as_deref(), message)
 }
 
+/// The sign-in form, with a fresh token in a cookie and in the form: a
+/// sign-in posted by another site carries neither (login CSRF).
 fn sign_in_form(
     c: &Console,
     status: StatusCode,
     next: Option<&str>,
     message: Option<&str>,
 ) -> Response {
-    c.pages.render(
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    let token = hex::encode(b);
+    let mut r = c.pages.render(
         status,
         "sign_in.html",
-        context! { next => safe_next(next), message => message, title => "Sign in" },
-    )
+        context! { next => safe_next(next), message => message, title => "Sign in", form => token.clone() },
+    );
+    let secure = if c.https { "; Secure" } else { "" };
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{SIGN_IN_COOKIE}={token}; Path=/console/sign-in; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+        ))
+        .expect("hex is a valid header value"),
+    );
+    r
 }
+
+const SIGN_IN_COOKIE: &str = "tcr_sign_in";
 
 #[derive(Deserialize)]
 pub struct SignInForm {
     secret: String,
     next: Option<String>,
+    #[serde(default)]
+    form: String,
 }
 
 pub async fn sign_in(State(c): State<Arc<Console>>, req: Request) -> Response {
     let peer = peer(&req).map(|p| p.ip());
+    let issued = cookie_named(req.headers(), SIGN_IN_COOKIE);
     let Ok(bytes) = axum::body::to_bytes(req.into_body(), MAX_FORM).await else {
         return sign_in_form(
             &c,
@@ -298,6 +321,15 @@ pub async fn sign_in(State(c): State<Arc<Console>>, req: Request) -> Response {
         );
     };
     let next = form.next.as_deref();
+    let same_form = issued.is_some_and(|t| bool::from(t.as_bytes().ct_eq(form.form.as_bytes())));
+    if !same_form {
+        return sign_in_form(
+            &c,
+            StatusCode::FORBIDDEN,
+            next,
+            Some("This sign-in did not come from this page: sign in here."),
+        );
+    }
     let subject = c
         .access
         .auth

@@ -371,14 +371,40 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
     b.close().await.ok();
 }
 
-/// Sign in over HTTP; the session cookie (`name=value`).
-async fn session(http: &reqwest::Client, base: &str, secret: &str) -> String {
-    let r = http
-        .post(format!("{base}/console/sign-in"))
-        .form(&[("secret", secret), ("next", "/console/usage")])
+/// Post the sign-in form as a browser does: load the page first (its
+/// cookie and form token), then send `fields` with them.
+async fn post_sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let page = http
+        .get(format!("{base}/console/sign-in"))
         .send()
         .await
         .unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    let at = html.find("name=\"form\" value=\"").expect("a form token") + 19;
+    let token = html[at..at + 32].to_string();
+    let mut form = fields.to_vec();
+    form.push(("form", &token));
+    http.post(format!("{base}/console/sign-in"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sign in over HTTP; the session cookie (`name=value`).
+async fn session(http: &reqwest::Client, base: &str, secret: &str) -> String {
+    let r = post_sign_in(
+        http,
+        base,
+        &[("secret", secret), ("next", "/console/usage")],
+    )
+    .await;
     assert_eq!(r.status(), 303, "sign-in redirects");
     assert_eq!(r.headers()["location"], "/console/usage");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
@@ -479,15 +505,23 @@ async fn forms_need_their_token_and_sessions_follow_the_credential() {
         .unwrap()
         .starts_with("/console/sign-in"));
 
-    // A wrong secret: 401 and the form again; no cookie.
+    // A wrong secret: 401 and the form again; no session.
+    let r = post_sign_in(&http, &one, &[("secret", "tcr_nope_nope")]).await;
+    assert_eq!(r.status(), 401);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(!set.contains("tcr_session"), "{set}");
+
+    // A right secret posted by another page (no sign-in token of this
+    // page): refused, no session (login CSRF).
     let r = http
         .post(format!("{one}/console/sign-in"))
-        .form(&[("secret", "tcr_nope_nope")])
+        .form(&[("secret", acme.as_str())])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers().get("set-cookie").is_none());
+    assert_eq!(r.status(), 403);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(!set.contains("tcr_session"), "{set}");
 
     // A registry token is not a session, and a session is not a token.
     let r = http
@@ -560,12 +594,12 @@ async fn hostile_console_requests_get_clear_refusals() {
     assert_eq!(r.status(), 413);
 
     // Sign-in never sends anyone to another site.
-    let r = http
-        .post(format!("{base}/console/sign-in"))
-        .form(&[("secret", ADMIN), ("next", "//evil.example/console/")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(
+        &http,
+        &base,
+        &[("secret", ADMIN), ("next", "//evil.example/console/")],
+    )
+    .await;
     assert_eq!(r.headers()["location"], "/console/namespaces");
 
     // Names that try to leave their path segment, bad digests, garbage:
@@ -633,12 +667,7 @@ async fn under_tls_the_session_cookie_is_secure_and_pull_commands_name_the_publi
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = http
-        .post(format!("{}/console/sign-in", node.url()))
-        .form(&[("secret", ADMIN)])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(&http, &node.url(), &[("secret", ADMIN)]).await;
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("; Secure"), "{cookie}");

@@ -77,6 +77,10 @@ pub async fn show(
     .into_iter()
     .flatten()
     .collect();
+    let mut usages = usages;
+    if v.organisation().is_none() && q.org.is_none() {
+        usages.extend(without_organisation(&v).await);
+    }
     let by_org: Vec<(String, u64)> = usages
         .iter()
         .map(|u| {
@@ -112,6 +116,48 @@ pub async fn show(
         },
     )
 }
+
+/// The operator's namespaces of no organisation (the first
+/// `UNOWNED_SHOWN`), as one group shaped like an organisation's usage.
+async fn without_organisation(v: &Viewer) -> Option<Json> {
+    let list = v
+        .client
+        .get::<Json>(&format!("{API}/namespaces?n=1000"))
+        .await
+        .ok()?;
+    let names: Vec<String> = list["namespaces"]
+        .as_array()?
+        .iter()
+        .filter(|n| n["organisation"].is_null())
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .take(UNOWNED_SHOWN)
+        .collect();
+    let namespaces: Vec<Json> = join_all(names.iter().map(|n| {
+        let v = v.clone();
+        async move {
+            v.client
+                .get::<Json>(&format!("{API}/namespaces/{}/usage", seg(n)))
+                .await
+                .ok()
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    if namespaces.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "organisation": "(no organisation)",
+        "bytes": namespaces.iter().filter_map(|n| n["bytes"].as_u64()).sum::<u64>(),
+        "gigabyteHours": namespaces.iter().filter_map(|n| n["gigabyteHours"].as_f64()).sum::<f64>(),
+        "namespaces": namespaces,
+    }))
+}
+
+/// Namespaces of no organisation shown on the operator's usage page.
+const UNOWNED_SHOWN: usize = 200;
 
 #[cfg(test)]
 mod tests {

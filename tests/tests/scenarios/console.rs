@@ -359,8 +359,16 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
     click(&b, "#sign-out").await;
     find(&b, "#secret").await;
 
-    // The operator sees the cluster.
+    // The operator sees the cluster, and usage of namespaces of no
+    // organisation too.
+    node.create_namespace("ops-tools", "private").await;
     sign_in(&b, &base, ADMIN).await;
+    b.goto(&format!("{base}/console/usage")).await.unwrap();
+    let usage = body(&b).await;
+    assert!(
+        usage.contains("acme-apps") && usage.contains("ops-tools"),
+        "{usage}"
+    );
     b.goto(&format!("{base}/console/cluster")).await.unwrap();
     let members = text(&b, "#members").await;
     assert!(
@@ -534,6 +542,39 @@ async fn forms_need_their_token_and_sessions_follow_the_credential() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // A credential that expires ends its session too.
+    let brief: Value = nodes[0]
+        .client()
+        .post(format!("{one}{API}/organisations/acme/credentials"))
+        .json(&json!({"name": "brief", "expiresInSecs": 8,
+                      "scopes": [{"namespace": "*", "actions": ["pull"]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let brief_cookie = session(&http, &one, brief["secret"].as_str().unwrap()).await;
+    let brief_page = |base: String| {
+        http.get(format!("{base}/console/namespaces"))
+            .header("cookie", brief_cookie.clone())
+            .send()
+    };
+    assert_eq!(brief_page(two.clone()).await.unwrap().status(), 200);
+    wait_for(
+        "the expired credential's session to end",
+        Duration::from_secs(20),
+        || async {
+            let r = brief_page(two.clone()).await.unwrap();
+            r.status() == 303
+                && r.headers()["location"]
+                    .to_str()
+                    .unwrap()
+                    .contains("ended=1")
+        },
+    )
+    .await;
 
     // Revoking the credential ends its session at the next click.
     let id = acme.split('_').nth(1).unwrap().to_string();

@@ -25,6 +25,16 @@ pub struct Refused {
     pub message: String,
 }
 
+impl Refused {
+    /// The console's own refusal of a form or a link it cannot use.
+    pub fn bad_request(message: impl Into<String>) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.message, self.status.as_u16())
@@ -51,6 +61,15 @@ impl Client {
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
         self.json(Method::GET, path, None).await
+    }
+
+    /// Each path read at once; the answer of each, in order.
+    pub async fn get_each<T: DeserializeOwned>(
+        &self,
+        paths: impl IntoIterator<Item = String>,
+    ) -> Vec<Result<T, Refused>> {
+        futures::future::join_all(paths.into_iter().map(|p| async move { self.get(&p).await }))
+            .await
     }
 
     /// A body-less answer (204, 202): only whether it succeeded.

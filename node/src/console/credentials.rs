@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::Method;
+use axum::response::Response;
 use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde_json::{json, Value as Json};
 use super::client::{seg, Refused, API};
 use super::namespaces::done_message;
 use super::render::ser;
-use super::{Console, Viewer};
+use super::{after, Console, Viewer};
 
 const ACTIONS: [&str; 4] = ["pull", "push", "delete", "admin"];
 
@@ -78,13 +78,6 @@ pub async fn list(
     )
 }
 
-fn bad(message: String) -> Refused {
-    Refused {
-        status: StatusCode::BAD_REQUEST,
-        message,
-    }
-}
-
 /// The API's request from the form: one scope (a namespace or `*`) with
 /// the ticked actions, and an optional lifetime in days.
 fn request_of(f: &HashMap<String, String>) -> Result<(String, Json), String> {
@@ -136,7 +129,7 @@ pub async fn create(
 ) -> Response {
     let (org, body) = match request_of(&f) {
         Ok(x) => x,
-        Err(e) => return c.pages.refused(&v, &bad(e)),
+        Err(e) => return c.pages.refused(&v, &Refused::bad_request(e)),
     };
     let created: Json = match v
         .client
@@ -180,14 +173,9 @@ pub async fn revoke(
         seg(&f.org),
         seg(&id)
     );
-    match v.client.send(Method::DELETE, &path, None).await {
-        Ok(()) => Redirect::to(&format!(
-            "/console/credentials?org={}&done=revoked",
-            seg(&f.org)
-        ))
-        .into_response(),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+    let sent = v.client.send(Method::DELETE, &path, None).await;
+    let to = format!("/console/credentials?org={}&done=revoked", seg(&f.org));
+    after(&c, &v, sent, &to)
 }
 
 #[cfg(test)]

@@ -144,6 +144,26 @@ async fn asset(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Respo
     }
 }
 
+/// What a form's request to the API ends in: the page `to` (redirect after
+/// post), or the API's refusal in its words.
+fn after(c: &Console, v: &Viewer, sent: Result<(), client::Refused>, to: &str) -> Response {
+    match sent {
+        Ok(()) => Redirect::to(to).into_response(),
+        Err(r) => c.pages.refused(v, &r),
+    }
+}
+
+/// The breadcrumb of a page inside namespace `ns`.
+fn namespace_crumbs(ns: &str) -> Vec<(String, String)> {
+    vec![
+        ("Namespaces".into(), "/console/namespaces".into()),
+        (
+            ns.into(),
+            format!("/console/namespaces/{}", client::seg(ns)),
+        ),
+    ]
+}
+
 /// Whether the viewer may take `action` in namespace `ns`: the decision the
 /// API makes (`auth::access::decide`), asked only to offer the forms it
 /// would accept. The API still decides when the form is sent.

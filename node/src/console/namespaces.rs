@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::{Extension, Form};
 use futures::future::join_all;
 use minijinja::context;
@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tcr_raft::Action;
 
-use super::client::{query, seg, API};
+use super::client::{query, seg, Refused, API};
 use super::render::ser;
-use super::{may, Console, Viewer};
+use super::{after, may, namespace_crumbs, Console, Viewer};
 
 /// Namespaces per page of the list.
 const PAGE: usize = 50;
@@ -140,18 +140,12 @@ pub async fn create(
     if let Some(p) = nonempty(&f.project) {
         body["project"] = json!(p);
     }
-    match v
+    let sent = v
         .client
         .send(Method::POST, &format!("{API}/namespaces"), Some(body))
-        .await
-    {
-        Ok(()) => Redirect::to(&format!(
-            "/console/namespaces/{}?done=created",
-            seg(f.name.trim())
-        ))
-        .into_response(),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+        .await;
+    let to = format!("/console/namespaces/{}?done=created", seg(f.name.trim()));
+    after(&c, &v, sent, &to)
 }
 
 #[derive(Deserialize)]
@@ -224,19 +218,16 @@ pub async fn set_visibility(
     Form(f): Form<VisibilityForm>,
 ) -> Response {
     let body = json!({ "visibility": f.visibility });
-    match v
+    let sent = v
         .client
         .send(
             Method::PATCH,
             &format!("{API}/namespaces/{}", seg(&ns)),
             Some(body),
         )
-        .await
-    {
-        Ok(()) => Redirect::to(&format!("/console/namespaces/{}?done=visibility", seg(&ns)))
-            .into_response(),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+        .await;
+    let to = format!("/console/namespaces/{}?done=visibility", seg(&ns));
+    after(&c, &v, sent, &to)
 }
 
 pub async fn confirm_delete(
@@ -261,7 +252,7 @@ pub async fn confirm_delete(
         context! {
             title => format!("Delete {ns}"),
             nav => "namespaces",
-            crumbs => ser(vec![("Namespaces", "/console/namespaces".to_string()), (ns.as_str(), format!("/console/namespaces/{}", seg(&ns)))]),
+            crumbs => ser(namespace_crumbs(&ns)),
             name => ns.clone(),
             repositories => ser(&repos["repositories"]),
             more => repos["more"].as_bool() == Some(true),
@@ -284,22 +275,16 @@ pub async fn delete(
     if f.confirm.trim() != ns {
         return c.pages.refused(
             &v,
-            &super::client::Refused {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                message: format!("type the namespace's name, '{ns}', to delete it"),
-            },
+            &Refused::bad_request(format!("type the namespace's name, '{ns}', to delete it")),
         );
     }
-    match v
+    let sent = v
         .client
         .send(
             Method::DELETE,
             &format!("{API}/namespaces/{}", seg(&ns)),
             None,
         )
-        .await
-    {
-        Ok(()) => Redirect::to("/console/namespaces?done=deleted").into_response(),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+        .await;
+    after(&c, &v, sent, "/console/namespaces?done=deleted")
 }

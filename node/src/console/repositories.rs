@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 use futures::future::join_all;
@@ -15,7 +14,7 @@ use serde_json::{json, Value as Json};
 
 use super::client::{query, seg, Refused, API};
 use super::render::ser;
-use super::{Console, Viewer};
+use super::{namespace_crumbs, Console, Viewer};
 use crate::oci::names::check_repository;
 
 /// Tags per page.
@@ -38,13 +37,6 @@ pub struct TagsQuery {
     name: String,
     last: Option<String>,
     prefix: Option<String>,
-}
-
-fn bad(message: String) -> Refused {
-    Refused {
-        status: StatusCode::BAD_REQUEST,
-        message,
-    }
 }
 
 /// `os/arch[/variant]` of each manifest an index lists.
@@ -74,7 +66,7 @@ pub async fn tags(
 ) -> Response {
     let repo = q.name;
     if let Err(e) = check_repository(&repo) {
-        return c.pages.refused(&v, &bad(e.to_string()));
+        return c.pages.refused(&v, &Refused::bad_request(e.to_string()));
     }
     let n = PAGE.to_string();
     let prefix = q.prefix.as_deref().filter(|p| !p.is_empty());
@@ -134,7 +126,7 @@ pub async fn tags(
         context! {
             title => repo.clone(),
             nav => "namespaces",
-            crumbs => ser(vec![("Namespaces", "/console/namespaces".to_string()), (ns.as_str(), format!("/console/namespaces/{}", seg(&ns)))]),
+            crumbs => ser(namespace_crumbs(&ns)),
             repo => repo.clone(),
             rows => ser(&rows),
             next => next,
@@ -195,12 +187,13 @@ pub async fn artifact(
 ) -> Response {
     let repo = q.repository;
     if let Err(e) = check_repository(&repo) {
-        return c.pages.refused(&v, &bad(e.to_string()));
+        return c.pages.refused(&v, &Refused::bad_request(e.to_string()));
     }
     if !valid_digest(&q.digest) {
-        return c
-            .pages
-            .refused(&v, &bad(format!("'{}' is not a digest", q.digest)));
+        return c.pages.refused(
+            &v,
+            &Refused::bad_request(format!("'{}' is not a digest", q.digest)),
+        );
     }
     let digest = q.digest;
     let manifest_path = format!("/v2/{repo}/manifests/{digest}");
@@ -244,11 +237,11 @@ pub async fn artifact(
         context! {
             title => format!("{repo}@{}", &digest[..digest.len().min(19)]),
             nav => "namespaces",
-            crumbs => ser(vec![
-                ("Namespaces", "/console/namespaces".to_string()),
-                (ns.as_str(), format!("/console/namespaces/{}", seg(&ns))),
-                (repo.as_str(), format!("/console/repository?name={}", seg(&repo))),
-            ]),
+            crumbs => ser([
+                namespace_crumbs(&ns),
+                vec![(repo.clone(), format!("/console/repository?name={}", seg(&repo)))],
+            ]
+            .concat()),
             repo => repo.clone(),
             digest => digest.clone(),
             size => raw.len(),

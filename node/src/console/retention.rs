@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::Method;
+use axum::response::Response;
 use axum::{Extension, Form};
-use futures::future::join_all;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -17,7 +16,7 @@ use tcr_raft::Action;
 use super::client::{seg, Refused, API};
 use super::namespaces::done_message;
 use super::render::ser;
-use super::{may, Console, Viewer};
+use super::{after, may, namespace_crumbs, Console, Viewer};
 
 /// Keep-rule rows the form offers (policies rarely need more; the API
 /// takes any number).
@@ -89,23 +88,18 @@ pub async fn show(
         .ok()
         .and_then(|r| r["runs"].as_array().cloned())
         .unwrap_or_default();
-    let detailed = join_all(runs.iter().take(RUNS_IN_DETAIL).map(|r| {
-        let id = r["id"].as_str().unwrap_or_default().to_string();
-        let v = v.clone();
-        let base = base.clone();
-        async move {
-            v.client
-                .get::<Json>(&format!("{base}/retention-runs/{}", seg(&id)))
-                .await
-                .unwrap_or(Json::Null)
-        }
-    }))
-    .await;
+    let detailed = v
+        .client
+        .get_each::<Json>(runs.iter().take(RUNS_IN_DETAIL).map(|r| {
+            let id = r["id"].as_str().unwrap_or_default();
+            format!("{base}/retention-runs/{}", seg(id))
+        }))
+        .await;
     let runs: Vec<Json> = runs
         .into_iter()
         .enumerate()
         .map(|(i, r)| match detailed.get(i) {
-            Some(d) if !d.is_null() => d.clone(),
+            Some(Ok(d)) => d.clone(),
             _ => r,
         })
         .collect();
@@ -120,7 +114,7 @@ pub async fn show(
         context! {
             title => format!("Retention of {ns}"),
             nav => "namespaces",
-            crumbs => ser(vec![("Namespaces", "/console/namespaces".to_string()), (ns.as_str(), format!("/console/namespaces/{}", seg(&ns)))]),
+            crumbs => ser(namespace_crumbs(&ns)),
             ns => ns.clone(),
             policy => ser(&policy),
             rows => ser(form_rows(&policy)),
@@ -199,35 +193,17 @@ pub async fn set(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let path = format!("{API}/namespaces/{}/retention-policy", seg(&ns));
-    let back = |done: &str| {
-        Redirect::to(&format!(
-            "/console/namespaces/{}/retention?done={done}",
-            seg(&ns)
-        ))
-        .into_response()
-    };
+    let back = |done: &str| format!("/console/namespaces/{}/retention?done={done}", seg(&ns));
     if f.get("action").map(String::as_str) == Some("clear") {
-        return match v.client.send(Method::DELETE, &path, None).await {
-            Ok(()) => back("policy-cleared"),
-            Err(r) => c.pages.refused(&v, &r),
-        };
+        let sent = v.client.send(Method::DELETE, &path, None).await;
+        return after(&c, &v, sent, &back("policy-cleared"));
     }
     let policy = match policy_of(&f) {
         Ok(p) => p,
-        Err(message) => {
-            return c.pages.refused(
-                &v,
-                &Refused {
-                    status: StatusCode::BAD_REQUEST,
-                    message,
-                },
-            )
-        }
+        Err(message) => return c.pages.refused(&v, &Refused::bad_request(message)),
     };
-    match v.client.send(Method::PUT, &path, Some(policy)).await {
-        Ok(()) => back("policy"),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+    let sent = v.client.send(Method::PUT, &path, Some(policy)).await;
+    after(&c, &v, sent, &back("policy"))
 }
 
 pub async fn start_run(
@@ -236,14 +212,9 @@ pub async fn start_run(
     Path(ns): Path<String>,
 ) -> Response {
     let path = format!("{API}/namespaces/{}/retention-runs", seg(&ns));
-    match v.client.send(Method::POST, &path, None).await {
-        Ok(()) => Redirect::to(&format!(
-            "/console/namespaces/{}/retention?done=run",
-            seg(&ns)
-        ))
-        .into_response(),
-        Err(r) => c.pages.refused(&v, &r),
-    }
+    let sent = v.client.send(Method::POST, &path, None).await;
+    let to = format!("/console/namespaces/{}/retention?done=run", seg(&ns));
+    after(&c, &v, sent, &to)
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::Extension;
-use futures::future::join_all;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -64,20 +63,16 @@ pub async fn show(
         .into_iter()
         .filter(|o| q.org.as_ref().is_none_or(|want| want == o))
         .collect();
-    let usages: Vec<Json> = join_all(orgs.iter().map(|o| {
-        let v = v.clone();
-        async move {
-            v.client
-                .get::<Json>(&format!("{API}/organisations/{}/usage", seg(o)))
-                .await
-                .ok()
-        }
-    }))
-    .await
-    .into_iter()
-    .flatten()
-    .collect();
-    let mut usages = usages;
+    let mut usages: Vec<Json> = v
+        .client
+        .get_each(
+            orgs.iter()
+                .map(|o| format!("{API}/organisations/{}/usage", seg(o))),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     if v.organisation().is_none() && q.org.is_none() {
         usages.extend(without_organisation(&v).await);
     }
@@ -132,19 +127,17 @@ async fn without_organisation(v: &Viewer) -> Option<Json> {
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .take(UNOWNED_SHOWN)
         .collect();
-    let namespaces: Vec<Json> = join_all(names.iter().map(|n| {
-        let v = v.clone();
-        async move {
-            v.client
-                .get::<Json>(&format!("{API}/namespaces/{}/usage", seg(n)))
-                .await
-                .ok()
-        }
-    }))
-    .await
-    .into_iter()
-    .flatten()
-    .collect();
+    let namespaces: Vec<Json> = v
+        .client
+        .get_each(
+            names
+                .iter()
+                .map(|n| format!("{API}/namespaces/{}/usage", seg(n))),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     if namespaces.is_empty() {
         return None;
     }

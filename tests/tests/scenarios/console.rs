@@ -132,25 +132,41 @@ async fn organisation(node: &Node, org: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    credential(node, org, &format!("{org}-admin"), "*", &["admin"]).await["secret"]
+    let admin = json!({"name": format!("{org}-admin"),
+                       "scopes": [{"namespace": "*", "actions": ["admin"]}]});
+    credential(node, org, admin).await["secret"]
         .as_str()
         .unwrap()
         .to_string()
 }
 
-async fn credential(node: &Node, org: &str, name: &str, ns: &str, actions: &[&str]) -> Value {
+/// Create a credential of `org` (the API's request body); the answer,
+/// secret included.
+async fn credential(node: &Node, org: &str, request: Value) -> Value {
     let r = node
         .client()
         .post(format!(
             "{}{API}/organisations/{org}/credentials",
             node.url()
         ))
-        .json(&json!({"name": name, "scopes": [{"namespace": ns, "actions": actions}]}))
+        .json(&request)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     r.json().await.unwrap()
+}
+
+/// `GET` a management API path as the operator.
+async fn admin_get(node: &Node, path: &str) -> Value {
+    node.client()
+        .get(format!("{}{API}{path}", node.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn push(node: &Node, secret: &str, img: &Image, dir: &Path, repo: &str, tag: &str) {
@@ -286,15 +302,7 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
         "{preview}"
     );
     shot(&b, "retention").await;
-    let policy: Value = node
-        .client()
-        .get(format!("{base}{API}/namespaces/acme-apps/retention-policy"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let policy = admin_get(&node, "/namespaces/acme-apps/retention-policy").await;
     assert_eq!(policy["rules"][0]["keep"], "lastPushed");
     assert_eq!(policy["rules"][0]["count"], 1);
 
@@ -480,15 +488,7 @@ async fn forms_need_their_token_and_sessions_follow_the_credential() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "{:?}", r.text().await);
-    let names: Value = nodes[0]
-        .client()
-        .get(format!("{one}{API}/namespaces"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let names = admin_get(&nodes[0], "/namespaces").await;
     let names: Vec<&str> = names["namespaces"]
         .as_array()
         .unwrap()
@@ -544,17 +544,13 @@ async fn forms_need_their_token_and_sessions_follow_the_credential() {
     assert_eq!(r.status(), 401);
 
     // A credential that expires ends its session too.
-    let brief: Value = nodes[0]
-        .client()
-        .post(format!("{one}{API}/organisations/acme/credentials"))
-        .json(&json!({"name": "brief", "expiresInSecs": 8,
-                      "scopes": [{"namespace": "*", "actions": ["pull"]}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let brief = credential(
+        &nodes[0],
+        "acme",
+        json!({"name": "brief", "expiresInSecs": 8,
+               "scopes": [{"namespace": "*", "actions": ["pull"]}]}),
+    )
+    .await;
     let brief_cookie = session(&http, &one, brief["secret"].as_str().unwrap()).await;
     let brief_page = |base: String| {
         http.get(format!("{base}/console/namespaces"))

@@ -49,11 +49,16 @@ enum Command {
     /// Artifacts (manifests) of a repository.
     #[command(subcommand)]
     Artifacts(cmd::repos::ArtifactsCmd),
-    /// Bytes stored and gigabyte-hours, per namespace or organisation.
+    /// Bytes stored and gigabyte-hours, per namespace or organisation;
+    /// with --days, day by day.
     Usage {
         namespace: Option<String>,
         #[arg(long, conflicts_with = "namespace")]
         org: Option<String>,
+        /// The last N days (today included, up to 400): stored bytes at
+        /// each day's start and the gigabyte-hours of each day.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=400))]
+        days: Option<u64>,
     },
     /// Organisations and their feature gates.
     #[command(subcommand, alias = "organisations")]
@@ -140,9 +145,11 @@ async fn main() -> std::process::ExitCode {
         Command::Repos(c) => cmd::repos::run(&client, c, out).await,
         Command::Tags(c) => cmd::repos::run_tags(&client, c, out).await,
         Command::Artifacts(c) => cmd::repos::run_artifacts(&client, c, out).await,
-        Command::Usage { namespace, org } => {
-            cmd::repos::run_usage(&client, namespace.as_deref(), org.as_deref(), out).await
-        }
+        Command::Usage {
+            namespace,
+            org,
+            days,
+        } => cmd::repos::run_usage(&client, namespace.as_deref(), org.as_deref(), days, out).await,
         Command::Orgs(c) => cmd::orgs::run_orgs(&client, c, out).await,
         Command::Projects(c) => cmd::orgs::run_projects(&client, c, out).await,
         Command::Credentials(c) => cmd::credentials::run(&client, c, out).await,

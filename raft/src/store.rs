@@ -69,10 +69,16 @@ pub(crate) const KEY_TAG_PUSH_SEQ: &str = "tag_push_seq";
 pub(crate) const KEY_RETENTION_INTERVAL_SECS: &str = "retention_interval_secs";
 /// time ms ++ log index ++ sequence (big-endian) -> AuditEvent (see `audit`)
 pub(crate) const CF_AUDIT: &str = "audit";
+/// namespace \0 day (big-endian u64, days since the epoch) -> UsageSample:
+/// the namespace's usage at the first metering tick of that day (UTC).
+pub(crate) const CF_NS_USAGE_DAYS: &str = "namespace_usage_days";
+/// console session id -> until (seconds): sessions signed out early
+pub(crate) const CF_ENDED_SESSIONS: &str = "ended_sessions";
 
 /// The state machine's tables, in the fixed order used by snapshots and the
 /// state digest. `sm_meta` comes first so its keys are installed with the rest.
-pub(crate) const SM_CFS: [&str; 27] = [
+/// New tables go at the end: a snapshot names tables by position.
+pub(crate) const SM_CFS: [&str; 29] = [
     CF_SM_META,
     CF_NAMESPACES,
     CF_REPOS,
@@ -100,6 +106,8 @@ pub(crate) const SM_CFS: [&str; 27] = [
     CF_RETENTION_RUNS,
     CF_RETENTION_PENDING,
     CF_AUDIT,
+    CF_NS_USAGE_DAYS,
+    CF_ENDED_SESSIONS,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,11 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
         }),
         org.clone()
             .prop_map(|o| Command::DeleteOrganisation { name: o }),
+        (0u8..3, 0u64..100, 0u64..50).prop_map(|(i, at, left)| Command::EndSession {
+            id: format!("s{i}"),
+            at,
+            until: at + left,
+        }),
         (org.clone(), any::<bool>()).prop_map(|(o, on)| Command::SetFeature {
             organisation: o,
             feature: tcr_raft::FEATURE_CONTAINER_REGISTRY.into(),
@@ -90,7 +95,13 @@ fn tenancy_command() -> impl Strategy<Value = Command> {
                 immutable_tags: if immutable { vec!["t*".into()] } else { vec![] },
                 quota_bytes: quota,
             }),
-        (1u64..100).prop_map(|at| Command::MeterTick { at }),
+        // Ticks within a day, and ticks over more days than a namespace
+        // keeps samples of (so days are sampled and samples dropped).
+        prop_oneof![
+            1u64..100,
+            (1u64..1_000).prop_map(|half_days| half_days * tcr_raft::DAY_SECS / 2 + 7),
+        ]
+        .prop_map(|at| Command::MeterTick { at }),
         (
             proptest::option::of(0u64..1000),
             proptest::option::of(0u64..1000)
@@ -319,11 +330,16 @@ fn storage_command() -> impl Strategy<Value = Command> {
 }
 
 fn entries<P: Clone + Into<Proposal>>(items: &[P]) -> Vec<Entry<TypeConfig>> {
+    entries_after(0, items)
+}
+
+/// Log entries for `items` following the entry at index `last`.
+fn entries_after<P: Clone + Into<Proposal>>(last: u64, items: &[P]) -> Vec<Entry<TypeConfig>> {
     items
         .iter()
         .enumerate()
         .map(|(i, c)| Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), last + i as u64 + 1),
             payload: EntryPayload::Normal(c.clone().into()),
         })
         .collect()
@@ -438,6 +454,40 @@ fn usage_matches_a_recount(r: &StateReader) {
             "usage of {}",
             ns.name
         );
+    }
+}
+
+/// Daily usage samples: oldest first, one per day, never more days than
+/// are kept, none after the last tick, byte-seconds never decreasing and
+/// never past the namespace's count; a deleted namespace keeps none.
+fn usage_days_are_bounded(r: &StateReader) {
+    let live: Vec<String> = r
+        .all_namespaces()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    for ns in NAMESPACES {
+        let days = r.namespace_usage_days(ns, 0).unwrap();
+        if !live.iter().any(|n| n == ns) {
+            assert!(days.is_empty(), "samples outlived namespace {ns}: {days:?}");
+            continue;
+        }
+        let u = r.namespace_usage(ns).unwrap().unwrap_or_default();
+        let today = u.metered_at / tcr_raft::DAY_SECS;
+        for w in days.windows(2) {
+            assert!(w[0].day < w[1].day, "{ns}: {days:?}");
+            assert!(w[0].byte_seconds <= w[1].byte_seconds, "{ns}: {days:?}");
+        }
+        for s in &days {
+            assert!(
+                s.day <= today && s.day + tcr_raft::DAYS_KEPT > today,
+                "{ns}: day {} kept on {today}",
+                s.day
+            );
+            assert_eq!(s.at / tcr_raft::DAY_SECS, s.day);
+            assert!(s.byte_seconds <= u.byte_seconds);
+        }
     }
 }
 
@@ -619,6 +669,7 @@ proptest! {
             tags_point_at_manifests(&s1.reader);
             tenancy_references_resolve(&s1.reader);
             usage_matches_a_recount(&s1.reader);
+            usage_days_are_bounded(&s1.reader);
 
             let snap = s1.state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
             let mut s3 = tcr_raft::open(d3.path()).unwrap();
@@ -630,6 +681,118 @@ proptest! {
             assert_eq!(applied.map(|l| l.index), Some(cmds.len() as u64));
         });
     }
+}
+
+#[test]
+fn usage_is_sampled_at_the_first_tick_of_each_day_and_old_days_go() {
+    rt().block_on(async {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        let day = tcr_raft::DAY_SECS;
+        let create = Command::CreateNamespace {
+            name: "a".into(),
+            visibility: Visibility::Private,
+            created_at: 1,
+            organisation: None,
+            project: None,
+        };
+        let blob = |i: u8| Command::CommitBlob {
+            repo: "a/x".into(),
+            digest: digest(i),
+            size: 10,
+            created_at: 2,
+        };
+        let tick = |at: u64| Command::MeterTick { at };
+        let cmds = vec![
+            create.clone(),
+            blob(1),
+            tick(1000 * day + 100), // metering starts: no sample
+            tick(1000 * day + 200), // the same day: none
+            tick(1001 * day + 5),   // day 1001
+            blob(2),
+            tick(1001 * day + 50), // the same day: none
+            tick(1003 * day + 7),  // day 1003 (no tick on day 1002)
+        ];
+        s.state_machine.apply(entries(&cmds)).await.unwrap();
+        let days = s.reader.namespace_usage_days("a", 0).unwrap();
+        let seen: Vec<(u64, u64, u64)> = days.iter().map(|x| (x.day, x.at, x.bytes)).collect();
+        assert_eq!(
+            seen,
+            vec![(1001, 1001 * day + 5, 10), (1003, 1003 * day + 7, 20)]
+        );
+        // A tick charges the interval since the one before at the bytes
+        // stored when it applies: 10 up to day 1001's first tick, 20 after.
+        let first = 10 * u128::from(day - 100 + 5);
+        assert_eq!(days[0].byte_seconds, first);
+        assert_eq!(
+            days[1].byte_seconds,
+            first + 20 * u128::from(2 * day - 5 + 7)
+        );
+        assert_eq!(s.reader.namespace_usage_days("a", 1002).unwrap(), days[1..]);
+
+        // DAYS_KEPT days after day 1001, its sample goes; 1003's stays.
+        let later = 1001 + tcr_raft::DAYS_KEPT;
+        let next = cmds.len() as u64;
+        s.state_machine
+            .apply(entries_after(next, &[tick(later * day + 1)]))
+            .await
+            .unwrap();
+        let kept: Vec<u64> = s
+            .reader
+            .namespace_usage_days("a", 0)
+            .unwrap()
+            .iter()
+            .map(|x| x.day)
+            .collect();
+        assert_eq!(kept, vec![1003, later]);
+
+        // A deleted namespace's samples go with it; made again, it starts afresh.
+        let again = [
+            Command::DeleteRepository { repo: "a/x".into() },
+            Command::DeleteNamespace { name: "a".into() },
+            create,
+        ];
+        let r = s
+            .state_machine
+            .apply(entries_after(next + 1, &again))
+            .await
+            .unwrap();
+        assert!(
+            r.iter().all(|x| !matches!(x, CommandResult::Refused(_))),
+            "{r:?}"
+        );
+        assert!(s.reader.namespace_usage_days("a", 0).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn an_ended_session_is_listed_until_its_tokens_would_expire() {
+    rt().block_on(async {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = tcr_raft::open(d.path()).unwrap();
+        let end = |id: &str, at: u64, until: u64| Command::EndSession {
+            id: id.into(),
+            at,
+            until,
+        };
+        s.state_machine
+            .apply(entries(&[end("a", 100, 1000), end("b", 200, 300)]))
+            .await
+            .unwrap();
+        assert!(s.reader.session_ended("a").unwrap());
+        assert!(s.reader.session_ended("b").unwrap());
+        assert!(!s.reader.session_ended("c").unwrap());
+        // A later sign-out drops what can no longer verify (b, past 300).
+        s.state_machine
+            .apply(entries_after(2, &[end("c", 301, 1200)]))
+            .await
+            .unwrap();
+        let ended: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|id| s.reader.session_ended(id).unwrap())
+            .collect();
+        assert_eq!(ended, [true, false, true]);
+    });
 }
 
 #[test]

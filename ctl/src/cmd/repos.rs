@@ -118,13 +118,43 @@ const USAGE_COLUMNS: &[(&str, &str)] = &[
     ("GB-HOURS", "gigabyteHours"),
 ];
 
-/// One namespace's usage, or (`org`) every namespace of an organisation.
+const DAY_COLUMNS: &[(&str, &str)] = &[
+    ("DATE", "date"),
+    ("BYTES", "bytes"),
+    ("GB-HOURS", "dayGigabyteHours"),
+];
+
+/// One namespace's usage, or (`org`) every namespace of an organisation;
+/// with `days`, its daily samples.
 pub async fn run_usage(
     c: &Client,
     namespace: Option<&str>,
     org: Option<&str>,
+    days: Option<u64>,
     out: Output,
 ) -> anyhow::Result<()> {
+    if let Some(n) = days {
+        let path = match (namespace, org) {
+            (Some(ns), _) => {
+                format!("/v1/container-registries/namespaces/{ns}/usage/days?days={n}")
+            }
+            (None, Some(org)) => {
+                format!("/v1/container-registries/organisations/{org}/usage/days?days={n}")
+            }
+            (None, None) => {
+                anyhow::bail!("name a namespace, or --org ORG for all of its namespaces")
+            }
+        };
+        let v = c.call(Method::GET, &path, None).await?;
+        print(&v, out, Some("days"), DAY_COLUMNS)?;
+        if out == Output::Human {
+            println!(
+                "now: {} bytes, {} GB-hours in all",
+                v["now"]["bytes"], v["now"]["gigabyteHours"]
+            );
+        }
+        return Ok(());
+    }
     match (namespace, org) {
         (Some(ns), _) => {
             let v = c

@@ -13,6 +13,7 @@ pub mod rate_limits;
 pub mod repositories;
 pub mod retention;
 pub mod storage;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -104,7 +105,8 @@ pub fn router() -> Router<Arc<ApiState>> {
             &at("/namespaces/{ns}/repositories"),
             get(namespaces::repositories),
         )
-        .route(&at("/namespaces/{ns}/usage"), get(repositories::usage))
+        .route(&at("/namespaces/{ns}/usage"), get(usage::namespace))
+        .route(&at("/namespaces/{ns}/usage/days"), get(usage::days))
         .route(
             &at("/namespaces/{ns}/retention-policy"),
             get(retention::show)
@@ -144,9 +146,10 @@ pub fn router() -> Router<Arc<ApiState>> {
             &at("/organisations/{org}/features/{feature}"),
             put(organisations::set_feature),
         )
+        .route(&at("/organisations/{org}/usage"), get(usage::organisation))
         .route(
-            &at("/organisations/{org}/usage"),
-            get(repositories::organisation_usage),
+            &at("/organisations/{org}/usage/days"),
+            get(usage::organisation_days),
         )
         .route(
             &at("/organisations/{org}/projects"),

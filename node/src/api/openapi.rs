@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     audit, cluster, credentials, gc, keys, namespaces, organisations, rate_limits, repositories,
-    retention, storage,
+    retention, storage, usage,
 };
 
 struct BearerAuth;
@@ -45,7 +45,8 @@ impl Modify for BearerAuth {
         namespaces::update,
         namespaces::delete,
         namespaces::repositories,
-        repositories::usage,
+        usage::namespace,
+        usage::days,
         retention::show,
         retention::set,
         retention::clear,
@@ -53,7 +54,8 @@ impl Modify for BearerAuth {
         retention::start,
         retention::runs,
         retention::run,
-        repositories::organisation_usage,
+        usage::organisation,
+        usage::organisation_days,
         repositories::show,
         repositories::delete,
         repositories::tags,

@@ -1,4 +1,4 @@
-//! Repositories, their tags and artifacts, and storage usage per namespace.
+//! Repositories, their tags and artifacts.
 //! A repository name contains `/`: clients send it as one path segment
 //! with `/` encoded as `%2F` (`acme%2Fapp`).
 
@@ -64,56 +64,6 @@ pub struct ArtifactList {
     pub repository: String,
     pub artifacts: Vec<ArtifactView>,
     pub more: bool,
-}
-
-/// Storage of a namespace. Stored bytes: each unique blob linked to one of
-/// its repositories, and each unique manifest, counted once however many of
-/// its repositories hold it (a blob shared with another namespace counts in
-/// both). Gigabyte-hours (10^9 bytes for an hour) accumulate from the
-/// leader's metering ticks, committed through Raft: every node reports the
-/// same figure, and a leader change neither repeats nor skips an interval.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Usage {
-    pub namespace: String,
-    pub bytes: u64,
-    pub blob_bytes: u64,
-    pub manifest_bytes: u64,
-    pub blobs: u64,
-    pub manifests: u64,
-    pub quota_bytes: Option<u64>,
-    pub gigabyte_hours: f64,
-    /// Stored bytes integrated over time up to `meteredAt`.
-    #[schema(value_type = u64)]
-    pub byte_seconds: u128,
-    /// The last metering tick that counted this namespace (seconds).
-    pub metered_at: u64,
-}
-
-impl Usage {
-    fn of(ns: &tcr_raft::NamespaceRecord, u: tcr_raft::NamespaceUsage) -> Usage {
-        Usage {
-            namespace: ns.name.clone(),
-            bytes: u.bytes(),
-            blob_bytes: u.blob_bytes,
-            manifest_bytes: u.manifest_bytes,
-            blobs: u.blobs,
-            manifests: u.manifests,
-            quota_bytes: ns.quota_bytes,
-            gigabyte_hours: u.gb_hours(),
-            byte_seconds: u.byte_seconds,
-            metered_at: u.metered_at,
-        }
-    }
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrganisationUsage {
-    pub organisation: String,
-    pub bytes: u64,
-    pub gigabyte_hours: f64,
-    pub namespaces: Vec<Usage>,
 }
 
 /// Check the name and the caller's right to `action` in its namespace.
@@ -290,55 +240,6 @@ pub async fn artifacts(
         repository: repo,
         artifacts: items,
         more,
-    })
-    .into_response())
-}
-
-#[utoipa::path(get, path = "/v1/container-registries/namespaces/{ns}/usage", tag = "namespaces",
-    params(("ns" = String, Path)),
-    responses((status = 200, body = Usage),
-        ErrorResponses,
-    ))]
-pub async fn usage(
-    State(st): State<Arc<ApiState>>,
-    Extension(caller): Extension<Caller>,
-    Path(ns): Path<String>,
-) -> ApiResult {
-    let state = st.meta.read().await?;
-    let rec = require_on_namespace(state, &caller, &ns, Action::Pull)?;
-    let u = state.namespace_usage(&ns)?.unwrap_or_default();
-    Ok(Json(Usage::of(&rec, u)).into_response())
-}
-
-#[utoipa::path(get, path = "/v1/container-registries/organisations/{org}/usage", tag = "organisations",
-    params(("org" = String, Path)),
-    responses((status = 200, body = OrganisationUsage),
-        ErrorResponses,
-    ))]
-pub async fn organisation_usage(
-    State(st): State<Arc<ApiState>>,
-    Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
-) -> ApiResult {
-    let state = st.meta.read().await?;
-    crate::auth::access::require_org_member(state, &caller, &org)?;
-    if state.organisation(&org)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "organisation '{org}' does not exist"
-        )));
-    }
-    let mut namespaces = Vec::new();
-    for ns in state.all_namespaces()? {
-        if ns.organisation.as_deref() == Some(org.as_str()) {
-            let u = state.namespace_usage(&ns.name)?.unwrap_or_default();
-            namespaces.push(Usage::of(&ns, u));
-        }
-    }
-    Ok(Json(OrganisationUsage {
-        organisation: org,
-        bytes: namespaces.iter().map(|u| u.bytes).sum(),
-        gigabyte_hours: namespaces.iter().map(|u| u.gigabyte_hours).sum(),
-        namespaces,
     })
     .into_response())
 }

@@ -82,6 +82,8 @@ pub enum AuthError {
     Throttled(Duration),
     #[error("too many credential checks are waiting on this node; retry shortly")]
     Busy,
+    #[error("the session was signed out")]
+    SessionEnded,
 }
 
 impl AuthError {
@@ -94,6 +96,7 @@ impl AuthError {
             AuthError::Unavailable(_) => "unavailable",
             AuthError::Throttled(_) => "throttled",
             AuthError::Busy => "busy",
+            AuthError::SessionEnded => "session_ended",
         }
     }
 }
@@ -275,6 +278,16 @@ impl Auth {
             .tokens
             .verify(&st.meta, token, &self.session_audience())
             .await?;
+        // Signed out (on any node): this node's copy of the list, which
+        // trails the leader by the replication delay.
+        let ended = st
+            .meta
+            .reader()
+            .session_ended(&claims.jti)
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        if ended {
+            return Err(AuthError::SessionEnded);
+        }
         let caller = Caller {
             subject: self.subject_of(st, &claims).await?,
             token: None,

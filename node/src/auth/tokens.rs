@@ -22,7 +22,7 @@ use tcr_storage::clock::now_secs;
 
 /// Allowed clock difference between the nodes of one region (NTP keeps
 /// them far closer).
-const LEEWAY_SECS: u64 = 5;
+pub const LEEWAY_SECS: u64 = 5;
 /// How long a parsed key record is trusted (well under a token lifetime).
 const KEY_CACHE: Duration = Duration::from_secs(60);
 /// `iss` of every token, and the default `service` (`aud`).

@@ -6,7 +6,9 @@
 //! session any node issued. Its audience is the console's own: it is not a
 //! registry token, and a registry token is not a session. It names the
 //! subject only; every request looks the credential up again, so a revoked
-//! or expired credential's session ends at its next click.
+//! or expired credential's session ends at its next click. Signing out
+//! ends the session on every node (its id goes into a list in Raft), so a
+//! copy of the cookie taken before is refused too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct Viewer {
     pub caller: Caller,
     pub csrf: String,
     pub client: Client,
+    /// The session's id (none on an open node, which has no sessions).
+    pub session: Option<String>,
 }
 
 /// What the templates are told about the viewer.
@@ -156,8 +160,8 @@ pub async fn require(State(c): State<Arc<Console>>, req: Request, next: Next) ->
         .unwrap_or_else(|| "/console/namespaces".into());
     let peer = peer(&req);
     let auth = &c.access.auth;
-    let (caller, csrf, renew) = if auth.is_open() {
-        (Caller::admin(), open_csrf(), None)
+    let (caller, csrf, renew, session) = if auth.is_open() {
+        (Caller::admin(), open_csrf(), None, None)
     } else {
         let Some(token) = cookie_value(req.headers()) else {
             return to_sign_in(&here, false);
@@ -166,7 +170,7 @@ pub async fn require(State(c): State<Arc<Console>>, req: Request, next: Next) ->
             Ok((caller, claims)) => {
                 let renew = (claims.exp.saturating_sub(now_secs()) < SESSION_SECS / 2)
                     .then(|| (claims.sub.clone(), claims.jti.clone()));
-                (caller, csrf_of(&claims.jti), renew)
+                (caller, csrf_of(&claims.jti), renew, Some(claims.jti))
             }
             Err(AuthError::Unavailable(m)) => {
                 return (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {m}"))
@@ -194,9 +198,16 @@ pub async fn require(State(c): State<Arc<Console>>, req: Request, next: Next) ->
         client: Client::new(c.routes.clone(), caller.clone(), peer),
         caller,
         csrf,
+        session,
     });
     let mut resp = next.run(req).await;
-    if let Some((sub, jti)) = renew {
+    // Not over a cookie the page set itself (sign-out clears it).
+    let sets_session = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|h| h.as_bytes().starts_with(format!("{COOKIE}=").as_bytes()));
+    if let Some((sub, jti)) = renew.filter(|_| !sets_session) {
         if let Ok(token) = issue(&c, &sub, Some(jti)).await {
             resp.headers_mut()
                 .append(header::SET_COOKIE, set_cookie(&c, &token, SESSION_SECS));
@@ -368,9 +379,44 @@ pub async fn sign_in(State(c): State<Arc<Console>>, req: Request) -> Response {
     }
 }
 
-/// The cookie goes; the session's token would still verify until it
-/// expires, but nothing holds it any more.
-pub async fn sign_out(State(c): State<Arc<Console>>) -> Response {
+/// The session ends on every node (its id is committed to the list of
+/// ended sessions for as long as its tokens could verify), and the cookie
+/// goes. If the list cannot be written now, the sign-out still clears the
+/// cookie and says so: the token then lapses at its expiry.
+pub async fn sign_out(
+    State(c): State<Arc<Console>>,
+    axum::Extension(v): axum::Extension<Viewer>,
+) -> Response {
+    if let Some(id) = v.session.clone() {
+        let at = now_secs();
+        let ended = c
+            .access
+            .meta
+            .write(tcr_raft::Command::EndSession {
+                id,
+                at,
+                until: at + SESSION_SECS + crate::auth::tokens::LEEWAY_SECS,
+            })
+            .await;
+        if let Err(e) = ended {
+            tracing::warn!(
+                "console: sign-out not committed, the session lapses at its expiry: {e}"
+            );
+            let mut r = c.pages.refused(
+                &v,
+                &super::client::Refused {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!(
+                        "Signed out of this browser, but the cluster could not record it \
+                         ({e}): a copy of the session's cookie works until it expires."
+                    ),
+                },
+            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, set_cookie(&c, "", 0));
+            return r;
+        }
+    }
     let mut r = Redirect::to("/console/sign-in").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, set_cookie(&c, "", 0));

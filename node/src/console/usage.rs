@@ -1,5 +1,7 @@
-//! Stored bytes and gigabyte-hours per namespace and organisation, with a
-//! bar chart drawn as inline SVG (no chart library to download).
+//! Stored bytes and gigabyte-hours per namespace and organisation, with
+//! charts drawn as inline SVG (no chart library to download): bars for the
+//! largest organisations and namespaces now, and columns for each
+//! organisation's last 30 days (from the state machine's daily samples).
 
 use std::sync::Arc;
 
@@ -19,6 +21,70 @@ const BARS: usize = 20;
 /// Width of the longest bar, in SVG units.
 const BAR_WIDTH: f64 = 420.0;
 const ROW: u32 = 22;
+
+/// Days in an organisation's chart over time (today included).
+const DAYS_SHOWN: u64 = 30;
+/// Column pitch and the tallest column, in SVG units.
+const COLUMN: u32 = 22;
+const COLUMN_HEIGHT: f64 = 100.0;
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Column {
+    x: u32,
+    y: u32,
+    height: u32,
+    /// The day (`MM-DD`), or "now".
+    label: String,
+    /// The column's figures, for its tooltip and the table beside it.
+    bytes: String,
+    gb_hours: Option<String>,
+}
+
+/// Columns for the daily samples (stored bytes at each day's start, and
+/// the gigabyte-hours of the day) and `now`, scaled to the largest.
+fn columns(days: &Json) -> Vec<Column> {
+    let mut points: Vec<(String, u64, Option<f64>)> = days["days"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["date"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .get(5..)
+                    .unwrap_or_default()
+                    .to_string(),
+                d["bytes"].as_u64().unwrap_or(0),
+                d["dayGigabyteHours"].as_f64(),
+            )
+        })
+        .collect();
+    points.push((
+        "now".into(),
+        days["now"]["bytes"].as_u64().unwrap_or(0),
+        None,
+    ));
+    let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
+    points
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, bytes, gb))| {
+            let height = ((bytes as f64 / max) * COLUMN_HEIGHT)
+                .round()
+                .max(if bytes > 0 { 1.0 } else { 0.0 }) as u32;
+            Column {
+                x: i as u32 * COLUMN,
+                y: COLUMN_HEIGHT as u32 - height,
+                height,
+                label,
+                bytes: super::render::bytes(minijinja::Value::from(bytes)),
+                gb_hours: gb.map(|g| format!("{g:.3}")),
+            }
+        })
+        .collect()
+}
 
 #[derive(Deserialize)]
 pub struct OrgQuery {
@@ -73,6 +139,28 @@ pub async fn show(
         .into_iter()
         .flatten()
         .collect();
+    // Each organisation's last days, in the same order.
+    let histories: Vec<Option<Json>> = v
+        .client
+        .get_each(usages.iter().map(|u| {
+            format!(
+                "{API}/organisations/{}/usage/days?days={DAYS_SHOWN}",
+                seg(u["organisation"].as_str().unwrap_or_default())
+            )
+        }))
+        .await
+        .into_iter()
+        .map(Result::ok)
+        .collect();
+    for (u, h) in usages.iter_mut().zip(histories) {
+        if let Some(h) = h {
+            let cols = columns(&h);
+            u["history"] = serde_json::json!({
+                "width": cols.len() as u32 * COLUMN,
+                "columns": cols,
+            });
+        }
+    }
     if v.organisation().is_none() && q.org.is_none() {
         usages.extend(without_organisation(&v).await);
     }
@@ -155,6 +243,35 @@ const UNOWNED_SHOWN: usize = 200;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_run_from_the_oldest_day_to_now_scaled_to_the_largest() {
+        let days = serde_json::json!({
+            "days": [
+                {"date": "2026-12-02", "bytes": 2_000, "dayGigabyteHours": 0.5},
+                {"date": "2026-12-03", "bytes": 4_000, "dayGigabyteHours": 1.25},
+            ],
+            "now": {"bytes": 1_000},
+        });
+        let c = columns(&days);
+        let labels: Vec<&str> = c.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["12-02", "12-03", "now"]);
+        assert_eq!(c[1].height, COLUMN_HEIGHT as u32);
+        assert_eq!(c[0].height, COLUMN_HEIGHT as u32 / 2);
+        assert_eq!(c[2].height, COLUMN_HEIGHT as u32 / 4);
+        assert_eq!(
+            c[2].y + c[2].height,
+            COLUMN_HEIGHT as u32,
+            "columns stand on one line"
+        );
+        assert_eq!(c[2].x, 2 * COLUMN);
+        assert_eq!(c[1].gb_hours.as_deref(), Some("1.250"));
+        assert_eq!(c[2].gb_hours, None);
+        // No samples yet: one column, now's.
+        let only = columns(&serde_json::json!({"days": [], "now": {"bytes": 0}}));
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].height, 0);
+    }
 
     #[test]
     fn bars_are_scaled_to_the_largest_and_sorted() {

@@ -135,6 +135,7 @@ impl Staged<'_> {
                 Ok(())
             }
             Command::PruneAudit { before_ms } => self.prune_audit(*before_ms).map(Ok)?,
+            Command::EndSession { id, at, until } => self.end_session(id, *at, *until).map(Ok)?,
             // Unwrapped before apply; a wrapper inside a wrapper applies its
             // command like the outer one.
             Command::Audited { command, .. } => return self.apply(command),

@@ -189,7 +189,8 @@ pub(crate) fn describe(reader: &StateReader, cmd: &Command) -> Result<Vec<Descri
         | Command::MeterTick { .. }
         | Command::RetentionStep { .. }
         | Command::CollectBlobs { .. }
-        | Command::PruneAudit { .. } => Ok(Vec::new()),
+        | Command::PruneAudit { .. }
+        | Command::EndSession { .. } => Ok(Vec::new()),
         Command::CreateNamespace {
             name,
             visibility,

@@ -201,6 +201,13 @@ pub enum Command {
     PruneAudit {
         before_ms: u64,
     },
+    /// A console session signed out at `at` (seconds): every node refuses
+    /// its tokens from now on, which would otherwise verify until `until`.
+    EndSession {
+        id: String,
+        at: u64,
+        until: u64,
+    },
 }
 
 /// Requests allowed per minute to one credential (to one client address
@@ -273,6 +280,7 @@ impl Command {
             Command::SetRateLimits { .. } => "set_rate_limits",
             Command::Audited { command, .. } => command.kind(),
             Command::PruneAudit { .. } => "prune_audit",
+            Command::EndSession { .. } => "end_session",
         }
     }
 
@@ -288,6 +296,7 @@ impl Command {
                 | Command::RecordPulls { .. }
                 | Command::MeterTick { .. }
                 | Command::PruneAudit { .. }
+                | Command::EndSession { .. }
                 | Command::Audited { .. }
         )
     }

@@ -8,5 +8,6 @@ pub mod gc;
 pub mod queries;
 pub mod registry;
 pub mod retention;
+pub mod sessions;
 pub mod tenancy;
 pub mod usage;

@@ -169,6 +169,31 @@ impl StateReader {
         self.get(crate::store::CF_NS_USAGE, ns)
     }
 
+    /// Whether console session `id` was signed out (and could still verify).
+    pub fn session_ended(&self, id: &str) -> Result<bool, ReadError> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf(&self.db, crate::store::CF_ENDED_SESSIONS), id)?
+            .is_some())
+    }
+
+    /// A namespace's daily usage samples from day `from` (days since the
+    /// epoch) on, oldest first.
+    pub fn namespace_usage_days(
+        &self,
+        ns: &str,
+        from: u64,
+    ) -> Result<Vec<crate::model::usage::UsageSample>, ReadError> {
+        let prefix = key2(ns, "");
+        let start = crate::model::usage::day_key(ns, from);
+        let mut out = Vec::new();
+        for item in self.prefix_iter(crate::store::CF_NS_USAGE_DAYS, &prefix, &start) {
+            let (_, v) = item?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
     pub fn organisation(&self, name: &str) -> Result<Option<OrganisationRecord>, ReadError> {
         self.get(CF_ORGS, name)
     }

@@ -365,6 +365,12 @@ impl Staged<'_> {
         self.batch.delete_cf(cf(self.db, CF_NAMESPACES), name);
         self.batch
             .delete_cf(cf(self.db, crate::store::CF_NS_USAGE), name);
+        // Its usage samples: a namespace made again later starts afresh.
+        self.batch.delete_range_cf(
+            cf(self.db, crate::store::CF_NS_USAGE_DAYS),
+            crate::model::usage::day_key(name, 0),
+            crate::model::usage::day_key(name, u64::MAX),
+        );
         Ok(Ok(()))
     }
 }

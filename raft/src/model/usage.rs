@@ -2,13 +2,46 @@
 //! apply: each unique blob and manifest counted once per namespace that
 //! holds it, however many of its repositories link it. Quotas are checked
 //! against these counters, and the leader's metering ticks turn them into
-//! byte-seconds (gigabyte-hours).
+//! byte-seconds (gigabyte-hours). The first tick of each day (UTC) also
+//! keeps a sample of every namespace's usage, so usage can be shown and
+//! billed over time; samples older than `DAYS_KEPT` are dropped.
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::apply::{ApplyError, Staged};
 use crate::model::command::Refusal;
-use crate::store::{cf, decode, encode, key3, CF_NS_REFS, CF_NS_USAGE};
+use crate::store::{cf, decode, encode, key2, key3, CF_NS_REFS, CF_NS_USAGE, CF_NS_USAGE_DAYS};
+
+/// Seconds in a (UTC) day.
+pub const DAY_SECS: u64 = 86_400;
+/// How many days of samples a namespace keeps: a year and a little more,
+/// so a year can be compared with the one before at its end.
+pub const DAYS_KEPT: u64 = 400;
+
+/// A namespace's usage at the first metering tick of a day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSample {
+    /// Days since the epoch (UTC).
+    pub day: u64,
+    /// The tick's time (seconds since the epoch).
+    pub at: u64,
+    pub bytes: u64,
+    /// Stored bytes integrated over time up to `at`.
+    pub byte_seconds: u128,
+}
+
+impl UsageSample {
+    pub fn gb_hours(&self) -> f64 {
+        self.byte_seconds as f64 / 3600.0 / 1e9
+    }
+}
+
+/// `namespace \0 day`: a namespace's samples are contiguous, oldest first.
+pub(crate) fn day_key(ns: &str, day: u64) -> Vec<u8> {
+    let mut k = key2(ns, "");
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceUsage {
@@ -144,13 +177,42 @@ impl Staged<'_> {
             if u.metered_at == 0 {
                 u.metered_at = at;
             } else if at > u.metered_at {
+                let before = u.metered_at;
                 u.byte_seconds += u128::from(u.bytes()) * u128::from(at - u.metered_at);
                 u.metered_at = at;
+                if at / DAY_SECS > before / DAY_SECS {
+                    self.sample_day(&ns.name, &u, before / DAY_SECS);
+                }
             } else {
                 continue;
             }
             self.put_usage(&ns.name, &u);
         }
         Ok(())
+    }
+
+    /// The first tick of a new day: keep `u` as that day's sample, and drop
+    /// the samples that fell out of the kept window since the previous
+    /// sampled day `previous` (by key: at most `DAYS_KEPT` deletes after a
+    /// long gap, usually one, and no range tombstones).
+    fn sample_day(&mut self, ns: &str, u: &NamespaceUsage, previous: u64) {
+        let day = u.metered_at / DAY_SECS;
+        let sample = UsageSample {
+            day,
+            at: u.metered_at,
+            bytes: u.bytes(),
+            byte_seconds: u.byte_seconds,
+        };
+        let table = cf(self.db, CF_NS_USAGE_DAYS);
+        self.batch.put_cf(table, day_key(ns, day), encode(&sample));
+        // Samples exist for days up to `previous`, none older than
+        // `previous - DAYS_KEPT`; keep those after `day - DAYS_KEPT`.
+        let oldest_held = previous.saturating_sub(DAYS_KEPT - 1);
+        let last_dropped = previous.min(day.saturating_sub(DAYS_KEPT));
+        if day >= DAYS_KEPT {
+            for d in oldest_held..=last_dropped {
+                self.batch.delete_cf(table, day_key(ns, d));
+            }
+        }
     }
 }

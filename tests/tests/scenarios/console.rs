@@ -341,6 +341,25 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
     b.find(Locator::Css("#ns-chart"))
         .await
         .expect("a usage chart");
+    // The organisation's days end in a column for now, which shows what
+    // its heading says is stored.
+    let now = b
+        .execute(
+            "return document.querySelector('svg.columns rect.now title').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let now = now.as_str().unwrap().to_string();
+    let stored = now
+        .strip_prefix("now: ")
+        .and_then(|t| t.strip_suffix(" stored"))
+        .unwrap_or_else(|| panic!("{now}"));
+    let heading = text(&b, "h2.org-usage").await;
+    assert!(
+        heading.starts_with(&format!("acme: {stored},")),
+        "{heading} / {now}"
+    );
     shot(&b, "usage").await;
 
     // Not the operator: no cluster page.
@@ -542,6 +561,53 @@ async fn forms_need_their_token_and_sessions_follow_the_credential() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // Signing out on node 1 ends that session on every node: a copy of its
+    // cookie is refused on node 2 too. A sign-out without the form token
+    // does nothing; another session of the same credential goes on.
+    let other = session(&http, &one, &acme).await;
+    let other_page = |base: String| {
+        http.get(format!("{base}/console/namespaces"))
+            .header("cookie", other.clone())
+            .send()
+    };
+    let page = other_page(one.clone()).await.unwrap().text().await.unwrap();
+    let sign_out = |form: Vec<(&'static str, String)>| {
+        http.post(format!("{one}/console/sign-out"))
+            .header("cookie", other.clone())
+            .form(&form)
+            .send()
+    };
+    assert_eq!(sign_out(vec![]).await.unwrap().status(), 403);
+    assert_eq!(other_page(two.clone()).await.unwrap().status(), 200);
+    let r = sign_out(vec![("csrf", csrf_of(&page))]).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("tcr_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let ended = |r: reqwest::Response| {
+        r.status() == 303
+            && r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .contains("ended=1")
+    };
+    assert!(
+        ended(other_page(one.clone()).await.unwrap()),
+        "refused where it signed out"
+    );
+    wait_for(
+        "the signed-out session to end on node 2",
+        Duration::from_secs(10),
+        || async { ended(other_page(two.clone()).await.unwrap()) },
+    )
+    .await;
+    assert_eq!(
+        get(&two, "/console/namespaces").await.unwrap().status(),
+        200
+    );
 
     // A credential that expires ends its session too.
     let brief = credential(

@@ -459,8 +459,12 @@ async fn voters(url: &str, token: &str) -> usize {
 async fn a_statefulset_bootstraps_rolls_without_a_failed_pull_and_scales() {
     let tag = format!("tcrk8s{}", std::process::id());
     let image = format!("tcr:{tag}");
+    // The binaries the other tests run, packed as they are: no cargo build
+    // here, which would re-link them under the feet of tests starting them.
+    let bins = tcr_tests::harness::bin("tcr-node");
+    let bins = bins.parent().unwrap().to_str().unwrap();
     let build = Command::new(repo_root().join("scripts/build-image"))
-        .args(["--profile", "debug", "--tag", &image])
+        .args(["--bin-dir", bins, "--tag", &image])
         .output()
         .unwrap();
     assert!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tcr_tests::harness::{cluster, run_env, tcr_json, wait_for, Node};
+use tcr_tests::harness::{cluster, run_env, tcr, tcr_json, wait_for, Node};
 use tcr_tests::images::{digest, tar, Image, OCI_MANIFEST};
 use tcr_tests::oci::Oci;
 
@@ -251,4 +251,43 @@ async fn stored_bytes_and_gigabyte_hours_survive_a_leader_change() {
         )),
         "{metrics}"
     );
+
+    // Day by day: the days so far (none, or today's if the test crossed
+    // midnight UTC) and now, which is the usage as of the last tick.
+    let node = &nodes[survivors[0]];
+    let days = tcr_json(&node.url(), &["usage", "m", "--days", "7"]);
+    let now = &days["now"];
+    assert_eq!(now["bytes"].as_u64(), Some(expect), "{days}");
+    assert!(now["at"].as_u64().unwrap() > m1, "{days}");
+    let per_day = days["days"].as_array().unwrap();
+    assert!(per_day.len() <= 1, "{days}");
+    for d in per_day {
+        assert_eq!(d["bytes"].as_u64(), Some(expect), "{days}");
+    }
+    let human = tcr(&node.url(), &["usage", "m", "--days", "7"]);
+    let printed = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        printed.contains(&format!("now: {expect} bytes")),
+        "{printed}"
+    );
+    // An organisation-less namespace's days, and bad windows and names.
+    for (path, status) in [
+        ("namespaces/m/usage/days?days=0", StatusCode::BAD_REQUEST),
+        ("namespaces/m/usage/days?days=401", StatusCode::BAD_REQUEST),
+        ("namespaces/m/usage/days?days=1e3", StatusCode::BAD_REQUEST),
+        ("namespaces/nope/usage/days", StatusCode::NOT_FOUND),
+        ("organisations/nope/usage/days", StatusCode::NOT_FOUND),
+    ] {
+        let r = reqwest::get(format!("{}/v1/container-registries/{path}", node.url()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().is_some(),
+            "{path}: {body}"
+        );
+    }
+    let bad = tcr(&node.url(), &["usage", "m", "--days", "0"]);
+    assert!(!bad.status.success());
 }

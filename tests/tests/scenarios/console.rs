@@ -76,7 +76,56 @@ fn shots() -> PathBuf {
 async fn shot(b: &Client, name: &str) {
     let png = b.screenshot().await.expect("screenshot");
     std::fs::write(shots().join(format!("{name}.png")), png).expect("write screenshot");
+    let problems = b.execute(ACCESSIBILITY, vec![]).await.expect("audit");
+    assert_eq!(
+        problems,
+        json!([]),
+        "accessibility of the {name} page ({:?})",
+        b.current_url().await.map(|u| u.to_string())
+    );
 }
+
+/// What a screen reader or a low-vision reader would miss on the page: a
+/// language, one h1, a label for every field, a name for every link, button
+/// and chart, and text with WCAG AA contrast (4.5:1) against its background.
+const ACCESSIBILITY: &str = r#"
+const problems = [];
+const short = el => el.outerHTML.slice(0, 100);
+if (!document.documentElement.lang) problems.push('no lang on <html>');
+const h1 = document.querySelectorAll('h1').length;
+if (h1 !== 1) problems.push(h1 + ' h1 elements');
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (el.type === 'hidden' || el.type === 'submit') continue;
+  if (!(el.labels.length || el.getAttribute('aria-label'))) problems.push('no label: ' + short(el));
+}
+for (const el of document.querySelectorAll('a, button')) {
+  if (!(el.textContent.trim() || el.getAttribute('aria-label'))) problems.push('no name: ' + short(el));
+}
+for (const el of document.querySelectorAll('svg')) {
+  if (el.getAttribute('role') !== 'img' || !el.getAttribute('aria-label')) problems.push('unnamed chart: ' + short(el));
+}
+const rgb = c => (c.match(/[\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => {
+  const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const background = el => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || !el.offsetParent) continue;
+  const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const a = lum(rgb(getComputedStyle(el).color)), b = lum(background(el));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) problems.push('contrast ' + ratio.toFixed(2) + ': ' + short(el));
+}
+return problems;
+"#;
 
 /// The element, waiting (bounded) for it to appear: a click that submits
 /// a form returns before the next page has loaded.
@@ -365,10 +414,12 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
     // Not the operator: no cluster page.
     b.goto(&format!("{base}/console/cluster")).await.unwrap();
     assert!(text(&b, "#refusal").await.contains("operator"));
+    shot(&b, "refused").await;
 
     // Sign out: the console asks to sign in again.
     click(&b, "#sign-out").await;
     find(&b, "#secret").await;
+    shot(&b, "sign-in").await;
     b.goto(&format!("{base}/console/namespaces")).await.unwrap();
     assert!(b.current_url().await.unwrap().path().ends_with("/sign-in"));
 

@@ -160,7 +160,7 @@ pub async fn list(
     .into_response())
 }
 
-fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecord> {
+pub(super) fn find(state: &tcr_raft::StateReader, org: &str) -> ApiResult<OrganisationRecord> {
     state
         .organisation(org)?
         .ok_or_else(|| ApiError::not_found(format!("organisation '{org}' does not exist")))

@@ -94,12 +94,7 @@ pub async fn organisation(
     Path(org): Path<String>,
 ) -> ApiResult {
     let state = st.meta.read().await?;
-    crate::auth::access::require_org_member(state, &caller, &org)?;
-    if state.organisation(&org)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "organisation '{org}' does not exist"
-        )));
-    }
+    member_of_existing(state, &caller, &org)?;
     let mut namespaces = Vec::new();
     for ns in state.all_namespaces()? {
         if ns.organisation.as_deref() == Some(org.as_str()) {
@@ -203,6 +198,12 @@ fn with_day_totals(mut days: Vec<DayUsage>, now: &DayUsage) -> Vec<DayUsage> {
     days
 }
 
+/// The caller belongs to `org` (or is the operator), and it exists.
+fn member_of_existing(state: &StateReader, caller: &Caller, org: &str) -> ApiResult<()> {
+    crate::auth::access::require_org_member(state, caller, org)?;
+    super::organisations::find(state, org).map(|_| ())
+}
+
 /// Today (days since the epoch) by this node's clock.
 fn today() -> u64 {
     SystemTime::now()
@@ -284,12 +285,7 @@ pub async fn organisation_days(
 ) -> ApiResult {
     let from = first_day(&q)?;
     let state = st.meta.read().await?;
-    crate::auth::access::require_org_member(state, &caller, &org)?;
-    if state.organisation(&org)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "organisation '{org}' does not exist"
-        )));
-    }
+    member_of_existing(state, &caller, &org)?;
     let mut by_day: BTreeMap<String, DayUsage> = BTreeMap::new();
     let mut now = DayUsage::default();
     for ns in state.all_namespaces()? {

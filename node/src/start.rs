@@ -31,7 +31,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (blobs, uploads) = open_blobs(&cfg)?;
     let metrics = Arc::new(Metrics::new());
     let served = metrics.transfers.clone();
-    let proxied = serve_rpc_port(&cfg, &consensus, &blobs, &uploads, &tls, served).await?;
+    // The storage loop answers peers' `Report` calls once it runs.
+    let reports = Arc::new(std::sync::OnceLock::new());
+    let proxied = serve_rpc_port(
+        &cfg,
+        &consensus,
+        (&blobs, &uploads),
+        &tls,
+        served,
+        reports.clone(),
+    )
+    .await?;
     consensus
         .init_or_join(advertised(&cfg), cfg.join.clone(), !cfg.no_init)
         .await?;
@@ -48,6 +58,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let state = build_state(&cfg, parts)?;
     let app = router::router(state.clone());
     let _ = proxied.set(app.clone());
+    let _ = reports.set(state.jobs.reconciler.clone());
     serve(&cfg, &state, app, &tls).await?;
     state.ready.store(false, Ordering::Relaxed);
     // Pulls seen since the last flush are not lost on a clean stop.
@@ -212,18 +223,19 @@ fn open_cache(cfg: &Config) -> anyhow::Result<Option<tcr_storage::cluster::BlobC
 async fn serve_rpc_port(
     cfg: &Config,
     consensus: &Consensus,
-    blobs: &BlobStore,
-    uploads: &Arc<Uploads>,
+    (blobs, uploads): (&BlobStore, &Arc<Uploads>),
     tls: &Tls,
     served: prometheus::IntCounterVec,
+    reports: Arc<std::sync::OnceLock<tcr_storage::cluster::Reconciler>>,
 ) -> anyhow::Result<Arc<std::sync::OnceLock<axum::Router>>> {
     let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
         .await
         .with_context(|| format!("binding {}", cfg.rpc_addr))?;
-    let blob_svc = tcr_storage::cluster::replication::BlobRpc::server(
+    let blob_svc = tcr_storage::cluster::replication::BlobRpc::server_with_reports(
         blobs.clone(),
         uploads.clone(),
         cfg.max_blob_bytes,
+        reports,
     );
     let (http, proxied) = rpc_port::http_routes(blobs, served);
     let routes = consensus

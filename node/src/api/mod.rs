@@ -63,6 +63,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route(&at("/cluster"), get(cluster::status))
         .route(&at("/storage/blobs/{digest}"), get(storage::blob))
         .route(&at("/storage"), get(storage::status))
+        .route(&at("/storage/members"), get(storage::members))
         .route(&at("/storage/passes"), post(storage::run_pass))
         .route(&at("/cluster/members"), post(cluster::add_member))
         .route(&at("/cluster/settings"), patch(cluster::update_settings))

@@ -82,6 +82,7 @@ impl Modify for BearerAuth {
         cluster::transfer_leader,
         cluster::update_settings,
         storage::status,
+        storage::members,
         storage::run_pass,
         storage::blob,
         rate_limits::show_cluster,

@@ -1,5 +1,5 @@
-//! The cluster (operator only): members, roles, leader, lag, this node's
-//! storage report and garbage collection.
+//! The cluster (operator only): members, roles, leader, lag, every
+//! member's storage report and garbage collection.
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use super::{Console, Viewer};
 pub async fn show(State(c): State<Arc<Console>>, Extension(v): Extension<Viewer>) -> Response {
     let paths = [
         format!("{API}/cluster"),
-        format!("{API}/storage"),
+        format!("{API}/storage/members"),
         format!("{API}/gc"),
     ];
     let (cluster, storage, gc) = futures::join!(

@@ -26,7 +26,7 @@ use proto::blob_service_client::BlobServiceClient;
 use proto::blob_service_server::{BlobService, BlobServiceServer};
 use proto::{
     AbandonReply, AppendChunk, AppendReply, Chunk, GetRequest, HasManyReply, HasManyRequest,
-    HasReply, PutChunk, PutReply, SealRequest, SessionRequest,
+    HasReply, PutChunk, PutReply, ReportReply, ReportRequest, SealRequest, SessionRequest,
 };
 
 /// Chunks in flight per transfer: the sender waits when the peer is slower.
@@ -218,6 +218,12 @@ pub async fn has(channel: Channel, d: &Digest) -> Result<bool, ReplicationError>
     Ok(reply.into_inner().present)
 }
 
+/// The storage report of the peer behind `channel`, as it sent it.
+pub async fn report(channel: Channel) -> Result<serde_json::Value, ReplicationError> {
+    let reply = client(channel).report(ReportRequest {}).await?.into_inner();
+    serde_json::from_slice(&reply.json).map_err(|e| ReplicationError::Peer(format!("report: {e}")))
+}
+
 /// Which of `digests` the peer behind `channel` holds (at most 10,000).
 pub async fn has_many(channel: Channel, digests: &[Digest]) -> Result<Vec<bool>, ReplicationError> {
     let reply = client(channel)
@@ -257,6 +263,8 @@ pub struct BlobRpc {
     store: BlobStore,
     uploads: std::sync::Arc<Uploads>,
     max_blob_bytes: u64,
+    /// The node's storage loop, once it is started (after this server).
+    reports: std::sync::Arc<std::sync::OnceLock<super::Reconciler>>,
 }
 
 impl BlobRpc {
@@ -269,10 +277,21 @@ impl BlobRpc {
         uploads: std::sync::Arc<Uploads>,
         max_blob_bytes: u64,
     ) -> BlobServiceServer<Self> {
+        Self::server_with_reports(store, uploads, max_blob_bytes, Default::default())
+    }
+
+    /// As `server`, answering `Report` from the reconciler set in `reports`.
+    pub fn server_with_reports(
+        store: BlobStore,
+        uploads: std::sync::Arc<Uploads>,
+        max_blob_bytes: u64,
+        reports: std::sync::Arc<std::sync::OnceLock<super::Reconciler>>,
+    ) -> BlobServiceServer<Self> {
         BlobServiceServer::new(BlobRpc {
             store,
             uploads,
             max_blob_bytes,
+            reports,
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
@@ -415,6 +434,16 @@ impl BlobService for BlobRpc {
             Ok(()) | Err(UploadError::Unknown(_)) => Ok(Response::new(AbandonReply {})),
             Err(e) => Err(upload_status(e)),
         }
+    }
+
+    async fn report(&self, _req: Request<ReportRequest>) -> Result<Response<ReportReply>, Status> {
+        let reconciler = self
+            .reports
+            .get()
+            .ok_or_else(|| Status::unavailable("the storage loop has not started"))?;
+        let json = serde_json::to_vec(&reconciler.report())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ReportReply { json: json.into() }))
     }
 
     async fn has(&self, req: Request<GetRequest>) -> Result<Response<HasReply>, Status> {

@@ -453,6 +453,12 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
         members.contains(&node.host()) && members.contains("leader"),
         "{members}"
     );
+    // Every member's storage report (one member here), asked as the page loads.
+    let storage = text(&b, "#storage").await;
+    assert!(
+        storage.contains("Misplaced") && !storage.contains("no report"),
+        "{storage}"
+    );
     shot(&b, "cluster").await;
     b.close().await.ok();
 }

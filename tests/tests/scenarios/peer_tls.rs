@@ -64,6 +64,24 @@ async fn leader_and_follower(nodes: &[Node]) -> (usize, usize) {
     (leader, (leader + 1) % nodes.len())
 }
 
+/// Every member's storage report, asked through `node`.
+async fn storage_reports(node: &Node) -> Vec<Value> {
+    let r = node
+        .client()
+        .get(format!(
+            "{}/v1/container-registries/storage/members",
+            node.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +92,7 @@ async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
     let mut args = peer_tls_args(&ours, "127.0.0.1");
     args.extend(registry_tls_args(&ours, "127.0.0.1"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let nodes = cluster(dir.path(), 3, &[], &args).await;
+    let mut nodes = cluster(dir.path(), 3, &[], &args).await;
 
     // Writes through a follower (forwarded to the leader over mTLS), blobs
     // replicated and read through every node, owners or not.
@@ -164,7 +182,7 @@ async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
             .http2_prior_knowledge()
             .build()
             .unwrap();
-        for method in METHODS {
+        for method in METHODS.iter().chain(&["/tcr.blobs.v1.BlobService/Report"]) {
             let r = grpc::call(&h2, &rpc, method, &[]).await;
             assert!(r.is_err(), "{who}: {method} was answered: {r:?}");
         }
@@ -207,6 +225,46 @@ async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
     assert!(
         nodes[0].log().contains("TLS handshake refused"),
         "the seed logs no refused handshake"
+    );
+
+    // Every member's storage report, through any node: the others' come
+    // over the peer port. A member that is down is listed with why, in
+    // bounded time.
+    // R=1: once the passes have run, every blob is held by its one owner.
+    let settled = |all: &[Value]| {
+        let sum = |k: &str| -> u64 { all.iter().filter_map(|r| r["storage"][k].as_u64()).sum() };
+        all.len() == 3
+            && all
+                .iter()
+                .all(|r| r["storage"]["passes"].as_u64() > Some(0))
+            && sum("held") == all[0]["storage"]["committedBlobs"].as_u64().unwrap_or(0)
+            && sum("held") > 0
+            && sum("misplaced") == 0
+    };
+    wait_for(
+        "storage settled on every member",
+        Duration::from_secs(30),
+        || async { settled(&storage_reports(&nodes[1]).await) },
+    )
+    .await;
+    let ids: Vec<u64> = storage_reports(&nodes[1])
+        .await
+        .iter()
+        .map(|r| r["nodeId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    nodes[2].kill9();
+    let started = std::time::Instant::now();
+    let all = storage_reports(&nodes[0]).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let down: Vec<&Value> = all.iter().filter(|r| r["error"].is_string()).collect();
+    assert_eq!(down.len(), 1, "{all:?}");
+    assert_eq!(
+        all.iter()
+            .filter(|r| r["storage"]["passes"].is_u64())
+            .count(),
+        2,
+        "{all:?}"
     );
 }
 

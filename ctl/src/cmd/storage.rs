@@ -27,6 +27,7 @@ pub enum StorageCmd {
 
 const CLUSTER: &str = "/v1/container-registries/cluster";
 const STORAGE: &str = "/v1/container-registries/storage";
+const MEMBERS_STORAGE: &str = "/v1/container-registries/storage/members";
 
 pub async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
     let status = c.call(Method::GET, CLUSTER, None).await?;
@@ -39,7 +40,15 @@ pub async fn members(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
         .collect())
 }
 
+/// Every member's report: gathered by the node at the endpoint over the
+/// peer port (one call; members need not be reachable from here), or, from
+/// a node too old to gather them, asked of each member's registry port.
 async fn collect(c: &Client) -> anyhow::Result<Vec<Value>> {
+    if let Ok(v) = c.call(Method::GET, MEMBERS_STORAGE, None).await {
+        if let Some(nodes) = v["nodes"].as_array() {
+            return Ok(nodes.clone());
+        }
+    }
     let mut out = Vec::new();
     for (id, addr) in members(c).await? {
         let v = match c.member(&addr).call(Method::GET, STORAGE, None).await {

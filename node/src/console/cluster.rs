@@ -1,5 +1,6 @@
 //! The cluster (operator only): members, roles, leader, lag, every
-//! member's storage report and garbage collection.
+//! member's storage report, garbage collection, and the latest retention
+//! run of each namespace with a policy.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::Extension;
 use minijinja::context;
 use serde_json::Value as Json;
 
-use super::client::API;
+use super::client::{seg, Client, API};
 use super::render::ser;
 use super::{Console, Viewer};
 
@@ -37,6 +38,46 @@ pub async fn show(State(c): State<Arc<Console>>, Extension(v): Extension<Viewer>
             cluster => ser(&cluster),
             storage => storage.ok().map(|s| ser(&s)),
             gc => gc.ok().map(|g| ser(&g)),
+            retention => ser(latest_runs(&v.client).await),
         },
     )
+}
+
+/// Namespaces with a retention policy shown with their latest run (the
+/// first this many, in name order).
+const RETENTION_SHOWN: usize = 50;
+
+/// The latest retention run of each namespace that has a policy: the
+/// namespace's name and its run (none yet: null).
+async fn latest_runs(client: &Client) -> Vec<(String, Option<Json>)> {
+    let Ok(list) = client
+        .get::<Json>(&format!("{API}/namespaces?n=1000"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let names: Vec<String> = list["namespaces"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| !n["retentionPolicy"].is_null())
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .take(RETENTION_SHOWN)
+        .collect();
+    let runs = client
+        .get_each(
+            names
+                .iter()
+                .map(|n| format!("{API}/namespaces/{}/retention-runs?n=1", seg(n))),
+        )
+        .await;
+    names
+        .into_iter()
+        .zip(runs)
+        .map(|(name, r): (String, Result<Json, _>)| {
+            let last = r.ok().and_then(|j| j["runs"].get(0).cloned());
+            (name, last)
+        })
+        .collect()
 }

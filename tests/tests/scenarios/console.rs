@@ -459,6 +459,12 @@ async fn an_organisation_admin_runs_a_namespace_from_the_browser() {
         storage.contains("Misplaced") && !storage.contains("no report"),
         "{storage}"
     );
+    // acme's namespace has a policy (set above) and no run yet.
+    let runs = text(&b, "#retention-runs").await;
+    assert!(
+        runs.contains("acme-apps") && runs.contains("no run yet"),
+        "{runs}"
+    );
     shot(&b, "cluster").await;
     b.close().await.ok();
 }

@@ -68,7 +68,7 @@ pub use model::tenancy::{
     Action, CredentialRecord, OrganisationRecord, ProjectRecord, Scope, SigningKeyRecord,
     FEATURE_CONTAINER_REGISTRY,
 };
-pub use model::usage::{NamespaceUsage, UsageSample, DAYS_KEPT, DAY_SECS};
+pub use model::usage::{gb_hours, NamespaceUsage, UsageSample, DAYS_KEPT, DAY_SECS};
 pub use state_machine::StateMachineStore;
 pub use store::{
     BlobRecord, ManifestRecord, NamespaceRecord, OpenError, RepositoryRecord, StoreOptions,

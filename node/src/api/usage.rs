@@ -94,13 +94,10 @@ pub async fn organisation(
     Path(org): Path<String>,
 ) -> ApiResult {
     let state = st.meta.read().await?;
-    member_of_existing(state, &caller, &org)?;
     let mut namespaces = Vec::new();
-    for ns in state.all_namespaces()? {
-        if ns.organisation.as_deref() == Some(org.as_str()) {
-            let u = state.namespace_usage(&ns.name)?.unwrap_or_default();
-            namespaces.push(Usage::of(&ns, u));
-        }
+    for ns in namespaces_of(state, &caller, &org)? {
+        let u = state.namespace_usage(&ns.name)?.unwrap_or_default();
+        namespaces.push(Usage::of(&ns, u));
     }
     Ok(Json(OrganisationUsage {
         organisation: org,
@@ -163,7 +160,7 @@ impl DayUsage {
         self.at = self.at.max(other.at);
         self.bytes += other.bytes;
         self.byte_seconds += other.byte_seconds;
-        self.gigabyte_hours = self.byte_seconds as f64 / 3600.0 / 1e9;
+        self.gigabyte_hours = tcr_raft::gb_hours(self.byte_seconds);
     }
 }
 
@@ -193,15 +190,23 @@ fn with_day_totals(mut days: Vec<DayUsage>, now: &DayUsage) -> Vec<DayUsage> {
         .chain([now.byte_seconds])
         .collect();
     for (d, n) in days.iter_mut().zip(next) {
-        d.day_gigabyte_hours = Some(n.saturating_sub(d.byte_seconds) as f64 / 3600.0 / 1e9);
+        d.day_gigabyte_hours = Some(tcr_raft::gb_hours(n.saturating_sub(d.byte_seconds)));
     }
     days
 }
 
-/// The caller belongs to `org` (or is the operator), and it exists.
-fn member_of_existing(state: &StateReader, caller: &Caller, org: &str) -> ApiResult<()> {
+/// The namespaces of `org`, once the caller is found to belong to it (or
+/// to be the operator) and it exists.
+fn namespaces_of(
+    state: &StateReader,
+    caller: &Caller,
+    org: &str,
+) -> ApiResult<Vec<tcr_raft::NamespaceRecord>> {
     crate::auth::access::require_org_member(state, caller, org)?;
-    super::organisations::find(state, org).map(|_| ())
+    super::organisations::find(state, org)?;
+    let mut all = state.all_namespaces()?;
+    all.retain(|ns| ns.organisation.as_deref() == Some(org));
+    Ok(all)
 }
 
 /// Today (days since the epoch) by this node's clock.
@@ -285,17 +290,14 @@ pub async fn organisation_days(
 ) -> ApiResult {
     let from = first_day(&q)?;
     let state = st.meta.read().await?;
-    member_of_existing(state, &caller, &org)?;
     let mut by_day: BTreeMap<String, DayUsage> = BTreeMap::new();
     let mut now = DayUsage::default();
-    for ns in state.all_namespaces()? {
-        if ns.organisation.as_deref() == Some(org.as_str()) {
-            let (days, current) = namespace_days(state, &ns.name, from)?;
-            for d in &days {
-                by_day.entry(d.date.clone()).or_default().add(d);
-            }
-            now.add(&current);
+    for ns in namespaces_of(state, &caller, &org)? {
+        let (days, current) = namespace_days(state, &ns.name, from)?;
+        for d in &days {
+            by_day.entry(d.date.clone()).or_default().add(d);
         }
+        now.add(&current);
     }
     Ok(Json(UsageDays {
         namespace: None,

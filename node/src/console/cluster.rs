@@ -11,6 +11,7 @@ use minijinja::context;
 use serde_json::Value as Json;
 
 use super::client::{seg, Client, API};
+use super::namespaces::names_where;
 use super::render::ser;
 use super::{Console, Viewer};
 
@@ -50,21 +51,7 @@ const RETENTION_SHOWN: usize = 50;
 /// The latest retention run of each namespace that has a policy: the
 /// namespace's name and its run (none yet: null).
 async fn latest_runs(client: &Client) -> Vec<(String, Option<Json>)> {
-    let Ok(list) = client
-        .get::<Json>(&format!("{API}/namespaces?n=1000"))
-        .await
-    else {
-        return Vec::new();
-    };
-    let names: Vec<String> = list["namespaces"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter(|n| !n["retentionPolicy"].is_null())
-        .filter_map(|n| n["name"].as_str().map(str::to_string))
-        .take(RETENTION_SHOWN)
-        .collect();
+    let names = names_where(client, |n| !n["retentionPolicy"].is_null(), RETENTION_SHOWN).await;
     let runs = client
         .get_each(
             names

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tcr_raft::Action;
 
-use super::client::{query, seg, Refused, API};
+use super::client::{query, seg, Client, Refused, API};
 use super::render::ser;
 use super::{after, may, namespace_crumbs, Console, Viewer};
 
@@ -31,6 +31,31 @@ pub struct Cursor {
 
 /// What a redirect after a form says, from a fixed list (a link cannot put
 /// words of its own on the page).
+/// Names of the first `limit` namespaces (of the first 1000 the viewer
+/// sees, in name order) whose API view passes `keep`; none if the list
+/// cannot be read.
+pub async fn names_where(
+    client: &Client,
+    keep: impl Fn(&Json) -> bool,
+    limit: usize,
+) -> Vec<String> {
+    let Ok(list) = client
+        .get::<Json>(&format!("{API}/namespaces?n=1000"))
+        .await
+    else {
+        return Vec::new();
+    };
+    list["namespaces"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| keep(n))
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .take(limit)
+        .collect()
+}
+
 pub fn done_message(done: Option<&str>) -> Option<&'static str> {
     Some(match done? {
         "created" => "Namespace created.",

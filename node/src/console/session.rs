@@ -387,22 +387,27 @@ pub async fn sign_out(
     State(c): State<Arc<Console>>,
     axum::Extension(v): axum::Extension<Viewer>,
 ) -> Response {
-    if let Some(id) = v.session.clone() {
-        let at = now_secs();
-        let ended = c
-            .access
-            .meta
-            .write(tcr_raft::Command::EndSession {
-                id,
-                at,
-                until: at + SESSION_SECS + crate::auth::tokens::LEEWAY_SECS,
-            })
-            .await;
-        if let Err(e) = ended {
+    let ended = match v.session.clone() {
+        None => Ok(()),
+        Some(id) => {
+            let at = now_secs();
+            c.access
+                .meta
+                .write(tcr_raft::Command::EndSession {
+                    id,
+                    at,
+                    until: at + SESSION_SECS + crate::auth::tokens::LEEWAY_SECS,
+                })
+                .await
+        }
+    };
+    let mut r = match ended {
+        Ok(()) => Redirect::to("/console/sign-in").into_response(),
+        Err(e) => {
             tracing::warn!(
                 "console: sign-out not committed, the session lapses at its expiry: {e}"
             );
-            let mut r = c.pages.refused(
+            c.pages.refused(
                 &v,
                 &super::client::Refused {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -411,13 +416,10 @@ pub async fn sign_out(
                          ({e}): a copy of the session's cookie works until it expires."
                     ),
                 },
-            );
-            r.headers_mut()
-                .insert(header::SET_COOKIE, set_cookie(&c, "", 0));
-            return r;
+            )
         }
-    }
-    let mut r = Redirect::to("/console/sign-in").into_response();
+    };
+    // Cleared either way: this browser is signed out.
     r.headers_mut()
         .insert(header::SET_COOKIE, set_cookie(&c, "", 0));
     r

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::client::{seg, API};
+use super::namespaces::names_where;
 use super::render::ser;
 use super::{Console, Viewer};
 
@@ -203,18 +204,7 @@ pub async fn show(
 /// The operator's namespaces of no organisation (the first
 /// `UNOWNED_SHOWN`), as one group shaped like an organisation's usage.
 async fn without_organisation(v: &Viewer) -> Option<Json> {
-    let list = v
-        .client
-        .get::<Json>(&format!("{API}/namespaces?n=1000"))
-        .await
-        .ok()?;
-    let names: Vec<String> = list["namespaces"]
-        .as_array()?
-        .iter()
-        .filter(|n| n["organisation"].is_null())
-        .filter_map(|n| n["name"].as_str().map(str::to_string))
-        .take(UNOWNED_SHOWN)
-        .collect();
+    let names = names_where(&v.client, |n| n["organisation"].is_null(), UNOWNED_SHOWN).await;
     let namespaces: Vec<Json> = v
         .client
         .get_each(

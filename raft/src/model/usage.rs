@@ -18,6 +18,11 @@ pub const DAY_SECS: u64 = 86_400;
 /// so a year can be compared with the one before at its end.
 pub const DAYS_KEPT: u64 = 400;
 
+/// Gigabyte-hours (10^9 bytes for one hour) in `byte_seconds`.
+pub fn gb_hours(byte_seconds: u128) -> f64 {
+    byte_seconds as f64 / 3600.0 / 1e9
+}
+
 /// A namespace's usage at the first metering tick of a day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageSample {
@@ -32,7 +37,7 @@ pub struct UsageSample {
 
 impl UsageSample {
     pub fn gb_hours(&self) -> f64 {
-        self.byte_seconds as f64 / 3600.0 / 1e9
+        gb_hours(self.byte_seconds)
     }
 }
 
@@ -64,7 +69,7 @@ impl NamespaceUsage {
 
     /// Gigabyte-hours (10^9 bytes for one hour).
     pub fn gb_hours(&self) -> f64 {
-        self.byte_seconds as f64 / 3600.0 / 1e9
+        gb_hours(self.byte_seconds)
     }
 }
 

@@ -398,6 +398,25 @@ async fn hostile_payloads_to_every_rpc_method_are_refused() {
             }
         }
     }
+    // The storage report takes no input: whatever bytes come with it, the
+    // answer is a refusal or the report, never a crash or a hang.
+    let report = "/tcr.blobs.v1.BlobService/Report";
+    let mut payloads = lying.clone();
+    for _ in 0..40 {
+        let len = rng.random_range(1..300);
+        payloads.push((0..len).map(|_| rng.random()).collect());
+    }
+    for p in &payloads {
+        let r = grpc::call(&h2c, &base, report, p)
+            .await
+            .unwrap_or_else(|e| panic!("{report} {p:02x?} (seed {seed}): no answer: {e}"));
+        assert_eq!(r.http, 200, "{report}: {r:?}");
+        assert!(
+            r.grpc_status.as_deref() != Some("0") || r.body.len() > 5,
+            "{report} {p:02x?} (seed {seed}): {r:?}"
+        );
+    }
+
     // Over the message cap: refused before it is decoded.
     let big = vec![0u8; 30 << 20];
     let r = grpc::call(&h2c, &base, "/tcr.raft.v1.ClusterService/Write", &big)

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use super::{ClusterView, ViewError};
 use crate::disk_space::{DiskReserve, Reserve};
 use crate::integrity::ChunkIndex;
-use crate::{BlobStore, Digest, Uploads};
+use crate::{BlobStore, Digest, UploadError, Uploads};
 
 /// A waiter gives up on a fill that has not moved for this long and
 /// fetches the blob itself.
@@ -185,6 +185,51 @@ impl BlobCache {
                 }
                 self.forget(d);
                 None
+            }
+        }
+    }
+
+    /// This node became an owner of `d`: install the cached copy in the
+    /// blob store instead of pulling it from a peer. The bytes go in like
+    /// a repair pull's (every chunk checked on the way out of the cache,
+    /// SHA-256 against the digest on the way in, fsynced before they
+    /// appear), so the cache is trusted no more than a peer. Whether the
+    /// store now holds the blob; the cached copy leaves the cache either
+    /// way unless the store could not take it (a full disk, say).
+    pub async fn promote(&self, d: &Digest, size: u64, into: &Uploads) -> bool {
+        let held = self
+            .inner
+            .state
+            .lock()
+            .expect("cache lock")
+            .entries
+            .get(d)
+            .map(|(s, _)| *s);
+        if held != Some(size) {
+            return false;
+        }
+        let read = match self.inner.store.read_stream_checked(d, 0, size).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(digest = %d, "reading the cached copy to keep it: {e}");
+                self.drop_blob(d).await;
+                return false;
+            }
+        };
+        let id = format!("promote-{}", uuid::Uuid::new_v4().simple());
+        match into.receive(&id, Box::pin(read), size, d).await {
+            Ok(_) => {
+                self.drop_blob(d).await;
+                true
+            }
+            Err(e @ (UploadError::Body(_) | UploadError::DigestMismatch { .. })) => {
+                tracing::warn!(digest = %d, "the cached copy is not good: {e}");
+                self.drop_blob(d).await;
+                false
+            }
+            Err(e) => {
+                tracing::info!(digest = %d, "the cached copy could not be kept: {e}");
+                false
             }
         }
     }
@@ -569,5 +614,129 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Promoted when this node becomes the blob's owner: the store holds
+    /// the same bytes and the cache no longer does; a rotten cached copy
+    /// is refused on the way in and dropped.
+    #[tokio::test]
+    async fn a_cached_copy_moves_into_the_store_checked_and_a_rotten_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(&dir.path().join("cache"), 20_000_000, None).unwrap();
+        let store = BlobStore::open(&dir.path().join("store")).unwrap();
+        let uploads = Uploads::open(store.clone()).unwrap();
+        let b = blob(3 << 20, 11);
+        let d = fill(&cache, &b).await;
+        assert!(cache.promote(&d, b.len() as u64, &uploads).await);
+        assert_eq!(store.stat(&d).await.unwrap(), Some(b.len() as u64));
+        let mut s = store
+            .read_stream_checked(&d, 0, b.len() as u64)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert!(got == b, "the promoted copy differs");
+        assert!(read_whole(&cache, &d, b.len() as u64).await.is_none());
+        assert_eq!(cache.report().bytes, 0);
+        // Not cached (any more): nothing to promote.
+        assert!(!cache.promote(&d, b.len() as u64, &uploads).await);
+
+        let c = blob(3 << 20, 12);
+        let dc = fill(&cache, &c).await;
+        let mut rotten = c.clone();
+        rotten[(1 << 20) + 77] ^= 1;
+        std::fs::write(cache.inner.store.path(&dc), &rotten).unwrap();
+        assert!(!cache.promote(&dc, c.len() as u64, &uploads).await);
+        assert_eq!(store.stat(&dc).await.unwrap(), None);
+        assert!(
+            !cache.inner.store.path(&dc).exists(),
+            "the rotten copy stays cached"
+        );
+        assert_eq!(cache.report().blobs, 0);
+    }
+
+    /// Every blob committed: GC has collected nothing.
+    struct AllCommitted;
+
+    impl ClusterView for AllCommitted {
+        fn node_id(&self) -> u64 {
+            1
+        }
+        fn membership(&self) -> crate::cluster::Membership {
+            Default::default()
+        }
+        fn membership_changes(&self) -> watch::Receiver<crate::cluster::MembershipVersion> {
+            watch::channel(None).1
+        }
+        fn replication_factor(&self) -> Result<Option<u32>, ViewError> {
+            Ok(None)
+        }
+        fn pull_bytes_per_sec(&self) -> Option<u64> {
+            None
+        }
+        fn channel(&self, _: &str) -> Option<tonic::transport::Channel> {
+            None
+        }
+        fn caught_up(&self) -> bool {
+            true
+        }
+        fn committed_size(&self, _: &str) -> Result<Option<u64>, ViewError> {
+            Ok(Some(1))
+        }
+        fn committed_digests(
+            &self,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<(Vec<String>, bool), ViewError> {
+            Ok((Vec::new(), false))
+        }
+    }
+
+    /// A disk under its reserve: the next storage pass empties the cache
+    /// (it gives way before anything else), and a pull through the node
+    /// still gets every byte while the copy beside it is not kept.
+    #[tokio::test]
+    async fn a_full_disk_empties_the_cache_and_stops_new_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 20_000_000, None).unwrap();
+        let (a, b) = (blob(2_000_000, 21), blob(2_000_000, 22));
+        let (da, db) = (fill(&cache, &a).await, fill(&cache, &b).await);
+        // A sweep with room on the disk keeps committed blobs.
+        cache.sweep(&AllCommitted).await.unwrap();
+        assert_eq!(cache.report().blobs, 2);
+        drop(cache);
+
+        // The same cache, now with a reserve the disk cannot meet.
+        let full = Reserve::Percent(100.0);
+        let cache = BlobCache::open(dir.path(), 20_000_000, Some(full)).unwrap();
+        assert_eq!(cache.report().blobs, 2, "a restart keeps the cache");
+        cache.sweep(&AllCommitted).await.unwrap();
+        let r = cache.report();
+        assert_eq!((r.blobs, r.bytes), (0, 0), "{r:?}");
+        for d in [&da, &db] {
+            assert!(!cache.inner.store.path(d).exists(), "{d} still on disk");
+        }
+        let c = blob(2_000_000, 23);
+        let d = Digest::of(&c);
+        let Some(Slot::Fill(f)) = cache.begin(&d, c.len() as u64) else {
+            panic!("expected to fill");
+        };
+        let source = futures::stream::iter([Ok(Bytes::from(c.clone()))]);
+        let (source, _verdict, index) = hashed_aside(source, d.clone(), true);
+        let got: Vec<u8> = f
+            .tee(source, index.unwrap())
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert!(got == c, "the reader lost bytes to a full cache");
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while cache.inner.state.lock().unwrap().filling.contains_key(&d) {
+            assert!(tokio::time::Instant::now() < until, "the fill never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(cache.report().blobs, 0, "a fill was kept on a full disk");
+        assert!(!cache.inner.store.path(&d).exists());
     }
 }

@@ -56,6 +56,9 @@ pub struct Report {
     /// Totals since the node started: copies pulled and dropped, bytes
     /// scrubbed, corrupt copies found.
     pub pulled: u64,
+    /// Copies this node had cached and kept as its own when it became
+    /// their owner (no pull needed).
+    pub promoted: u64,
     pub dropped: u64,
     pub scrubbed_bytes: u64,
     pub corrupt_found: u64,
@@ -153,6 +156,7 @@ impl Reconciler {
             r.passes = report.passes + 1;
             // Counts of work done are totals since the node started.
             r.pulled += report.pulled;
+            r.promoted += report.promoted;
             r.dropped += report.dropped;
             r.scrubbed_bytes += report.scrubbed_bytes;
             r.corrupt_found += report.corrupt_found;
@@ -249,6 +253,17 @@ impl Reconciler {
                 r.held += 1;
                 r.held_bytes += bytes;
                 return Some(owners);
+            }
+            // A non-owner's cached copy of a blob it now owns (a member
+            // left, a weight changed): no transfer needed.
+            if let Some(cache) = me.replicas.cache() {
+                if cache.promote(d, size, &me.uploads).await {
+                    tracing::info!(digest = %d, "kept this node's cached copy as the copy it owns");
+                    r.promoted += 1;
+                    r.held += 1;
+                    r.held_bytes += size;
+                    return Some(owners);
+                }
             }
             for (id, node) in p.owners.iter().chain(&p.others) {
                 if *id == me.node_id {

@@ -1130,6 +1130,7 @@ async fn non_owners_keep_verified_copies_of_hot_blobs() {
     }
 
     a_rotten_cached_copy_is_cut_and_fetched_again(readers[0], &d, &data).await;
+    a_node_that_becomes_the_owner_keeps_its_cached_copy(&nodes, owner_id, &d, &data).await;
 
     // Collected by GC: the caches let it go at their next storage pass.
     let ran = tcr_json(&nodes[0].url(), &["gc", "run", "--grace-period", "0s"]);
@@ -1143,6 +1144,67 @@ async fn non_owners_keep_verified_copies_of_hot_blobs() {
         },
     )
     .await;
+}
+
+/// The owner's weight drops to 0, so one of the two nodes that cached
+/// the blob becomes its owner: it installs its cached copy (no pull from
+/// the old owner), and the old owner then lets its copy go.
+async fn a_node_that_becomes_the_owner_keeps_its_cached_copy(
+    nodes: &[Node],
+    old_owner: u64,
+    d: &str,
+    data: &[u8],
+) {
+    let storage = |id: u64| {
+        let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
+        let v = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["nodeId"] == id)
+            .cloned();
+        v.map(|v| v["storage"].clone()).unwrap_or_default()
+    };
+    let before: Vec<Value> = (1..=3).map(storage).collect();
+    let id = old_owner.to_string();
+    tcr_json(
+        &nodes[0].url(),
+        &["members", "set-weight", "--id", &id, "--weight", "0"],
+    );
+    wait_for(
+        "the blob has a new owner",
+        Duration::from_secs(10),
+        || async { owners(&nodes[0], d).await.iter().all(|o| *o != old_owner) },
+    )
+    .await;
+    let new_owner = owners(&nodes[0], d).await[0];
+    let node = &nodes[new_owner as usize - 1];
+    assert!(
+        cache_path(node, d).exists(),
+        "node {new_owner} has no cached copy"
+    );
+    wait_for(
+        "the new owner holds the blob and the old one let it go",
+        Duration::from_secs(60),
+        || {
+            let moved = holders(nodes, d) == vec![new_owner];
+            async move { moved }
+        },
+    )
+    .await;
+    let after = storage(new_owner);
+    let was = &before[new_owner as usize - 1];
+    assert_eq!(after["promoted"].as_u64(), Some(1), "{after}");
+    assert_eq!(
+        after["pulled"], was["pulled"],
+        "node {new_owner} pulled it: {after}"
+    );
+    assert_eq!(after["cache"]["blobs"], 0, "{after}");
+    assert!(
+        !cache_path(node, d).exists(),
+        "still cached as well as stored"
+    );
+    assert!(pull(node, d).await.unwrap() == data);
 }
 
 /// A cached copy rots: a pull through that node is cut before the bad

@@ -149,6 +149,12 @@ impl BlobCache {
         }
     }
 
+    /// The size of `d` if the cache holds it.
+    pub fn size_of(&self, d: &Digest) -> Option<u64> {
+        let st = self.inner.state.lock().expect("cache lock");
+        st.entries.get(d).map(|(size, _)| *size)
+    }
+
     /// `len` bytes of `d` from `start` if the cache holds it, every chunk
     /// checked against its index (a rotten cached copy is cut off and
     /// dropped, like any copy).
@@ -197,15 +203,7 @@ impl BlobCache {
     /// store now holds the blob; the cached copy leaves the cache either
     /// way unless the store could not take it (a full disk, say).
     pub async fn promote(&self, d: &Digest, size: u64, into: &Uploads) -> bool {
-        let held = self
-            .inner
-            .state
-            .lock()
-            .expect("cache lock")
-            .entries
-            .get(d)
-            .map(|(s, _)| *s);
-        if held != Some(size) {
+        if self.size_of(d) != Some(size) {
             return false;
         }
         let read = match self.inner.store.read_stream_checked(d, 0, size).await {

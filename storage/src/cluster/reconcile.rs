@@ -126,6 +126,11 @@ impl Reconciler {
         self.inner.wake.notify_one();
     }
 
+    /// The node's cache of blobs streamed from their owners, if it is on.
+    pub fn cache(&self) -> Option<&super::BlobCache> {
+        self.inner.replicas.cache()
+    }
+
     pub fn report(&self) -> Report {
         let mut r = self.inner.report.lock().expect("report lock").clone();
         r.cache = self.inner.replicas.cache().map(|c| c.report());

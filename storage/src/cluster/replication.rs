@@ -298,6 +298,14 @@ impl BlobRpc {
     }
 }
 
+impl BlobRpc {
+    /// This node's cache of blobs streamed from their owners, once the
+    /// storage loop has started (if the cache is on).
+    fn cache(&self) -> Option<super::BlobCache> {
+        self.reports.get().and_then(|r| r.cache().cloned())
+    }
+}
+
 /// The local session that holds replicas of upload `upload`.
 fn pipe_session(upload: &str) -> Result<String, Status> {
     let id = format!("pipe-{upload}");
@@ -485,8 +493,15 @@ impl BlobService for BlobRpc {
             .digest
             .parse()
             .map_err(|e| Status::invalid_argument(format!("{e}")))?;
-        let Some(size) = self.store.stat(&d).await? else {
-            return Err(Status::not_found(format!("this node holds no copy of {d}")));
+        // A cached copy is never counted as one (`has` does not see it),
+        // but it is a source of last resort for an owner whose copies are
+        // all gone: repair asks the owners first, then everyone.
+        let (size, cache) = match self.store.stat(&d).await? {
+            Some(size) => (size, None),
+            None => match self.cache().and_then(|c| Some((c.size_of(&d)?, c))) {
+                Some((size, c)) => (size, Some(c)),
+                None => return Err(Status::not_found(format!("this node holds no copy of {d}"))),
+            },
         };
         if req.offset > size {
             return Err(Status::out_of_range("offset beyond the blob"));
@@ -497,7 +512,17 @@ impl BlobService for BlobRpc {
             req.length.min(size - req.offset)
         };
         // Checked like the HTTP route: a peer cannot verify a range itself.
-        let chunks = self.store.read_stream_checked(&d, req.offset, len).await?;
+        let chunks = match cache {
+            None => self
+                .store
+                .read_stream_checked(&d, req.offset, len)
+                .await?
+                .boxed(),
+            Some(c) => c
+                .read(&d, req.offset, len)
+                .await
+                .ok_or_else(|| Status::not_found(format!("this node holds no copy of {d}")))?,
+        };
         Ok(Response::new(Box::pin(chunks.map(|c| {
             c.map(|data| Chunk { data }).map_err(Status::from)
         }))))

@@ -1130,6 +1130,7 @@ async fn non_owners_keep_verified_copies_of_hot_blobs() {
     }
 
     a_rotten_cached_copy_is_cut_and_fetched_again(readers[0], &d, &data).await;
+    the_only_copy_lost_is_repaired_from_a_cache(&nodes, owner_id, &d).await;
     a_node_that_becomes_the_owner_keeps_its_cached_copy(&nodes, owner_id, &d, &data).await;
 
     // Collected by GC: the caches let it go at their next storage pass.
@@ -1144,6 +1145,25 @@ async fn non_owners_keep_verified_copies_of_hot_blobs() {
         },
     )
     .await;
+}
+
+/// The owner (R=1) loses its only copy: its repair finds no other
+/// replica, and takes the blob from a node that has it cached (chunk-
+/// checked there, SHA-256-checked on the way in).
+async fn the_only_copy_lost_is_repaired_from_a_cache(nodes: &[Node], owner: u64, d: &str) {
+    let p = blob_path(&nodes[owner as usize - 1], d);
+    std::fs::remove_file(&p).unwrap();
+    wait_for(
+        "the owner's copy is back from a cache",
+        Duration::from_secs(30),
+        || {
+            let back = std::fs::read(&p).is_ok_and(|b| digest(&b) == d);
+            async move { back }
+        },
+    )
+    .await;
+    // Still the only replica: the caches did not become copies.
+    assert_eq!(holders(nodes, d), vec![owner]);
 }
 
 /// The owner's weight drops to 0, so one of the two nodes that cached

@@ -29,8 +29,6 @@ pub struct Cursor {
     done: Option<String>,
 }
 
-/// What a redirect after a form says, from a fixed list (a link cannot put
-/// words of its own on the page).
 /// Names of the first `limit` namespaces (of the first 1000 the viewer
 /// sees, in name order) whose API view passes `keep`; none if the list
 /// cannot be read.
@@ -56,6 +54,8 @@ pub async fn names_where(
         .collect()
 }
 
+/// What a redirect after a form says, from a fixed list (a link cannot put
+/// words of its own on the page).
 pub fn done_message(done: Option<&str>) -> Option<&'static str> {
     Some(match done? {
         "created" => "Namespace created.",

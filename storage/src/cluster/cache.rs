@@ -655,54 +655,21 @@ mod tests {
         assert_eq!(cache.report().blobs, 0);
     }
 
-    /// Every blob committed: GC has collected nothing.
-    struct AllCommitted;
-
-    impl ClusterView for AllCommitted {
-        fn node_id(&self) -> u64 {
-            1
-        }
-        fn membership(&self) -> crate::cluster::Membership {
-            Default::default()
-        }
-        fn membership_changes(&self) -> watch::Receiver<crate::cluster::MembershipVersion> {
-            watch::channel(None).1
-        }
-        fn replication_factor(&self) -> Result<Option<u32>, ViewError> {
-            Ok(None)
-        }
-        fn pull_bytes_per_sec(&self) -> Option<u64> {
-            None
-        }
-        fn channel(&self, _: &str) -> Option<tonic::transport::Channel> {
-            None
-        }
-        fn caught_up(&self) -> bool {
-            true
-        }
-        fn committed_size(&self, _: &str) -> Result<Option<u64>, ViewError> {
-            Ok(Some(1))
-        }
-        fn committed_digests(
-            &self,
-            _: Option<&str>,
-            _: usize,
-        ) -> Result<(Vec<String>, bool), ViewError> {
-            Ok((Vec::new(), false))
-        }
-    }
-
     /// A disk under its reserve: the next storage pass empties the cache
     /// (it gives way before anything else), and a pull through the node
     /// still gets every byte while the copy beside it is not kept.
     #[tokio::test]
     async fn a_full_disk_empties_the_cache_and_stops_new_fills() {
+        // Every blob committed: GC has collected nothing.
+        let view = crate::cluster::PlainChannels {
+            committed_size: Some(2_000_000),
+        };
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::open(dir.path(), 20_000_000, None).unwrap();
         let (a, b) = (blob(2_000_000, 21), blob(2_000_000, 22));
         let (da, db) = (fill(&cache, &a).await, fill(&cache, &b).await);
         // A sweep with room on the disk keeps committed blobs.
-        cache.sweep(&AllCommitted).await.unwrap();
+        cache.sweep(&view).await.unwrap();
         assert_eq!(cache.report().blobs, 2);
         drop(cache);
 
@@ -710,7 +677,7 @@ mod tests {
         let full = Reserve::Percent(100.0);
         let cache = BlobCache::open(dir.path(), 20_000_000, Some(full)).unwrap();
         assert_eq!(cache.report().blobs, 2, "a restart keeps the cache");
-        cache.sweep(&AllCommitted).await.unwrap();
+        cache.sweep(&view).await.unwrap();
         let r = cache.report();
         assert_eq!((r.blobs, r.bytes), (0, 0), "{r:?}");
         for d in [&da, &db] {

@@ -85,10 +85,13 @@ pub trait ClusterView: Send + Sync + 'static {
     ) -> Result<(Vec<String>, bool), ViewError>;
 }
 
-/// For tests of the transfers alone: plain channels to any address, and
-/// no members.
+/// For tests of the transfers alone: plain channels to any address, no
+/// members, and every blob committed with `committed_size` (or none).
 #[cfg(test)]
-pub(crate) struct PlainChannels;
+#[derive(Default)]
+pub(crate) struct PlainChannels {
+    pub committed_size: Option<u64>,
+}
 
 #[cfg(test)]
 impl ClusterView for PlainChannels {
@@ -115,7 +118,7 @@ impl ClusterView for PlainChannels {
         true
     }
     fn committed_size(&self, _: &str) -> Result<Option<u64>, ViewError> {
-        Ok(None)
+        Ok(self.committed_size)
     }
     fn committed_digests(
         &self,

@@ -253,7 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 251) as u8).collect();
         let (store, d) = store_with(dir.path(), &data);
-        let network = super::super::PlainChannels;
+        let network = super::super::PlainChannels::default();
 
         let new = serve(store.clone(), true).await;
         let (whole, via) = read_all(&network, &new, &d, 0, 0).await.unwrap();
@@ -294,7 +294,7 @@ mod tests {
             // Closed here, 50 bytes short.
         });
         let d = Digest::of(&[7u8; 100]);
-        let (stream, via) = fetch_from(&super::super::PlainChannels, &addr, &d, 0, 0)
+        let (stream, via) = fetch_from(&super::super::PlainChannels::default(), &addr, &d, 0, 0)
             .await
             .unwrap();
         assert_eq!(via, Via::Http);

@@ -133,7 +133,7 @@ impl Reconciler {
 
     pub fn report(&self) -> Report {
         let mut r = self.inner.report.lock().expect("report lock").clone();
-        r.cache = self.inner.replicas.cache().map(|c| c.report());
+        r.cache = self.cache().map(|c| c.report());
         r
     }
 

@@ -296,9 +296,7 @@ impl BlobRpc {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
     }
-}
 
-impl BlobRpc {
     /// This node's cache of blobs streamed from their owners, once the
     /// storage loop has started (if the cache is on).
     fn cache(&self) -> Option<super::BlobCache> {
@@ -496,12 +494,13 @@ impl BlobService for BlobRpc {
         // A cached copy is never counted as one (`has` does not see it),
         // but it is a source of last resort for an owner whose copies are
         // all gone: repair asks the owners first, then everyone.
+        let no_copy = || Status::not_found(format!("this node holds no copy of {d}"));
         let (size, cache) = match self.store.stat(&d).await? {
             Some(size) => (size, None),
-            None => match self.cache().and_then(|c| Some((c.size_of(&d)?, c))) {
-                Some((size, c)) => (size, Some(c)),
-                None => return Err(Status::not_found(format!("this node holds no copy of {d}"))),
-            },
+            None => {
+                let cache = self.cache().ok_or_else(no_copy)?;
+                (cache.size_of(&d).ok_or_else(no_copy)?, Some(cache))
+            }
         };
         if req.offset > size {
             return Err(Status::out_of_range("offset beyond the blob"));
@@ -518,10 +517,7 @@ impl BlobService for BlobRpc {
                 .read_stream_checked(&d, req.offset, len)
                 .await?
                 .boxed(),
-            Some(c) => c
-                .read(&d, req.offset, len)
-                .await
-                .ok_or_else(|| Status::not_found(format!("this node holds no copy of {d}")))?,
+            Some(c) => c.read(&d, req.offset, len).await.ok_or_else(no_copy)?,
         };
         Ok(Response::new(Box::pin(chunks.map(|c| {
             c.map(|data| Chunk { data }).map_err(Status::from)

@@ -6,7 +6,9 @@
 //! before it is kept, so the next pull of that blob through this node is
 //! local and chunk-checked. Pulls of a blob that is being fetched wait for
 //! that one transfer instead of starting their own (single flight): N
-//! pulls through M non-owners cost the owners M transfers, not N.
+//! pulls through M non-owners cost the owners M transfers, not N. A range
+//! read that misses is served from an owner and starts the same whole
+//! fetch in the background, so ranges are local from then on too.
 //!
 //! The cache is bounded (`--cache-bytes`; least recently used out first)
 //! and is never a replica: it is another directory than the blob store, so
@@ -232,8 +234,8 @@ impl BlobCache {
         }
     }
 
-    /// A whole read of `d` (`size` bytes) missed: fetch it into the cache,
-    /// or wait for the read already doing so. `None` when it cannot be
+    /// A read of `d` (`size` bytes) missed: fetch it into the cache, or
+    /// wait for the read already doing so. `None` when it cannot be
     /// cached (larger than the whole cache).
     pub fn begin(&self, d: &Digest, size: u64) -> Option<Slot> {
         if size > self.inner.limit {

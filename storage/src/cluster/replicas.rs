@@ -11,7 +11,7 @@ use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 
-use super::cache::{BlobCache, Slot};
+use super::cache::{BlobCache, Filler, Slot};
 use super::peer_reads::{self, Via};
 use super::replication::{self, ReplicationError};
 use super::{ClusterView, Peer};
@@ -37,6 +37,9 @@ pub enum ReplicaError {
     Io(#[from] std::io::Error),
 }
 
+/// Cache fills running at once with no reader waiting for them.
+const BACKGROUND_FILLS: usize = 2;
+
 #[derive(Clone)]
 pub struct Replicas {
     node_id: u64,
@@ -47,6 +50,8 @@ pub struct Replicas {
     verify_local: bool,
     /// Verified copies of blobs this node streamed from their owners.
     cache: Option<BlobCache>,
+    /// Cache fills that no reader waits for (after a range missed).
+    background_fills: Arc<tokio::sync::Semaphore>,
 }
 
 /// A blob's owners, best first, and the other members (for fallback reads).
@@ -69,6 +74,7 @@ impl Replicas {
             transfers,
             verify_local,
             cache: None,
+            background_fills: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_FILLS)),
         }
     }
 
@@ -252,8 +258,8 @@ impl Replicas {
         Ok(size)
     }
 
-    /// `len` bytes of `d` from `start`: from the local copy, else from its
-    /// owners in order, then any other member. A whole-blob read from a
+    /// `len` bytes of `d` from `start`: from the local copy, else from the
+    /// cache, else from its owners in order, then any other member. A whole-blob read from a
     /// peer is verified as it streams; the last chunk is held back until
     /// the digest matches, so a corrupt copy is cut short, never completed.
     pub async fn open(
@@ -303,9 +309,18 @@ impl Replicas {
                 self.count("cache_hit", true);
                 return Ok(cached);
             }
+            let whole = start == 0 && len == size;
+            if !whole {
+                // A range that missed (a client resuming, a lazy-pulling
+                // snapshotter reading here and there) is served from a
+                // holder at once, while the whole blob comes into the
+                // cache beside it: later ranges through this node are
+                // local and checked against this node's own index.
+                self.fill_in_background(cache, d, size);
+            }
             // A whole read fetches the blob into the cache; one already on
             // its way is waited for (single flight) and then read from there.
-            let filled = match (start == 0 && len == size).then(|| cache.begin(d, size)) {
+            let filled = match whole.then(|| cache.begin(d, size)) {
                 Some(Some(Slot::Fill(f))) => {
                     filler = Some(f);
                     false
@@ -320,6 +335,44 @@ impl Replicas {
                 }
             }
         }
+        self.read_from_peers(d, start, len, size, filler).await
+    }
+
+    /// Fetch `d` whole into `cache` with no reader waiting for it, unless
+    /// a fill of it is already running or too many background fills are
+    /// (each is a whole transfer out of an owner).
+    fn fill_in_background(&self, cache: &BlobCache, d: &Digest, size: u64) {
+        let Ok(permit) = self.background_fills.clone().try_acquire_owned() else {
+            return;
+        };
+        let Some(Slot::Fill(filler)) = cache.begin(d, size) else {
+            return;
+        };
+        let (this, d) = (self.clone(), d.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match this.read_from_peers(&d, 0, size, size, Some(filler)).await {
+                Ok(mut bytes) => {
+                    // The cache keeps its copy only once the last chunk has
+                    // passed the digest check; a failure ends the fill.
+                    while let Some(Ok(_)) = bytes.next().await {}
+                }
+                Err(e) => tracing::info!(digest = %d, "not cached: {e}"),
+            }
+        });
+    }
+
+    /// `len` bytes of `d` from `start` from its owners in order, then any
+    /// other member. A whole read is checked against the digest as it
+    /// streams, and with `filler` a copy goes into the cache.
+    async fn read_from_peers(
+        &self,
+        d: &Digest,
+        start: u64,
+        len: u64,
+        size: u64,
+        mut filler: Option<Filler>,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ReplicaError> {
         let p = self.placement(d);
         let mut errors = Vec::new();
         for (id, node) in p.owners.iter().chain(&p.others) {

@@ -1067,6 +1067,18 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     .await;
 }
 
+/// Node `id`'s storage report, as `tcr storage status` shows it.
+fn storage_of(nodes: &[Node], id: u64) -> Value {
+    let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
+    let v = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["nodeId"] == id)
+        .cloned();
+    v.map(|v| v["storage"].clone()).unwrap_or_default()
+}
+
 /// Where a node keeps its cached copy of `d`.
 fn cache_path(node: &Node, d: &str) -> PathBuf {
     let hex = d.strip_prefix("sha256:").unwrap();
@@ -1132,6 +1144,7 @@ async fn non_owners_keep_verified_copies_of_hot_blobs() {
     a_rotten_cached_copy_is_cut_and_fetched_again(readers[0], &d, &data).await;
     the_only_copy_lost_is_repaired_from_a_cache(&nodes, owner_id, &d).await;
     a_node_that_becomes_the_owner_keeps_its_cached_copy(&nodes, owner_id, &d, &data).await;
+    a_range_that_misses_fills_the_cache(&nodes).await;
 
     // Collected by GC: the caches let it go at their next storage pass.
     let ran = tcr_json(&nodes[0].url(), &["gc", "run", "--grace-period", "0s"]);
@@ -1175,16 +1188,7 @@ async fn a_node_that_becomes_the_owner_keeps_its_cached_copy(
     d: &str,
     data: &[u8],
 ) {
-    let storage = |id: u64| {
-        let report = tcr_json(&nodes[0].url(), &["storage", "status"]);
-        let v = report
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["nodeId"] == id)
-            .cloned();
-        v.map(|v| v["storage"].clone()).unwrap_or_default()
-    };
+    let storage = |id: u64| storage_of(nodes, id);
     let before: Vec<Value> = (1..=3).map(storage).collect();
     let id = old_owner.to_string();
     tcr_json(
@@ -1225,6 +1229,56 @@ async fn a_node_that_becomes_the_owner_keeps_its_cached_copy(
         "still cached as well as stored"
     );
     assert!(pull(node, d).await.unwrap() == data);
+}
+
+/// A range through a non-owner that has not cached the blob (a client
+/// resuming, a lazy-pulling snapshotter) is served from the owner at once
+/// and brings the whole blob into that node's cache: later ranges through
+/// it are local (the owner sends nothing more) and still exact.
+async fn a_range_that_misses_fills_the_cache(nodes: &[Node]) {
+    let data: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i % 233) as u8 ^ (i >> 16) as u8)
+        .collect();
+    let d = Oci::new(&nodes[0].url()).push_blob("acme/app", &data).await;
+    all_on_their_owners(nodes, std::slice::from_ref(&d), Duration::from_secs(30)).await;
+    let owner_id = owners(&nodes[0], &d).await[0];
+    let owner = &nodes[owner_id as usize - 1];
+    let reader_id = (1..=3u64).find(|id| *id != owner_id).unwrap();
+    let reader = &nodes[reader_id as usize - 1];
+    let fills_before = storage_of(nodes, reader_id)["cache"]["fills"]
+        .as_u64()
+        .unwrap();
+    let want = |from: u64, to: u64| &data[from as usize..=to as usize];
+
+    let (from, to) = ((2u64 << 20) + 10, (3u64 << 20) + 99);
+    let first = range(reader, &d, from, to).await.expect("the first range");
+    assert!(first == want(from, to), "the first range differs");
+    wait_for(
+        "the range miss brings the blob into the cache",
+        Duration::from_secs(30),
+        || {
+            let fills = storage_of(nodes, reader_id)["cache"]["fills"].as_u64();
+            async move { fills > Some(fills_before) }
+        },
+    )
+    .await;
+    assert!(
+        std::fs::read(cache_path(reader, &d)).is_ok_and(|b| b == data),
+        "the cached copy differs"
+    );
+    let sent = transfers(owner, "served_read", "ok").await;
+    for k in 0..5u64 {
+        let (from, to) = ((k << 20) + 7 * k, (k << 20) + 300_000);
+        let body = range(reader, &d, from, to).await.expect("a later range");
+        assert!(body == want(from, to), "range {from}-{to} differs");
+    }
+    assert_eq!(
+        transfers(owner, "served_read", "ok").await,
+        sent,
+        "ranges through a node with the blob cached went to the owner"
+    );
+    // Still only the owner holds a replica.
+    assert_eq!(holders(nodes, &d), vec![owner_id]);
 }
 
 /// A cached copy rots: a pull through that node is cut before the bad

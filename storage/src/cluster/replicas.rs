@@ -259,9 +259,10 @@ impl Replicas {
     }
 
     /// `len` bytes of `d` from `start`: from the local copy, else from the
-    /// cache, else from its owners in order, then any other member. A whole-blob read from a
-    /// peer is verified as it streams; the last chunk is held back until
-    /// the digest matches, so a corrupt copy is cut short, never completed.
+    /// cache, else from its owners in order, then any other member. A
+    /// whole-blob read from a peer is verified as it streams; the last
+    /// chunk is held back until the digest matches, so a corrupt copy is
+    /// cut short, never completed.
     pub async fn open(
         &self,
         d: &Digest,

@@ -340,7 +340,7 @@ impl Uploads {
             }
         }
         match self
-            .write_body(&s.info.id, size, Some(hasher), body, limit)
+            .write_body(&s.info.id, size, Some(hasher), body, limit, 0)
             .await
         {
             Ok((size, hasher)) => {
@@ -362,6 +362,10 @@ impl Uploads {
         }
     }
 
+    /// Append `body` to the session's file from `size` on, hashing it
+    /// with `hasher`; at most `limit` bytes in all. The writes wait for the
+    /// disk once they are more than `lag` bytes (plus a window) ahead of
+    /// it (see `Writeback`).
     async fn write_body<S, E>(
         &self,
         id: &str,
@@ -369,6 +373,7 @@ impl Uploads {
         hasher: Option<Hashes>,
         mut body: S,
         limit: u64,
+        lag: u64,
     ) -> Result<(u64, Option<Hashes>), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -380,7 +385,7 @@ impl Uploads {
             .await
             .map_err(|e| gone_if_missing(e, id))?;
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut writeback = Writeback::from(size);
+        let mut writeback = Writeback::from(size, lag);
         let mut next_check = size;
         let mut hashing = hasher.map(Hashing::new);
         while let Some(chunk) = body.next().await {
@@ -617,7 +622,10 @@ impl Uploads {
     {
         let mut staging = self.staging(id).await?;
         self.check_space()?;
-        whole(self.write_body(id, 0, None, body, size).await?.0, size)?;
+        // A reader receives these bytes as they are written: the writes may
+        // run ahead of the disk (up to `FILL_LAG`) instead of pacing it.
+        let (got, _) = self.write_body(id, 0, None, body, size, FILL_LAG).await?;
+        whole(got, size)?;
         let index = verified.await.map_err(|_| {
             UploadError::Body(format!("the bytes fetched did not hash to {expected}"))
         })?;
@@ -711,27 +719,41 @@ fn gone_if_missing(e: io::Error, id: &str) -> UploadError {
 /// the fsync before the 201 has little left to do, uploads do not stall on
 /// the kernel's dirty-page throttle, and the cache reuses pages instead of
 /// growing (fresh pages are costly, markedly so in VMs). This runs beside
-/// the writes, at most one window's work at a time, and is advice only:
-/// durability still comes from the fsync in `finish`.
+/// the writes, one job at a time, and is advice only: durability still
+/// comes from the fsync in `finish`.
+///
+/// With a `lag`, the writes do not wait for a job still running until they
+/// are more than `lag` bytes past the start of its window; the next job
+/// then covers everything written meanwhile. A cache fill uses this: its
+/// reader receives the bytes as they are written, so on a disk slower than
+/// the network it would otherwise be served at the disk's pace.
 struct Writeback {
-    /// Start of the window being filled.
+    /// Start of the span not yet handed to a job.
     from: u64,
-    /// The window whose writeback was started last.
+    /// The span whose writeback was started last.
     started: Option<(u64, u64)>,
     /// A descriptor of the file of its own, for the background work.
     file: Option<Arc<std::fs::File>>,
     pending: Option<tokio::task::JoinHandle<()>>,
+    /// Bytes the writes may run ahead of the last span handed to the disk.
+    lag: u64,
 }
 
 const WRITEBACK_WINDOW: u64 = 16 << 20;
 
+/// How far a cache fill's writes may run ahead of its disk: at most this
+/// much of a fill waits in the page cache, and so in the fsync before the
+/// copy is kept (well inside `cache::STALLED_FILL` on a slow disk).
+const FILL_LAG: u64 = 512 << 20;
+
 impl Writeback {
-    fn from(offset: u64) -> Self {
+    fn from(offset: u64, lag: u64) -> Self {
         Writeback {
             from: offset,
             started: None,
             file: None,
             pending: None,
+            lag,
         }
     }
 
@@ -741,12 +763,17 @@ impl Writeback {
 
     /// `file` holds every byte up to `size` (flushed by the caller).
     async fn advance(&mut self, file: &tokio::fs::File, size: u64) {
+        if let Some(job) = self.pending.take() {
+            let ahead = size - self.started.map_or(0, |(at, _)| at);
+            if !job.is_finished() && ahead <= self.lag {
+                self.pending = Some(job);
+                return;
+            }
+            let _ = job.await;
+        }
         let window = (self.from, size - self.from);
         let previous = self.started.replace(window);
         self.from = size;
-        if let Some(job) = self.pending.take() {
-            let _ = job.await;
-        }
         if self.file.is_none() {
             let Ok(own) = file.try_clone().await else {
                 return;

@@ -757,18 +757,19 @@ impl Writeback {
         }
     }
 
+    /// Whether `advance` has work at `size`: a full window, and no job
+    /// still running that the writes may stay ahead of. (A yes costs the
+    /// caller a flush of its buffer, so it is not said of every chunk
+    /// while the writes run ahead.)
     fn due(&self, size: u64) -> bool {
-        size - self.from >= WRITEBACK_WINDOW
+        let running = self.pending.as_ref().is_some_and(|job| !job.is_finished());
+        let ahead = size - self.started.map_or(0, |(at, _)| at);
+        size - self.from >= WRITEBACK_WINDOW && !(running && ahead <= self.lag)
     }
 
     /// `file` holds every byte up to `size` (flushed by the caller).
     async fn advance(&mut self, file: &tokio::fs::File, size: u64) {
         if let Some(job) = self.pending.take() {
-            let ahead = size - self.started.map_or(0, |(at, _)| at);
-            if !job.is_finished() && ahead <= self.lag {
-                self.pending = Some(job);
-                return;
-            }
             let _ = job.await;
         }
         let window = (self.from, size - self.from);

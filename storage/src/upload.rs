@@ -741,9 +741,10 @@ struct Writeback {
 
 const WRITEBACK_WINDOW: u64 = 16 << 20;
 
-/// How far a cache fill's writes may run ahead of its disk: at most this
-/// much of a fill waits in the page cache, and so in the fsync before the
-/// copy is kept (well inside `cache::STALLED_FILL` on a slow disk).
+/// How far a cache fill's writes may run ahead of the writeback running:
+/// with that job's own span, at most about twice this waits in the page
+/// cache, and so for the fsync before the copy is kept (inside
+/// `cache::STALLED_FILL` down to about 100 MB/s).
 const FILL_LAG: u64 = 512 << 20;
 
 impl Writeback {

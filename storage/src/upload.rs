@@ -763,9 +763,12 @@ impl Writeback {
     /// caller a flush of its buffer, so it is not said of every chunk
     /// while the writes run ahead.)
     fn due(&self, size: u64) -> bool {
+        if size - self.from < WRITEBACK_WINDOW {
+            return false;
+        }
         let running = self.pending.as_ref().is_some_and(|job| !job.is_finished());
         let ahead = size - self.started.map_or(0, |(at, _)| at);
-        size - self.from >= WRITEBACK_WINDOW && !(running && ahead <= self.lag)
+        !(running && ahead <= self.lag)
     }
 
     /// `file` holds every byte up to `size` (flushed by the caller).

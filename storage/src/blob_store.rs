@@ -188,33 +188,7 @@ impl BlobStore {
                 "blob is shorter than the requested range",
             ));
         }
-        // A blob of one chunk has no index file: hashing it whole costs
-        // no more than checking its chunk, and small pushes are spared a
-        // file.
-        let stored = match size > CHUNK {
-            true => self.load_index(d, size).await,
-            false => None,
-        };
-        let index = match stored {
-            Some(idx) => idx,
-            None => {
-                let (dd, index_path) = (d.clone(), self.index_path(d));
-                let (matches, index) =
-                    tokio::task::spawn_blocking(move || hash_and_index(file, &dd, &index_path))
-                        .await
-                        .map_err(io::Error::other)??;
-                if !matches {
-                    tracing::error!(digest = %d, "local copy failed verification; quarantined");
-                    self.quarantine(d).await?;
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("the local copy of {d} is corrupt"),
-                    ));
-                }
-                index
-            }
-        };
-        let index = Arc::new(index);
+        let index = Arc::new(self.sound_index(d, file, size).await?);
         let (store, bad) = (self.clone(), d.clone());
         let checks = index.chunks_for(start, len).map(move |i| {
             let (map, index) = (map.clone(), index.clone());
@@ -260,6 +234,48 @@ impl BlobStore {
                 };
                 std::future::ready(out)
             }))
+    }
+
+    /// The integrity index of the local copy of `d` (`size` bytes, open
+    /// as `file`): the stored one, else one made by hashing the whole copy,
+    /// which must match `d`. A copy that does not is quarantined and
+    /// reported `NotFound` (the caller reads another holder).
+    async fn sound_index(
+        &self,
+        d: &Digest,
+        file: std::fs::File,
+        size: u64,
+    ) -> io::Result<ChunkIndex> {
+        // A blob of one chunk has no index file: hashing it whole costs
+        // no more than checking its chunk, and small pushes are spared a
+        // file.
+        if size > CHUNK {
+            if let Some(idx) = self.load_index(d, size).await {
+                return Ok(idx);
+            }
+        }
+        let (dd, index_path) = (d.clone(), self.index_path(d));
+        let (matches, index) =
+            tokio::task::spawn_blocking(move || hash_and_index(file, &dd, &index_path))
+                .await
+                .map_err(io::Error::other)??;
+        if !matches {
+            tracing::error!(digest = %d, "local copy failed verification; quarantined");
+            self.quarantine(d).await?;
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the local copy of {d} is corrupt"),
+            ));
+        }
+        Ok(index)
+    }
+
+    /// The integrity index of the local copy of `d`, for a peer that
+    /// checks the bytes it streams from here (see `sound_index`).
+    pub async fn integrity_index(&self, d: &Digest) -> io::Result<ChunkIndex> {
+        let file = tokio::fs::File::open(self.path(d)).await?.into_std().await;
+        let size = file.metadata()?.len();
+        self.sound_index(d, file, size).await
     }
 
     /// Open the local copy and map it (`None` for an empty file, which

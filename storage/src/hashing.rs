@@ -194,30 +194,44 @@ impl Hashing {
     }
 }
 
+/// Whether a stream hashed aside yields an integrity index too.
+pub(crate) enum Indexing {
+    None,
+    /// Made by the same pass.
+    Make,
+    /// One the bytes were already checked against chunk by chunk (a
+    /// holder's), handed on if the whole also matches the digest.
+    Given(ChunkIndex),
+}
+
 /// Pass `inner` through unchanged while it is hashed beside the
 /// forwarding (on threads of their own once it is large; see `Hashing`):
 /// the verdict, whether the whole stream hashed to `d`, is ready soon after
-/// the stream ends. With `index`, the same pass makes the chunk hashes of
-/// an integrity index, sent only if the verdict is yes.
+/// the stream ends. With an `index`, the integrity index (made by the same
+/// pass, or given) is sent only if the verdict is yes.
 pub(crate) fn hashed_aside(
     inner: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     d: Digest,
-    index: bool,
+    index: Indexing,
 ) -> (
     impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     tokio::task::JoinHandle<std::io::Result<bool>>,
     Option<tokio::sync::oneshot::Receiver<ChunkIndex>>,
 ) {
     let hashes = match index {
-        true => Hashes::indexing(),
-        false => Hashes::default(),
+        Indexing::Make => Hashes::indexing(),
+        Indexing::None | Indexing::Given(_) => Hashes::default(),
     };
     let (index_tx, index_rx) = match index {
-        true => {
+        Indexing::None => (None, None),
+        _ => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
         }
-        false => (None, None),
+    };
+    let given = match index {
+        Indexing::Given(idx) => Some(idx),
+        _ => None,
     };
     // The hashing, handed over when the stream has ended whole.
     let (ended, hashing) = tokio::sync::oneshot::channel::<Hashing>();
@@ -227,8 +241,9 @@ pub(crate) fn hashed_aside(
         };
         let h = hashing.finish().await?;
         let matches = Digest::from_sha256_bytes(&h.sha.finalize()) == d;
-        if let (true, Some(tx), Some(chunks)) = (matches, index_tx, h.chunks) {
-            let _ = tx.send(chunks.finish());
+        let index = given.or_else(|| h.chunks.map(|c| c.finish()));
+        if let (true, Some(tx), Some(index)) = (matches, index_tx, index) {
+            let _ = tx.send(index);
         }
         Ok(matches)
     });

@@ -96,6 +96,15 @@ impl ChunkIndex {
         self.size
     }
 
+    /// Length of the encoded index of a blob of `size` bytes (what a
+    /// reader expects from a peer before it reads any of it).
+    pub fn encoded_len(size: u64) -> Option<usize> {
+        usize::try_from(chunk_count(size))
+            .ok()?
+            .checked_mul(HASH)?
+            .checked_add(HEADER + HASH)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.hashes.len() * HASH + HASH);
         out.extend_from_slice(MAGIC);

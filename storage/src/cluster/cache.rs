@@ -466,7 +466,7 @@ impl Wait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::hashed_aside;
+    use crate::hashing::{hashed_aside, Indexing};
 
     fn blob(n: usize, seed: u8) -> Vec<u8> {
         (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
@@ -482,7 +482,7 @@ mod tests {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect::<Vec<_>>(),
         );
-        let (source, _verdict, index) = hashed_aside(source, d.clone(), true);
+        let (source, _verdict, index) = hashed_aside(source, d.clone(), Indexing::Make);
         let got: Vec<u8> = f
             .tee(source, index.unwrap())
             .map(|c| c.unwrap().to_vec())
@@ -549,7 +549,7 @@ mod tests {
             })
             .collect();
         let source = futures::stream::iter([Ok(Bytes::from(b.clone()))]);
-        let (source, _verdict, index) = hashed_aside(source, d.clone(), true);
+        let (source, _verdict, index) = hashed_aside(source, d.clone(), Indexing::Make);
         let _: Vec<_> = filler.tee(source, index.unwrap()).collect().await;
         for w in waiters {
             assert!(w.done().await, "the waiters see the blob cached");
@@ -567,7 +567,7 @@ mod tests {
             panic!("wait");
         };
         let source = futures::stream::iter([Ok(Bytes::from(other.clone()))]);
-        let (source, _verdict, index) = hashed_aside(source, wrong.clone(), true);
+        let (source, _verdict, index) = hashed_aside(source, wrong.clone(), Indexing::Make);
         let _: Vec<_> = f.tee(source, index.unwrap()).collect().await;
         assert!(!w.done().await, "a mismatched fill is not cached");
         assert!(read_whole(&cache, &wrong, other.len() as u64)

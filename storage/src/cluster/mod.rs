@@ -9,6 +9,7 @@
 //! committed.
 
 pub mod cache;
+pub mod checked_stream;
 pub mod peer_http;
 pub mod peer_reads;
 pub mod pipeline;

@@ -15,7 +15,7 @@ use super::cache::{BlobCache, Filler, Slot};
 use super::peer_reads::{self, Via};
 use super::replication::{self, ReplicationError};
 use super::{ClusterView, Peer};
-use crate::hashing::hashed_aside;
+use crate::hashing::{hashed_aside, Indexing};
 use crate::integrity::ChunkIndex;
 use crate::placement::{self, Member};
 use crate::{BlobStore, Digest, Hold, Mapped, UploadError};
@@ -259,10 +259,10 @@ impl Replicas {
     }
 
     /// `len` bytes of `d` from `start`: from the local copy, else from the
-    /// cache, else from its owners in order, then any other member. A
-    /// whole-blob read from a peer is verified as it streams; the last
-    /// chunk is held back until the digest matches, so a corrupt copy is
-    /// cut short, never completed.
+    /// cache, else from its owners in order, then any other member. A read
+    /// from a peer is checked here chunk by chunk against the holder's
+    /// integrity index before its bytes go on; a whole one also against
+    /// the digest, its last chunk held back until that matches.
     pub async fn open(
         &self,
         d: &Digest,
@@ -365,7 +365,8 @@ impl Replicas {
 
     /// `len` bytes of `d` from `start` from its owners in order, then any
     /// other member. A whole read is checked against the digest as it
-    /// streams, and with `filler` a copy goes into the cache.
+    /// streams, and with `filler` a copy goes into the cache; a range
+    /// against the holder's integrity index, chunk by chunk.
     async fn read_from_peers(
         &self,
         d: &Digest,
@@ -380,8 +381,13 @@ impl Replicas {
             if *id == self.node_id {
                 continue;
             }
-            match peer_reads::fetch_from(&*self.view, &node.rpc_addr, d, start, len).await {
-                Ok((stream, via)) => {
+            let whole = start == 0 && len == size;
+            // Every byte is checked here before it goes on: against the
+            // holder's integrity index chunk by chunk (see `fetch_checked`).
+            let fetched =
+                peer_reads::fetch_checked(&*self.view, &node.rpc_addr, d, start, len, size).await;
+            match fetched {
+                Ok((stream, via, checked_by)) => {
                     // A peer of an older version serves over gRPC only.
                     self.count(
                         match via {
@@ -390,14 +396,19 @@ impl Replicas {
                         },
                         true,
                     );
-                    if start != 0 || len != size {
+                    if !whole {
                         return Ok(stream);
                     }
-                    // A whole read is checked against the digest as it
-                    // streams; a cache fill keeps the same bytes, indexed
-                    // by the same pass, once that check has passed.
-                    let (stream, verdict, index) =
-                        hashed_aside(stream, d.clone(), filler.is_some());
+                    // A whole read is also checked against the digest as
+                    // it streams; a cache fill keeps the same bytes, with
+                    // the index they were checked against (or one made by
+                    // the same pass), once that check has passed too.
+                    let indexing = match (&filler, checked_by) {
+                        (None, _) => Indexing::None,
+                        (Some(_), Some(index)) => Indexing::Given((*index).clone()),
+                        (Some(_), None) => Indexing::Make,
+                    };
+                    let (stream, verdict, index) = hashed_aside(stream, d.clone(), indexing);
                     let stream = match (filler.take(), index) {
                         (Some(f), Some(index)) => {
                             self.count("cache_fill", true);

@@ -178,6 +178,8 @@ async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
     for (who, c) in [("another CA", &stranger), ("no certificate", &anonymous)] {
         let r = c.get(&blob_url).send().await;
         assert!(r.is_err(), "{who}: a blob read was answered: {r:?}");
+        let r = c.get(format!("{blob_url}/index")).send().await;
+        assert!(r.is_err(), "{who}: an index read was answered: {r:?}");
         let h2 = client_with_cert(&theirs, "127.0.0.1", &ours)
             .http2_prior_knowledge()
             .build()
@@ -202,6 +204,12 @@ async fn a_cluster_under_mutual_tls_works_and_refuses_strangers() {
     // above are the certificate's doing.
     let member = client_with_cert(&ours, "127.0.0.1", &ours).build().unwrap();
     let r = member.get(&blob_url).send().await.unwrap();
+    assert!(r.status() == 200 || r.status() == 404, "{}", r.status());
+    let r = member
+        .get(format!("{blob_url}/index"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status() == 200 || r.status() == 404, "{}", r.status());
 
     // A stock node with the other CA's certificate cannot join.

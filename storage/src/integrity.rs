@@ -174,13 +174,23 @@ impl ChunkIndex {
         from..from.saturating_add(CHUNK).min(self.size)
     }
 
-    /// Whether `bytes` are chunk `i` of the blob.
-    pub fn check(&self, i: u64, bytes: &[u8]) -> bool {
+    /// Whether `parts`, one after the other, are chunk `i` of the blob.
+    pub fn check_parts<'a>(&self, i: u64, parts: impl IntoIterator<Item = &'a [u8]>) -> bool {
         let Some(want) = usize::try_from(i).ok().and_then(|i| self.hashes.get(i)) else {
             return false;
         };
+        let (mut h, mut n) = (blake3::Hasher::new(), 0u64);
+        for p in parts {
+            h.update(p);
+            n += p.len() as u64;
+        }
         let b = self.bounds(i);
-        bytes.len() as u64 == b.end - b.start && blake3::hash(bytes).as_bytes() == want
+        n == b.end - b.start && h.finalize().as_bytes() == want
+    }
+
+    /// Whether `bytes` are chunk `i` of the blob.
+    pub fn check(&self, i: u64, bytes: &[u8]) -> bool {
+        self.check_parts(i, [bytes])
     }
 }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::integrity::ChunkIndex;
@@ -38,32 +38,41 @@ where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
 {
     let chunks = index.chunks_for(start, len);
+    // Each chunk as the pieces the peer sent (cut at chunk bounds without
+    // a copy), with a piece that runs into the next chunk carried over.
     let gather = {
         let index = index.clone();
         futures::stream::unfold(
-            (body, BytesMut::new(), chunks),
-            move |(mut body, mut buf, mut todo)| {
+            (body, None::<Bytes>, chunks),
+            move |(mut body, mut carry, mut todo)| {
                 let index = index.clone();
                 async move {
                     let i = todo.next()?;
                     let b = index.bounds(i);
-                    let want = (b.end - b.start) as usize;
-                    while buf.len() < want {
-                        let failed = match body.next().await {
-                            Some(Ok(piece)) => {
-                                buf.extend_from_slice(&piece);
-                                continue;
-                            }
-                            Some(Err(e)) => e,
-                            None => io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("the peer's stream ended inside chunk {i}"),
-                            ),
+                    let mut want = (b.end - b.start) as usize;
+                    let mut parts = Vec::new();
+                    while want > 0 {
+                        let mut piece = match carry.take() {
+                            Some(p) => p,
+                            None => match body.next().await {
+                                Some(Ok(p)) => p,
+                                Some(Err(e)) => return Some((Err(e), (body, None, 0..0))),
+                                None => {
+                                    let e = io::Error::new(
+                                        io::ErrorKind::UnexpectedEof,
+                                        format!("the peer's stream ended inside chunk {i}"),
+                                    );
+                                    return Some((Err(e), (body, None, 0..0)));
+                                }
+                            },
                         };
-                        return Some((Err(failed), (body, buf, 0..0)));
+                        if piece.len() > want {
+                            carry = Some(piece.split_off(want));
+                        }
+                        want -= piece.len();
+                        parts.push(piece);
                     }
-                    let chunk = buf.split_to(want).freeze();
-                    Some((Ok((i, chunk)), (body, buf, todo)))
+                    Some((Ok((i, parts)), (body, carry, todo)))
                 }
             },
         )
@@ -73,21 +82,33 @@ where
         .map(move |gathered| {
             let index = index.clone();
             async move {
-                let (i, chunk) = gathered?;
+                let (i, parts) = gathered?;
                 let checker = index.clone();
-                let (ok, chunk) =
-                    tokio::task::spawn_blocking(move || (checker.check(i, &chunk), chunk))
-                        .await
-                        .map_err(io::Error::other)?;
+                let (ok, parts) = tokio::task::spawn_blocking(move || {
+                    let ok = checker.check_parts(i, parts.iter().map(|p| &p[..]));
+                    (ok, parts)
+                })
+                .await
+                .map_err(io::Error::other)?;
                 if !ok {
                     let e = format!("chunk {i} from the peer failed verification");
                     tracing::warn!("{e}; cutting the read");
                     return Err(io::Error::other(e));
                 }
-                let b = index.bounds(i);
-                let from = (b.start.max(start) - b.start) as usize;
-                let to = (b.end.min(start + len) - b.start) as usize;
-                Ok(chunk.slice(from..to))
+                // Only the bytes of the range go on.
+                let (from, to) = (start, start + len);
+                let mut at = index.bounds(i).start;
+                let mut out = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let (a, b) = (at, at + p.len() as u64);
+                    at = b;
+                    if b > from && a < to {
+                        let lo = (from.max(a) - a) as usize;
+                        let hi = (to.min(b) - a) as usize;
+                        out.push(p.slice(lo..hi));
+                    }
+                }
+                Ok(out)
             }
         })
         .buffered(lookahead)
@@ -98,6 +119,13 @@ where
                 r
             });
             std::future::ready(out)
+        })
+        .flat_map(|r| {
+            let items: Vec<io::Result<Bytes>> = match r {
+                Ok(parts) => parts.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
         })
 }
 

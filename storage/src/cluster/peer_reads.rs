@@ -267,23 +267,14 @@ async fn fetch_index(rpc_addr: &str, d: &Digest, size: u64) -> Result<ChunkIndex
         "{}://{rpc_addr}/tcr.blobs.v1/blobs/{d}/index",
         super::peer_http::scheme()
     );
-    // No HTTP at all: a peer of the oldest versions (gRPC only).
-    let resp = client()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| FetchError::Unsupported(e.to_string()))?;
-    let status = resp.status();
-    if status != StatusCode::OK {
-        let held = !resp.headers().contains_key(NOT_HELD);
-        let why = format!("{status}: {}", resp.text().await.unwrap_or_default());
-        return Err(match (held, status) {
-            (false, _) => FetchError::NotHeld(why),
-            // No such route: a peer of an older version.
-            (true, StatusCode::NOT_FOUND) => FetchError::Unsupported(why),
-            (true, _) => FetchError::Failed(why),
-        });
-    }
+    let resp = get(url).await.map_err(|(e, status)| match (e, status) {
+        // No HTTP at all (a peer of the oldest versions, gRPC only), or no
+        // such route (an older version).
+        (FetchError::Failed(why), None | Some(StatusCode::NOT_FOUND)) => {
+            FetchError::Unsupported(why)
+        }
+        (e, _) => e,
+    })?;
     let want = ChunkIndex::encoded_len(size);
     if want.is_none() || resp.content_length() != want.map(|n| n as u64) {
         return Err(FetchError::Failed(format!(
@@ -300,6 +291,26 @@ async fn fetch_index(rpc_addr: &str, d: &Digest, size: u64) -> Result<ChunkIndex
         .map_err(|e| FetchError::Failed(format!("the peer's index of {d}: {e}")))
 }
 
+/// A GET to a peer, answered 200; else `NotHeld` (the peer says it has no
+/// copy) or `Failed`, with the status if there was an answer.
+async fn get(url: String) -> Result<reqwest::Response, (FetchError, Option<StatusCode>)> {
+    let resp = client()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| (FetchError::Failed(e.to_string()), None))?;
+    let status = resp.status();
+    if status == StatusCode::OK {
+        return Ok(resp);
+    }
+    let held = !resp.headers().contains_key(NOT_HELD);
+    let why = format!("{status}: {}", resp.text().await.unwrap_or_default());
+    Err(match held {
+        true => (FetchError::Failed(why), Some(status)),
+        false => (FetchError::NotHeld(why), Some(status)),
+    })
+}
+
 /// `len` bytes of `d` from `start` (`len` 0: to the end) from the node whose
 /// RPC port is `rpc_addr`, over HTTP/1.1. The stream ends with an error if
 /// the peer sends fewer bytes than it announced.
@@ -313,21 +324,7 @@ async fn fetch(
         "{}://{rpc_addr}/tcr.blobs.v1/blobs/{d}?offset={start}&length={len}",
         super::peer_http::scheme()
     );
-    let resp = client()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| FetchError::Failed(e.to_string()))?;
-    let status = resp.status();
-    if status != StatusCode::OK {
-        let held = !resp.headers().contains_key(NOT_HELD);
-        let why = format!("{status}: {}", resp.text().await.unwrap_or_default());
-        return Err(if held {
-            FetchError::Failed(why)
-        } else {
-            FetchError::NotHeld(why)
-        });
-    }
+    let resp = get(url).await.map_err(|(e, _)| e)?;
     // A length past the end of the blob is cut to it, as by the gRPC `Get`;
     // hyper ends the body with an error if fewer bytes come than announced.
     let offered = resp.content_length();

@@ -1011,7 +1011,16 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     // A cancelled upload leaves nothing on the peers either.
     let location = post_upload(&c, &nodes[2].url()).await;
     let location = patch_at(&c, &nodes[2].url(), &location, 0, other).await;
-    assert_eq!(pipe_sessions(&nodes[0]).len(), 1);
+    // The PATCH is answered before the peers' sessions need to exist.
+    wait_for(
+        "the cancelled upload's session on a peer",
+        Duration::from_secs(10),
+        || {
+            let ok = pipe_sessions(&nodes[0]).len() == 1;
+            async move { ok }
+        },
+    )
+    .await;
     let del = c
         .delete(format!("{}{location}", nodes[2].url()))
         .send()

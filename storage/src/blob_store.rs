@@ -152,7 +152,7 @@ impl BlobStore {
 
     /// The local copy's integrity index, if it has a sound one for a blob
     /// of `size` bytes.
-    async fn load_index(&self, d: &Digest, size: u64) -> Option<ChunkIndex> {
+    pub(crate) async fn load_index(&self, d: &Digest, size: u64) -> Option<ChunkIndex> {
         let path = self.index_path(d);
         let bytes = tokio::fs::read(&path).await.ok()?;
         match ChunkIndex::from_bytes(&bytes, size) {

@@ -596,9 +596,35 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut staging = self.staging(id).await?;
+        let mut staging = self.staging(id, Hashes::indexing()).await?;
         whole(self.append(id, None, body, size).await?, size)?;
         let installed = self.finish(id, expected).await?;
+        staging.done = true;
+        Ok(installed)
+    }
+
+    /// `receive`, from a sender that indexed the bytes itself and sends its
+    /// integrity index after them (encoded, as `ChunkIndex::to_bytes`):
+    /// `index` yields what it sent once `body` has ended (`None` if
+    /// nothing). Only the SHA-256 is computed here; the sender's index is
+    /// kept only once it matched (see `finish_with`), and a copy without
+    /// one is indexed at its first read.
+    pub async fn receive_indexed<S, E>(
+        &self,
+        id: &str,
+        body: S,
+        size: u64,
+        expected: &Digest,
+        index: impl FnOnce() -> Option<Bytes>,
+    ) -> Result<u64, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut staging = self.staging(id, Hashes::default()).await?;
+        whole(self.append(id, None, body, size).await?, size)?;
+        let given = index();
+        let installed = self.finish_with(id, expected, given.as_deref()).await?;
         staging.done = true;
         Ok(installed)
     }
@@ -620,7 +646,7 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut staging = self.staging(id).await?;
+        let mut staging = self.staging(id, Hashes::default()).await?;
         self.check_space()?;
         // A reader receives these bytes as they are written: the writes may
         // run ahead of the disk (up to `FILL_LAG`) instead of pacing it.
@@ -641,9 +667,14 @@ impl Uploads {
         Ok(size)
     }
 
-    /// A new internal session, removed again unless marked done.
-    async fn staging<'a>(&'a self, id: &'a str) -> Result<Staging<'a>, UploadError> {
-        self.create(id, "").await?;
+    /// A new internal session computing `hashes`, removed again unless
+    /// marked done.
+    async fn staging<'a>(
+        &'a self,
+        id: &'a str,
+        hashes: Hashes,
+    ) -> Result<Staging<'a>, UploadError> {
+        self.open_session(id, "", None, None, hashes).await?;
         Ok(Staging {
             uploads: self,
             id,

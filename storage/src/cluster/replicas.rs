@@ -146,14 +146,16 @@ impl Replicas {
     pub async fn replicate(&self, d: &Digest, hold: Hold) -> Result<(), ReplicaError> {
         let blob = self.store.map(d).await?;
         let size = blob.len();
-        self.replicate_staged(d, blob, async { Ok(size) }, hold)
+        let index = self.store.load_index(d, size).await;
+        self.replicate_staged(d, blob, index, async { Ok(size) }, hold)
             .await
             .map(|_| ())
     }
 
-    /// Copy `blob` (the verified bytes of `d`) to its owners while `local`
-    /// makes this node's copy durable and installs it; the two overlap, so
-    /// the local fsync does not delay the pushes. Returns the size `local`
+    /// Copy `blob` (the verified bytes of `d`, with this node's integrity
+    /// `index` of them if it has one) to its owners while `local` makes
+    /// this node's copy durable and installs it; the two overlap, so the
+    /// local fsync does not delay the pushes. Returns the size `local`
     /// reports, once it is done and a write quorum of owners holds the blob
     /// (this node counts if it owns it); the other pushes finish in the
     /// background. A node that does not own the blob drops its copy once
@@ -162,6 +164,7 @@ impl Replicas {
         &self,
         d: &Digest,
         blob: Mapped,
+        index: Option<ChunkIndex>,
         local: F,
         hold: Hold,
     ) -> Result<u64, ReplicaError>
@@ -170,16 +173,18 @@ impl Replicas {
     {
         let owners = self.placement(d).owners;
         let mine = owners.iter().any(|(id, _)| *id == self.node_id);
+        let index = index.map(Arc::new);
         let mut pushes: FuturesUnordered<_> = owners
             .iter()
             .filter(|(id, _)| *id != self.node_id)
             .map(|(id, node)| {
-                let (id, addr, blob, d, view) = (
+                let (id, addr, blob, d, view, index) = (
                     *id,
                     node.rpc_addr.clone(),
                     blob.clone(),
                     d.clone(),
                     self.view.clone(),
+                    index.clone(),
                 );
                 tokio::spawn(async move {
                     let Some(channel) = view.channel(&addr) else {
@@ -188,7 +193,8 @@ impl Replicas {
                             Err(ReplicationError::Peer(format!("bad address {addr}"))),
                         );
                     };
-                    (id, replication::push(channel, &d, &blob).await)
+                    let index = index.as_deref();
+                    (id, replication::push(channel, &d, &blob, index).await)
                 })
             })
             .collect();
@@ -515,9 +521,9 @@ pub type TeeBody = tokio_stream::wrappers::ReceiverStream<std::io::Result<Bytes>
 
 impl<T: Send + 'static> Tee<T> {
     /// Start `call(channel, body)` for every peer; `wrap` feeds the bodies.
-    pub fn start<F, Fut>(peers: Vec<(u64, Channel)>, call: F) -> Self
+    pub fn start<F, Fut>(peers: Vec<(u64, Channel)>, mut call: F) -> Self
     where
-        F: Fn(Channel, TeeBody) -> Fut,
+        F: FnMut(Channel, TeeBody) -> Fut,
         Fut: std::future::Future<Output = Result<T, ReplicationError>> + Send + 'static,
     {
         let (mut senders, mut pushes) = (Vec::new(), Vec::new());
@@ -534,6 +540,7 @@ impl<T: Send + 'static> Tee<T> {
                 mine: false,
                 owners: 0,
                 complete: true,
+                index_to: Vec::new(),
             },
         }
     }
@@ -549,6 +556,7 @@ impl Tee<()> {
                 mine: false,
                 owners: 0,
                 complete: true,
+                index_to: Vec::new(),
             },
         }
     }
@@ -572,10 +580,15 @@ impl Replicas {
         }
         let complete = reachable.len() == remote.len();
         let d = d.clone();
+        // Each push ends with this node's index of the bytes (`send_index`).
+        let (index_to, mut index_from): (Vec<_>, Vec<_>) = (0..reachable.len())
+            .map(|_| tokio::sync::oneshot::channel())
+            .unzip();
         let mut tee = Tee::start(reachable, move |channel, body| {
-            let d = d.clone();
-            async move { replication::push_stream(channel, &d, size, body).await }
+            let (d, index) = (d.clone(), index_from.pop());
+            async move { replication::push_stream(channel, &d, size, body, index).await }
         });
+        tee.handles.index_to = index_to;
         tee.handles.mine = owners.iter().any(|(id, _)| *id == self.node_id);
         tee.handles.owners = owners.len();
         tee.handles.complete = complete;
@@ -653,6 +666,7 @@ impl Replicas {
             mine: is_owner(&self.node_id),
             owners: owners.len(),
             complete: sealed.len() == remote_owners,
+            index_to: Vec::new(),
         }
     }
 
@@ -734,6 +748,22 @@ pub struct TeeHandles<T = bool> {
     owners: usize,
     /// Whether the transfers reach every remote owner.
     complete: bool,
+    /// Where the pushes wait for this node's index of the bytes.
+    index_to: Vec<tokio::sync::oneshot::Sender<Bytes>>,
+}
+
+impl<T> TeeHandles<T> {
+    /// Send the pushes this node's integrity `index` of the bytes they
+    /// carried, once the bytes matched their digest here (the owners then
+    /// keep it instead of making their own); `None` ends them without one.
+    pub fn send_index(&mut self, index: Option<&ChunkIndex>) {
+        let index: Option<Bytes> = index.map(|i| i.to_bytes().into());
+        for tx in self.index_to.drain(..) {
+            if let Some(i) = &index {
+                let _ = tx.send(i.clone());
+            }
+        }
+    }
 }
 
 impl<T> Tee<T> {

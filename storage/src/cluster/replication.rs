@@ -54,41 +54,77 @@ fn client(channel: Channel) -> BlobServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE)
 }
 
-/// Stream `blob` (mapped bytes of `d`) to the peer behind `channel`.
-/// Returns whether the peer wrote it (false: it already held it).
-pub async fn push(channel: Channel, d: &Digest, blob: &Mapped) -> Result<bool, ReplicationError> {
-    push_stream(channel, d, blob.len(), blob.stream()).await
+/// Stream `blob` (mapped bytes of `d`) to the peer behind `channel`, with
+/// this node's integrity `index` of it if it has one. Returns whether the
+/// peer wrote it (false: it already held it).
+pub async fn push(
+    channel: Channel,
+    d: &Digest,
+    blob: &Mapped,
+    index: Option<&ChunkIndex>,
+) -> Result<bool, ReplicationError> {
+    let sent = index.map(|index| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(index.to_bytes().into());
+        rx
+    });
+    push_stream(channel, d, blob.len(), blob.stream(), sent).await
 }
 
+/// The sender's integrity index of the bytes it pushes (encoded), known
+/// only once they have all passed and matched their digest here: the peer
+/// then computes only the SHA-256. A dropped sender sends none (the peer
+/// indexes its copy at its first read).
+pub type IndexLater = tokio::sync::oneshot::Receiver<Bytes>;
+
 /// Stream `size` bytes that should hash to `d` to the peer behind
-/// `channel` (from a local copy, or as an upload arrives). The peer refuses
-/// them unless they are exactly `size` bytes hashing to `d`.
+/// `channel` (from a local copy, or as an upload arrives), followed by the
+/// `index` this node made of them, if any. The peer refuses them unless
+/// they are exactly `size` bytes hashing to `d`.
 pub async fn push_stream<S>(
     channel: Channel,
     d: &Digest,
     size: u64,
     chunks: S,
+    index: Option<IndexLater>,
 ) -> Result<bool, ReplicationError>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
     let name = d.to_string();
-    let (messages, feeder) = feed(chunks, move |first, data| PutChunk {
-        digest: if first { name.clone() } else { String::new() },
-        size,
-        data,
-    });
+    let sender_index = index.is_some();
+    let trailer = async move {
+        let index = index?.await.ok()?;
+        // Too large to send (a blob over 32 GiB): the peer indexes its copy.
+        (index.len() <= MAX_SENT_INDEX).then(|| PutChunk {
+            index,
+            ..Default::default()
+        })
+    };
+    let (messages, feeder) = feed(
+        chunks,
+        move |first, data| PutChunk {
+            digest: if first { name.clone() } else { String::new() },
+            size,
+            data,
+            sender_index: first && sender_index,
+            index: Bytes::new(),
+        },
+        trailer,
+    );
     let reply = client(channel).put(messages).await;
     fed(feeder).await?;
     Ok(reply?.into_inner().written)
 }
 
-/// `chunks` as a stream of messages (`make(first, bytes)`), fed by a task
-/// through a bounded channel: the sender waits when the peer is slower. An
-/// empty `chunks` still makes one message, which names the transfer.
+/// `chunks` as a stream of messages (`make(first, bytes)`), then the
+/// message `trailer` yields, if any; fed by a task through a bounded
+/// channel: the sender waits when the peer is slower. An empty `chunks`
+/// still makes one message, which names the transfer.
 fn feed<S, M>(
     chunks: S,
     mut make: impl FnMut(bool, Bytes) -> M + Send + 'static,
+    trailer: impl std::future::Future<Output = Option<M>> + Send + 'static,
 ) -> (
     tokio_stream::wrappers::ReceiverStream<M>,
     tokio::task::JoinHandle<std::io::Result<()>>,
@@ -110,6 +146,9 @@ where
         }
         if first {
             let _ = tx.send(make(true, Bytes::new())).await;
+        }
+        if let Some(last) = trailer.await {
+            let _ = tx.send(last).await;
         }
         Ok(())
     });
@@ -134,17 +173,21 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
     let session = session.to_string();
-    let (messages, feeder) = feed(chunks, move |first, data| AppendChunk {
-        session: if first {
-            session.clone()
-        } else {
-            String::new()
+    let (messages, feeder) = feed(
+        chunks,
+        move |first, data| AppendChunk {
+            session: if first {
+                session.clone()
+            } else {
+                String::new()
+            },
+            offset,
+            data,
+            // The index comes with `seal`.
+            sender_index: first,
         },
-        offset,
-        data,
-        // The index comes with `seal`.
-        sender_index: first,
-    });
+        async { None },
+    );
     let reply = client(channel).append(messages).await;
     fed(feeder).await?;
     Ok(reply?.into_inner().size)
@@ -361,13 +404,29 @@ impl BlobService for BlobRpc {
             return Ok(Response::new(PutReply { written: false }));
         }
         let id = format!("replica-{}", uuid::Uuid::new_v4().simple());
-        let body = futures::stream::once(async move { Ok::<_, Status>(first.data) })
-            .chain(stream.map_ok(|c| c.data));
-        match self
-            .uploads
-            .receive(&id, Box::pin(body), first.size, &d)
-            .await
-        {
+        let given = first.sender_index;
+        // The sender's index, from a message after the last byte.
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(None::<Bytes>));
+        let slot = sent.clone();
+        let body = futures::stream::once(async move { Ok::<_, Status>(first.data) }).chain(
+            stream.map_ok(move |c| {
+                if !c.index.is_empty() {
+                    *slot.lock().expect("index slot") = Some(c.index);
+                }
+                c.data
+            }),
+        );
+        let (size, body) = (first.size, Box::pin(body));
+        let received = match given {
+            true => {
+                let index = move || sent.lock().expect("index slot").take();
+                self.uploads
+                    .receive_indexed(&id, body, size, &d, index)
+                    .await
+            }
+            false => self.uploads.receive(&id, body, size, &d).await,
+        };
+        match received {
             Ok(_) => Ok(Response::new(PutReply { written: true })),
             Err(e) => {
                 tracing::warn!(digest = %d, "refused a replica: {e}");
@@ -670,6 +729,113 @@ mod tests {
         }
     }
 
+    /// Every byte of the local copy of `d`, read checked.
+    async fn read_checked(store: &BlobStore, d: &Digest) -> std::io::Result<Vec<u8>> {
+        let len = blob_len(store, d).await;
+        let parts: Vec<std::io::Result<Bytes>> =
+            store.read_stream_checked(d, 0, len).await?.collect().await;
+        Ok(parts
+            .into_iter()
+            .collect::<std::io::Result<Vec<_>>>()?
+            .concat())
+    }
+
+    /// A pushed whole blob is installed with the index its sender sends
+    /// after the bytes (the receiver computes only the SHA-256); a sender
+    /// that sends none leaves the copy to be indexed at its first read, a
+    /// sender of an older version (no `sender_index`) has the receiver
+    /// index it, and a hostile index is dropped, never trusted.
+    #[tokio::test]
+    async fn a_pushed_replica_is_installed_with_the_senders_index() {
+        let (_dir, ch, store) = serve_up_to(8 << 20).await;
+        let blob: Vec<u8> = (0..(3 << 20) + 77).map(|i| (i % 253) as u8).collect();
+        let variant = |k: u8| -> (Vec<u8>, Digest) {
+            let b: Vec<u8> = blob.iter().map(|x| x ^ k).collect();
+            let d = Digest::of(&b);
+            (b, d)
+        };
+        let pieces = |b: &[u8]| {
+            let parts: Vec<_> = b
+                .chunks(1 << 20)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            futures::stream::iter(parts)
+        };
+
+        // The index arrives once the bytes have passed (as a teed push sends it).
+        let (b, d) = variant(0);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let push = tokio::spawn({
+            let (ch, d, body, len) = (ch.clone(), d.clone(), pieces(&b), b.len() as u64);
+            async move { push_stream(ch, &d, len, body, Some(rx)).await }
+        });
+        tx.send(ChunkIndex::of(&blob).to_bytes().into()).unwrap();
+        assert!(push.await.unwrap().unwrap());
+        assert!(store.has_index(&d).await, "the sender's index is kept");
+        assert_eq!(read_checked(&store, &d).await.unwrap(), b);
+
+        // The sender's own check failed: it sends no index; the copy is
+        // installed (its SHA-256 matched here) and indexed at its first read.
+        let (b, d) = variant(1);
+        let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+        drop(tx);
+        let len = b.len() as u64;
+        assert!(push_stream(ch.clone(), &d, len, pieces(&b), Some(rx))
+            .await
+            .unwrap());
+        assert!(!store.has_index(&d).await, "not indexed by the receiver");
+        assert_eq!(read_checked(&store, &d).await.unwrap(), b);
+        assert!(store.has_index(&d).await, "indexed by its first read");
+
+        // A sender of an older version: the receiver indexes the bytes.
+        let (b, d) = variant(2);
+        let len = b.len() as u64;
+        assert!(push_stream(ch.clone(), &d, len, pieces(&b), None)
+            .await
+            .unwrap());
+        assert!(store.has_index(&d).await, "indexed by the receiver");
+        assert_eq!(read_checked(&store, &d).await.unwrap(), b);
+
+        // Hostile indexes (another blob's, of another size, a lying
+        // length, garbage) are dropped: installed, indexed at first read.
+        let (b, d) = variant(3);
+        let mut lying = ChunkIndex::of(&b).to_bytes();
+        lying[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        let hostile = [
+            ChunkIndex::of(&blob).to_bytes(),
+            ChunkIndex::of(b"short").to_bytes(),
+            lying,
+            vec![0xff; 77],
+        ];
+        for (i, bad) in hostile.into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tx.send(bad.into()).unwrap();
+            let len = b.len() as u64;
+            assert!(push_stream(ch.clone(), &d, len, pieces(&b), Some(rx))
+                .await
+                .unwrap());
+            let read = read_checked(&store, &d).await;
+            if i == 0 {
+                // Another blob's index of the same size decodes: the read
+                // finds the mismatch and refuses the copy, as it must.
+                assert!(read.is_err(), "a wrong index never lets bad bytes out");
+                let _ = store.remove(&d).await;
+                continue;
+            }
+            assert_eq!(read.unwrap(), b, "hostile index {i}");
+            store.remove(&d).await.unwrap();
+        }
+
+        // Bytes that do not hash to the digest are refused, index or not.
+        let (b, _) = variant(4);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(ChunkIndex::of(&b).to_bytes().into()).unwrap();
+        let wrong = Digest::of(b"something else");
+        let e = err(push_stream(ch.clone(), &wrong, b.len() as u64, pieces(&b), Some(rx)).await);
+        assert!(e.contains("DataLoss"), "{e}");
+        assert!(store.stat(&wrong).await.unwrap().is_none());
+    }
+
     async fn blob_len(store: &BlobStore, d: &Digest) -> u64 {
         store.stat(d).await.unwrap().unwrap()
     }
@@ -742,7 +908,7 @@ mod tests {
         put(&store);
         let staged_bytes = stage(b"collected layer").await;
         assert!(
-            !push(ch.clone(), &d, &staged_bytes).await.unwrap(),
+            !push(ch.clone(), &d, &staged_bytes, None).await.unwrap(),
             "already held"
         );
         assert!(!store.remove_unclaimed(&d, grace).await.unwrap());

@@ -91,9 +91,14 @@ impl BlobWriter {
     {
         // Replica sessions opened at the start are not needed.
         self.pipelines.abandon(id).await;
-        let (body, handles) = whole.tee.wrap(body);
+        let (body, mut handles) = whole.tee.wrap(body);
         self.uploads.append(id, start, body, limit).await?;
         let hold = self.replicas.hold(d);
+        // Checked here first, so the owners get the index of bytes known
+        // to match and are spared making their own (a mismatch sends none,
+        // and they refuse the bytes too).
+        let index = self.uploads.index_of(id, d).await?;
+        handles.send_index(index.as_ref());
         let size = self.uploads.finish(id, d).await?;
         self.replicas.finish_tee(d, handles, hold).await?;
         Ok(size)
@@ -124,8 +129,9 @@ impl BlobWriter {
         }
         let hold = self.replicas.hold(d);
         let blob = self.uploads.verified(id, d).await?;
+        let index = self.uploads.index_of(id, d).await?;
         self.replicas
-            .replicate_staged(d, blob, self.uploads.finish(id, d), hold)
+            .replicate_staged(d, blob, index, self.uploads.finish(id, d), hold)
             .await
     }
 

@@ -982,6 +982,28 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
         assert_eq!(pull(n, &d).await.unwrap(), data, "via {}", n.url());
     }
 
+    // A whole blob in one request goes to the other owners as it arrives,
+    // and each copy is installed with the index the receiving node sends
+    // once the bytes matched there: the same index on every owner.
+    let mut one = vec![0u8; 3 << 20];
+    rng.fill(&mut one[..]);
+    let d1 = Oci::new(&nodes[1].url()).push_blob("acme/app", &one).await;
+    let index_of = |n: &Node| std::fs::read(blob_path(n, &d1).with_extension("idx")).ok();
+    wait_for(
+        "a copy with its index on every owner",
+        Duration::from_secs(20),
+        || {
+            let ok = nodes.iter().all(|n| index_of(n).is_some());
+            async move { ok }
+        },
+    )
+    .await;
+    let first = index_of(&nodes[1]).unwrap();
+    for n in &nodes {
+        assert_eq!(index_of(n).as_ref(), Some(&first), "index on {}", n.url());
+        assert_eq!(pull(n, &d1).await.unwrap(), one, "via {}", n.url());
+    }
+
     // A wrong digest at the PUT: refused, and no copy anywhere.
     let other = &data[..3 << 20];
     let location = post_upload(&c, &nodes[1].url()).await;

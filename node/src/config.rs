@@ -18,7 +18,7 @@ pub enum ReadConsistency {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum VerifyReads {
     /// Every read, whole blob or range: each chunk it touches is checked
-    /// against the copy's integrity index (BLAKE3 per 1 MiB).
+    /// against the copy's integrity index (XXH3-128 per 1 MiB).
     All,
     /// Only blobs streamed from another node; local copies rely on scrub.
     Remote,

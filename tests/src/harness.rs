@@ -28,11 +28,17 @@ pub fn bin(name: &str) -> PathBuf {
 /// A port that was free a moment ago. Taken below the kernel's ephemeral
 /// range (32768 and up): a port the OS handed out and we released could be
 /// taken by an outgoing connection before the node binds it. Each test
-/// process counts through its own slice of 10000-32000.
+/// process counts through its own slice of 10000-32000: under nextest the
+/// slice is the test's slot, which no two tests running at once share (a
+/// port a test freed by stopping a node stays its own for the restart);
+/// otherwise it comes from the pid.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let slice = std::process::id() % 44 * 500;
+    let slot = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
+    let slice = slot.unwrap_or_else(std::process::id) % 44 * 500;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = 10_000 + (slice + n % 500) as u16;

@@ -18,6 +18,11 @@ fn blob_path(node: &Node, d: &str) -> PathBuf {
     node.dir.join("data/blobs/sha256").join(&hex[..2]).join(hex)
 }
 
+/// The integrity index stored beside a node's copy of `d`, if any.
+fn index_file(node: &Node, d: &str) -> Option<Vec<u8>> {
+    std::fs::read(blob_path(node, d).with_extension("idx")).ok()
+}
+
 fn holders(nodes: &[Node], d: &str) -> Vec<u64> {
     (0..nodes.len())
         .filter(|i| blob_path(&nodes[*i], d).exists())
@@ -25,8 +30,17 @@ fn holders(nodes: &[Node], d: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A client whose every request ends within a minute: a read cut or
+/// stalled by the node under test fails the attempt instead of hanging it.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
 async fn json(url: &str) -> Option<Value> {
-    reqwest::get(url).await.ok()?.json().await.ok()
+    http().get(url).send().await.ok()?.json().await.ok()
 }
 
 async fn owners(node: &Node, d: &str) -> Vec<u64> {
@@ -47,7 +61,9 @@ async fn owners(node: &Node, d: &str) -> Vec<u64> {
 }
 
 async fn pull(node: &Node, d: &str) -> Result<Vec<u8>, String> {
-    let resp = reqwest::get(format!("{}/v2/acme/app/blobs/{d}", node.url()))
+    let resp = http()
+        .get(format!("{}/v2/acme/app/blobs/{d}", node.url()))
+        .send()
         .await
         .map_err(|e| e.to_string())?;
     if resp.status() != StatusCode::OK {
@@ -62,7 +78,7 @@ async fn pull(node: &Node, d: &str) -> Result<Vec<u8>, String> {
 /// Bytes `from..=to` of blob `d` through `node`: `Ok` only for a 206 whose
 /// body arrived whole.
 async fn range(node: &Node, d: &str, from: u64, to: u64) -> Result<Vec<u8>, String> {
-    let resp = reqwest::Client::new()
+    let resp = http()
         .get(format!("{}/v2/acme/app/blobs/{d}", node.url()))
         .header("range", format!("bytes={from}-{to}"))
         .send()
@@ -317,7 +333,9 @@ async fn transfers_are_counted(nodes: &[Node]) {
     let mut remote_ok = 0;
     let mut remote_grpc = 0;
     for n in nodes {
-        let text = reqwest::get(format!("{}/metrics", n.url()))
+        let text = http()
+            .get(format!("{}/metrics", n.url()))
+            .send()
             .await
             .unwrap()
             .text()
@@ -349,7 +367,7 @@ async fn a_range_through_a_node_without_a_copy(nodes: &[Node], pushed: &[(String
         .find(|id| !holders(nodes, d).contains(id))
         .unwrap();
     let whole = pull(&nodes[outsider as usize - 1], d).await.unwrap();
-    let resp = reqwest::Client::new()
+    let resp = http()
         .get(format!(
             "{}/v2/acme/app/blobs/{d}",
             nodes[outsider as usize - 1].url()
@@ -494,7 +512,7 @@ async fn growing_to_four_moves_blobs_to_their_new_owners_with_no_failed_read() {
     let reader = tokio::spawn({
         let (blobs, stop) = (blobs.clone(), stop.clone());
         async move {
-            let client = reqwest::Client::new();
+            let client = http();
             let (mut reads, mut failed) = (0usize, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for (i, d) in blobs.iter().enumerate() {
@@ -562,7 +580,9 @@ async fn growing_to_four_moves_blobs_to_their_new_owners_with_no_failed_read() {
     )
     .await;
     // Prometheus shows node 4 holding exactly the blobs it owns.
-    let metrics = reqwest::get(format!("{}/metrics", nodes[3].url()))
+    let metrics = http()
+        .get(format!("{}/metrics", nodes[3].url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -578,7 +598,7 @@ async fn an_upload_moves_between_nodes_start_patch_put() {
     let nodes = start_cluster(dir.path()).await;
     let data: Vec<u8> = (0..5u32 << 20).map(|i| (i % 253) as u8).collect();
     let d = digest(&data);
-    let c = reqwest::Client::new();
+    let c = http();
     let started = c
         .post(format!("{}/v2/acme/app/blobs/uploads/", nodes[0].url()))
         .send()
@@ -806,7 +826,7 @@ async fn concurrent_pushes_of_one_layer_through_a_non_owner_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(dir.path()).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    let c = reqwest::Client::new();
+    let c = http();
     for round in 0..3 {
         let mut data = vec![0u8; 3 << 20];
         rng.fill(&mut data[..]);
@@ -863,7 +883,9 @@ fn pipe_sessions(node: &Node) -> Vec<(String, u64)> {
 
 /// `tcr_blob_transfers_total{kind, result}` on a node.
 async fn transfers(node: &Node, kind: &str, result: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", node.url()))
+    let text = http()
+        .get(format!("{}/metrics", node.url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -917,7 +939,7 @@ async fn post_upload(c: &reqwest::Client, base: &str) -> String {
 async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster_with(dir.path(), 3).await;
-    let c = reqwest::Client::new();
+    let c = http();
     let mut rng = rand::rngs::StdRng::seed_from_u64(33);
     let mut data = vec![0u8; 7 << 20];
     rng.fill(&mut data[..]);
@@ -969,10 +991,14 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     // Every copy has its integrity index at once (the peers were sealed
     // with the index the receiving node made of the verified bytes), the
     // same on every owner.
-    let index = |n: &Node| std::fs::read(blob_path(n, &d).with_extension("idx")).ok();
-    let first = index(&nodes[0]).expect("an index beside the copy");
+    let first = index_file(&nodes[0], &d).expect("an index beside the copy");
     for n in &nodes[1..] {
-        assert_eq!(index(n).as_ref(), Some(&first), "index on {}", n.url());
+        assert_eq!(
+            index_file(n, &d).as_ref(),
+            Some(&first),
+            "index on {}",
+            n.url()
+        );
     }
     // Both peers took the whole upload as it came: no push afterwards.
     assert_eq!(transfers(&nodes[0], "pipelined_append", "ok").await, 2);
@@ -988,19 +1014,23 @@ async fn a_chunked_upload_reaches_every_owner_while_its_chunks_arrive() {
     let mut one = vec![0u8; 3 << 20];
     rng.fill(&mut one[..]);
     let d1 = Oci::new(&nodes[1].url()).push_blob("acme/app", &one).await;
-    let index_of = |n: &Node| std::fs::read(blob_path(n, &d1).with_extension("idx")).ok();
     wait_for(
         "a copy with its index on every owner",
         Duration::from_secs(20),
         || {
-            let ok = nodes.iter().all(|n| index_of(n).is_some());
+            let ok = nodes.iter().all(|n| index_file(n, &d1).is_some());
             async move { ok }
         },
     )
     .await;
-    let first = index_of(&nodes[1]).unwrap();
+    let first = index_file(&nodes[1], &d1).unwrap();
     for n in &nodes {
-        assert_eq!(index_of(n).as_ref(), Some(&first), "index on {}", n.url());
+        assert_eq!(
+            index_file(n, &d1).as_ref(),
+            Some(&first),
+            "index on {}",
+            n.url()
+        );
         assert_eq!(pull(n, &d1).await.unwrap(), one, "via {}", n.url());
     }
 

@@ -315,11 +315,13 @@ impl BlobStore {
         Ok(futures::stream::iter(chunks))
     }
 
-    /// Move a verified, fsynced staging file into place and fsync the
-    /// directory, so the name survives a crash. A blob already present is
-    /// kept (content addressing makes the copies identical). `index`, made
-    /// from the verified bytes, goes beside it; it is not synced (one lost
-    /// or torn in a crash fails its checksum and is made again).
+    /// Make a verified staging file durable, move it into place and fsync
+    /// the directory, so the name survives a crash; all on one blocking
+    /// thread, as a small push waits on every hop. A blob already present
+    /// is kept (content addressing makes the copies identical) and the
+    /// staging file goes unsynced. `index`, made from the verified bytes,
+    /// goes beside it; it is not synced (one lost or torn in a crash fails
+    /// its checksum and is made again).
     pub(crate) async fn install(
         &self,
         staged: &Path,
@@ -345,6 +347,7 @@ impl BlobStore {
                 }
                 return Ok(());
             }
+            std::fs::File::open(&staged)?.sync_all()?;
             if let Some(idx) = &index {
                 write_index(&index_path, idx);
             }

@@ -256,11 +256,17 @@ pub async fn start(st: &OciState, name: &str, req: Request) -> OciResult {
         .get::<crate::auth::Caller>()
         .and_then(|c| c.credential())
         .map(|c| c.id.clone());
-    if let Err(e) = st
-        .uploads
-        .create_capped(&id, name, owner.as_deref(), Some(st.upload_caps))
-        .await
-    {
+    // A monolithic upload (its digest given) ends with this request.
+    let opened = if q.contains_key("digest") {
+        st.uploads
+            .create_one_shot(&id, name, owner.as_deref(), Some(st.upload_caps))
+            .await
+    } else {
+        st.uploads
+            .create_capped(&id, name, owner.as_deref(), Some(st.upload_caps))
+            .await
+    };
+    if let Err(e) = opened {
         return Err(refuse_draining(req, e.into()).await);
     }
     if let Some(digest) = q.get("digest") {

@@ -15,4 +15,4 @@ pub mod upload;
 pub use blob_store::{BlobStore, Hold, Mapped};
 pub use digest::{Digest, DigestError};
 pub use disk_space::{parse_size, DiskReserve, NoSpace, Reserve};
-pub use upload::{SessionCaps, SessionInfo, UploadError, Uploads};
+pub use upload::{Layout, SessionCaps, SessionInfo, UploadError, Uploads};

@@ -74,12 +74,15 @@ struct Open {
 
 /// How a session lies on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
+pub enum Layout {
     /// `uploads/<id>/data` and `uploads/<id>/info.json`: resumable, and
     /// found again after a restart.
     Resumable,
     /// `uploads/<id>.part` alone: lives as long as its request (or its
-    /// process), so nothing else is worth writing.
+    /// process), so nothing else is worth writing. For a session that ends
+    /// with the request opening it (a monolithic upload, `POST ...?digest=`
+    /// with its body): cheaper to open and remove, not resumable, and
+    /// forgotten by a restart (which ended its request anyway).
     OneShot,
 }
 
@@ -173,7 +176,8 @@ impl Uploads {
     /// Open a new session for `repo`; `id` is chosen by the caller (it names
     /// the node holding the staging file).
     pub async fn create(&self, id: &str, repo: &str) -> Result<SessionInfo, UploadError> {
-        self.create_capped(id, repo, None, None).await
+        self.create_capped(id, repo, None, None, Layout::Resumable)
+            .await
     }
 
     /// Open a new session for `repo` on behalf of `owner`, refused when its
@@ -185,23 +189,9 @@ impl Uploads {
         repo: &str,
         owner: Option<&str>,
         caps: Option<SessionCaps>,
+        layout: Layout,
     ) -> Result<SessionInfo, UploadError> {
-        self.open_session(id, repo, owner, caps, Hashes::indexing(), Layout::Resumable)
-            .await
-    }
-
-    /// `create_capped` for a session that ends with the request opening it
-    /// (a monolithic upload, `POST ...?digest=` with its body): cheaper to
-    /// open and remove, not resumable, and forgotten by a restart (which
-    /// ended its request anyway).
-    pub async fn create_one_shot(
-        &self,
-        id: &str,
-        repo: &str,
-        owner: Option<&str>,
-        caps: Option<SessionCaps>,
-    ) -> Result<SessionInfo, UploadError> {
-        self.open_session(id, repo, owner, caps, Hashes::indexing(), Layout::OneShot)
+        self.open_session(id, repo, owner, caps, Hashes::indexing(), layout)
             .await
     }
 
@@ -270,9 +260,13 @@ impl Uploads {
         }
         // One blocking hop for the files, not one per file.
         let (dir, data) = (self.dir.join(id), self.path_in(id, layout));
-        let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
+        // Only a resumable session keeps its info on disk.
+        let json = match layout {
+            Layout::Resumable => Some(serde_json::to_vec(&info).map_err(io::Error::other)?),
+            Layout::OneShot => None,
+        };
         let made = tokio::task::spawn_blocking(move || {
-            if layout == Layout::Resumable {
+            if let Some(json) = json {
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("info.json"), json)?;
             }
@@ -985,37 +979,37 @@ mod tests {
             per_namespace: 3,
             per_owner: 2,
         });
-        up.create_capped("a1", "acme/app", Some("c1"), caps)
+        up.create_capped("a1", "acme/app", Some("c1"), caps, Layout::Resumable)
             .await
             .unwrap();
-        up.create_capped("a2", "acme/web", Some("c1"), caps)
+        up.create_capped("a2", "acme/web", Some("c1"), caps, Layout::Resumable)
             .await
             .unwrap();
         let e = up
-            .create_capped("a3", "acme/app", Some("c1"), caps)
+            .create_capped("a3", "acme/app", Some("c1"), caps, Layout::Resumable)
             .await
             .unwrap_err();
         assert!(
             matches!(e, UploadError::TooManySessions { limit: 2, .. }),
             "{e}"
         );
-        up.create_capped("a4", "acme/app", Some("c2"), caps)
+        up.create_capped("a4", "acme/app", Some("c2"), caps, Layout::Resumable)
             .await
             .unwrap();
         let e = up
-            .create_capped("a5", "acme/app", Some("c3"), caps)
+            .create_capped("a5", "acme/app", Some("c3"), caps, Layout::Resumable)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("namespace 'acme'"), "{e}");
         // Another namespace, and internal sessions, are not held back.
-        up.create_capped("b1", "globex/app", Some("c3"), caps)
+        up.create_capped("b1", "globex/app", Some("c3"), caps, Layout::Resumable)
             .await
             .unwrap();
         up.create("r1", "").await.unwrap();
         // A refused open leaves nothing behind; a cancel frees a place.
         assert!(!up.dir.join("a5").exists());
         up.cancel("a1").await.unwrap();
-        up.create_capped("a6", "acme/app", Some("c1"), caps)
+        up.create_capped("a6", "acme/app", Some("c1"), caps, Layout::Resumable)
             .await
             .unwrap();
     }
@@ -1501,7 +1495,9 @@ mod tests {
         let blobs = BlobStore::open(dir.path()).unwrap();
         let up = Uploads::open(blobs.clone()).unwrap();
         // Finished: the staging file became the blob, nothing else is left.
-        up.create_one_shot("m1", "ns/r", None, None).await.unwrap();
+        up.create_capped("m1", "ns/r", None, None, Layout::OneShot)
+            .await
+            .unwrap();
         assert_eq!(staged(dir.path()), vec!["m1.part".to_string()]);
         up.append("m1", None, body(&[b"whole ", b"blob"]), 100)
             .await
@@ -1511,12 +1507,16 @@ mod tests {
         assert_eq!(std::fs::read(blobs.path(&d)).unwrap(), b"whole blob");
         assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
         // Cancelled: gone too.
-        up.create_one_shot("m2", "ns/r", None, None).await.unwrap();
+        up.create_capped("m2", "ns/r", None, None, Layout::OneShot)
+            .await
+            .unwrap();
         up.append("m2", None, body(&[b"abc"]), 100).await.unwrap();
         up.cancel("m2").await.unwrap();
         assert!(staged(dir.path()).is_empty(), "{:?}", staged(dir.path()));
         // Cut off by a restart: not resumable, and expired as any other.
-        up.create_one_shot("m3", "ns/r", None, None).await.unwrap();
+        up.create_capped("m3", "ns/r", None, None, Layout::OneShot)
+            .await
+            .unwrap();
         up.append("m3", None, body(&[b"half"]), 100).await.unwrap();
         drop(up);
         let up = Uploads::open(blobs).unwrap();

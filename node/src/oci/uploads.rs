@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use tcr_raft::Command;
 use tcr_storage::cluster::{ReplicaError, Whole};
-use tcr_storage::{Digest, UploadError};
+use tcr_storage::{Digest, Layout, UploadError};
 
 use super::errors::{OciError, OciResult};
 use super::{check_name, query, require_namespace};
@@ -257,16 +257,16 @@ pub async fn start(st: &OciState, name: &str, req: Request) -> OciResult {
         .and_then(|c| c.credential())
         .map(|c| c.id.clone());
     // A monolithic upload (its digest given) ends with this request.
-    let opened = if q.contains_key("digest") {
-        st.uploads
-            .create_one_shot(&id, name, owner.as_deref(), Some(st.upload_caps))
-            .await
+    let layout = if q.contains_key("digest") {
+        Layout::OneShot
     } else {
-        st.uploads
-            .create_capped(&id, name, owner.as_deref(), Some(st.upload_caps))
-            .await
+        Layout::Resumable
     };
-    if let Err(e) = opened {
+    if let Err(e) = st
+        .uploads
+        .create_capped(&id, name, owner.as_deref(), Some(st.upload_caps), layout)
+        .await
+    {
         return Err(refuse_draining(req, e.into()).await);
     }
     if let Some(digest) = q.get("digest") {
